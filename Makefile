@@ -1,0 +1,55 @@
+# flashfeed: two commands set everything up on a fresh machine (Python 3.11, Java 17, Node 20):
+#   make demo   - the main job on the embedded defaults (install, DynamoDB, data, both DAGs, API)
+#   make test   - the test suite
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+FLASHFEED := $(VENV)/bin/flashfeed
+PYSPARK_VERSION := $(shell sed -n 's/^pyspark==//p' requirements.txt)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test airflow api dynamodb-start dynamodb-stop clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	# pyspark-client (pulled by the Spark provider) overwrites pyspark's Python files: restore them.
+	$(PY) -m pip install --quiet --no-deps --force-reinstall pyspark==$(PYSPARK_VERSION)
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -c "import pyspark, pathlib, sys; v = pyspark.__version__; jars = pathlib.Path(pyspark.__file__).parent / 'jars'; \
+	  ok = any(j.name.endswith('-' + v + '.jar') for j in jars.glob('spark-core_*.jar')); \
+	  sys.exit(0 if ok else f'pyspark {v} does not match its jars in {jars}')"
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: install
+	$(FLASHFEED) demo
+
+test: install
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+airflow: install
+	$(FLASHFEED) dynamodb start
+	$(FLASHFEED) airflow db migrate
+	$(FLASHFEED) airflow standalone
+
+api: install
+	$(FLASHFEED) dynamodb start
+	$(FLASHFEED) api
+
+dynamodb-start: install
+	$(FLASHFEED) dynamodb start
+
+dynamodb-stop: install
+	$(FLASHFEED) dynamodb stop
+
+clean:
+	-$(FLASHFEED) dynamodb stop
+	rm -rf .flashfeed

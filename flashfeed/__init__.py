@@ -1,0 +1,1 @@
+"""flashfeed: personalised flash-sale shop windows (shared library, CLI, read API)."""

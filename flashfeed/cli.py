@@ -1,0 +1,62 @@
+"""`flashfeed`: the project's command line (installed in .venv/bin by `make`).
+
+    flashfeed demo                      the whole main job on the embedded defaults
+    flashfeed demo-data [...]           generate the synthetic flash-sale world into the lake
+    flashfeed dynamodb start|stop|status
+    flashfeed airflow ARGS...           the airflow CLI in the project's environment
+    flashfeed api                       the read API on 127.0.0.1:8088
+    flashfeed show-member MEMBER_ID     print a member's served payload through the read API
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _exec_airflow(args: list[str]) -> None:
+    os.execvp("airflow", ["airflow", *args])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    from flashfeed.env import project_env
+
+    os.environ.update(project_env())
+    if command == "airflow":
+        _exec_airflow(rest)
+    if command == "demo":
+        from flashfeed import demo
+
+        return demo.main(rest)
+    if command == "demo-data":
+        from flashfeed import demo_data
+
+        return demo_data.main(rest) or 0
+    if command == "dynamodb":
+        from flashfeed import local_dynamodb
+
+        return local_dynamodb.main(rest) or 0
+    if command == "api":
+        from flashfeed import api
+
+        return api.main(rest) or 0
+    if command == "show-member":
+        from flashfeed import demo
+
+        parser = argparse.ArgumentParser(prog="flashfeed show-member")
+        parser.add_argument("member_id")
+        parser.add_argument("--feed", default="products")
+        parser.add_argument("--variant", default="card")
+        args = parser.parse_args(rest)
+        return demo.show_member(args.member_id, args.feed, args.variant)
+    print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

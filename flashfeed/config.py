@@ -1,0 +1,57 @@
+"""Where things live and the one file of tunables (`include/flashfeed.yaml`).
+
+Locations come from the environment so that the same code runs on a laptop and on a
+cluster; behaviour comes only from the config file, with per-group overrides.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG_PATH = REPO_ROOT / "include" / "flashfeed.yaml"
+
+
+def flashfeed_home() -> Path:
+    """All local state (lake, DynamoDB data, Airflow home, logs) lives here."""
+    return Path(os.environ.get("FLASHFEED_HOME", REPO_ROOT / ".flashfeed")).resolve()
+
+
+def lake_root() -> str:
+    """Root URI of the lake: a local folder by default, `s3a://bucket/prefix` in production."""
+    root = os.environ.get("FLASHFEED_LAKE") or str(flashfeed_home() / "lake")
+    return root.rstrip("/")
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("FLASHFEED_CONFIG", DEFAULT_CONFIG_PATH))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def load_config(path: str | Path | None = None) -> dict[str, Any]:
+    """The parsed config file (a fresh copy, so callers may change it in tests)."""
+    return copy.deepcopy(_load(str(path or config_path())))
+
+
+def group_settings(config: dict[str, Any], section: str, group: str) -> dict[str, Any]:
+    """A section's defaults with the group's overrides applied (`group_overrides: {"13": {...}}`)."""
+    settings = {k: v for k, v in config[section].items() if k != "group_overrides"}
+    overrides = (config[section].get("group_overrides") or {}).get(str(group)) or {}
+    unknown = set(overrides) - set(settings)
+    if unknown:
+        raise ValueError(
+            f"config {section}.group_overrides.{group} sets unknown keys {sorted(unknown)}; "
+            f"known keys: {sorted(settings)}"
+        )
+    settings.update(overrides)
+    return settings

@@ -1,0 +1,159 @@
+"""The main job on the embedded defaults: `make demo` runs `flashfeed demo`.
+
+Starts the local DynamoDB, prepares Airflow's database, generates the demo world, runs
+`flashfeed_daily_model` and then `flashfeed_launch_feeds` for one day and one launch through
+Airflow (`airflow dags test`), and prints one member's served payload from the read API.
+Every step is safe to repeat: a second run re-uses what is there and re-runs the DAGs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import date, datetime, time as dtime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from flashfeed import calendar, lake
+from flashfeed.config import flashfeed_home, lake_root
+
+log = logging.getLogger("flashfeed.demo")
+API_START_TIMEOUT_S = 60
+DEFAULT_API_PORT = 8088
+DEMO_DATE, DEMO_LAUNCH, DEMO_MEMBERS, DEMO_DAYS, DEMO_SEED = "2026-11-22", "1100", 2000, 30, 7
+
+
+def _run(cmd: list[str], what: str) -> None:
+    log.info("%s: %s", what, " ".join(cmd))
+    started = time.monotonic()
+    result = subprocess.run(cmd, env=os.environ.copy())
+    if result.returncode != 0:
+        raise SystemExit(f"{what} failed (exit {result.returncode}); see the output above")
+    log.info("%s finished in %.0f s", what, time.monotonic() - started)
+
+
+def airflow_db_ready() -> None:
+    """`airflow db migrate` is idempotent: it creates the SQLite database or upgrades it."""
+    _run(["airflow", "db", "migrate"], "preparing Airflow's database")
+
+
+def run_dag(dag_id: str, logical_date: datetime, conf: dict | None = None) -> None:
+    """Run one DAG run in-process with `airflow dags test` and fail unless it succeeded."""
+    when = logical_date.astimezone(timezone.utc).isoformat()
+    cmd = ["airflow", "dags", "test", dag_id, when]
+    if conf:
+        cmd += ["--conf", json.dumps(conf)]
+    _run(cmd, f"running {dag_id} for {when}")
+    state = dag_run_state(dag_id, when)
+    if state != "success":
+        raise SystemExit(f"{dag_id} run {when} ended {state!r}: read its task logs under "
+                         f"{flashfeed_home() / 'airflow' / 'logs'}")
+
+
+def dag_run_state(dag_id: str, when: str) -> str:
+    out = subprocess.run(["airflow", "dags", "state", dag_id, when], env=os.environ.copy(),
+                         capture_output=True, text=True)
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return lines[-1].split(",")[0] if lines else f"unknown ({out.stderr.strip()[-300:]})"
+
+
+def api_port() -> int:
+    return int(os.environ.get("FLASHFEED_API_PORT", DEFAULT_API_PORT))
+
+
+def _get(url: str) -> tuple[int, dict, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, dict(response.headers), response.read().decode("utf-8")
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read().decode("utf-8")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def show_member(member_id: str, feed: str = "products", variant: str = "card") -> int:
+    """Print the served version and a member's payload, asked of the read API over HTTP.
+
+    Uses an API already listening on the port (e.g. `make api`), else starts one for the call.
+    """
+    port = api_port()
+    base = f"http://127.0.0.1:{port}"
+    server = None
+    if not _port_open(port):
+        server = subprocess.Popen([sys.executable, "-m", "flashfeed.api"], env=os.environ.copy(),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + API_START_TIMEOUT_S
+        while not _port_open(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the read API did not start on {base}; run `make api` to see why")
+            time.sleep(0.2)
+    try:
+        status, _, body = _get(f"{base}/v1/health")
+        print(f"GET /v1/health -> {status}\n{body}")
+        status, headers, body = _get(f"{base}/v1/members/{member_id}/feeds/{feed}?variant={variant}")
+        print(f"GET /v1/members/{member_id}/feeds/{feed}?variant={variant} -> {status} "
+              f"(X-Feed-Version: {headers.get('x-feed-version') or headers.get('X-Feed-Version')})")
+        try:
+            print(json.dumps(json.loads(body), indent=2))
+        except ValueError:
+            print(body)
+        return 0 if status == 200 else 1
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def first_member(feeds_partition: str) -> str:
+    """A member with a served payload: the first line of the products card data set."""
+    folder = Path(feeds_partition) / lake.feed_folder("products", "card")
+    for part in sorted(folder.glob("part-*.json")):
+        with open(part, encoding="utf-8") as handle:
+            line = handle.readline()
+            if line:
+                return json.loads(line)["member_id"]
+    raise SystemExit(f"no member payload under {folder}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flashfeed demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--date", default=DEMO_DATE, help="model and launch day (local date)")
+    parser.add_argument("--launch", default=DEMO_LAUNCH, help="launch slot HHMM")
+    parser.add_argument("--members", type=int, default=DEMO_MEMBERS)
+    parser.add_argument("--days", type=int, default=DEMO_DAYS)
+    parser.add_argument("--seed", type=int, default=DEMO_SEED)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    started = time.monotonic()
+    day = date.fromisoformat(args.date)
+
+    from flashfeed import demo_data, local_dynamodb
+
+    endpoint = local_dynamodb.start()
+    log.info("local DynamoDB at %s (data under %s)", endpoint, flashfeed_home() / "dynamodb")
+    airflow_db_ready()
+    demo_data.generate(lake_root(), members=args.members, days=args.days, end_date=day, seed=args.seed)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    from flashfeed_airflow.schedules import LAUNCH_LEAD_MINUTES, TIMEZONE
+
+    tz = ZoneInfo(TIMEZONE)
+    run_dag("flashfeed_daily_model", datetime.combine(day, dtime(5, 0), tz))
+    slot = calendar.slot(day, args.launch)
+    run_dag("flashfeed_launch_feeds", slot.starts_at - timedelta(minutes=LAUNCH_LEAD_MINUTES))
+
+    member = first_member(lake.feeds(day, args.launch))
+    code = show_member(member)
+    log.info("demo finished in %.0f s: launch %s is served", time.monotonic() - started, slot.version)
+    return code

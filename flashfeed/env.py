@@ -1,0 +1,51 @@
+"""The environment every local flashfeed process runs in (Airflow, Spark, DynamoDB, API).
+
+One place decides where local state lives and which endpoints are used, so that `make demo`,
+`make airflow`, the tests and a user's shell all agree. Values already set are kept, so a
+production deployment overrides any of them from its own environment.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from flashfeed.config import REPO_ROOT, flashfeed_home
+
+DEFAULT_DYNAMODB_PORT = 8000
+LOCAL_SPARK_MASTER = "local[*]"
+
+
+def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    home = Path(env.get("FLASHFEED_HOME") or flashfeed_home())
+    venv_bin = str(Path(sys.executable).parent)
+    defaults = {
+        "FLASHFEED_HOME": str(home),
+        "FLASHFEED_LAKE": str(home / "lake"),
+        "FLASHFEED_DYNAMODB_ENDPOINT": f"http://127.0.0.1:{env.get('FLASHFEED_DYNAMODB_PORT', DEFAULT_DYNAMODB_PORT)}",
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "airflow" / "logs"),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": "8080",
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": LOCAL_SPARK_MASTER}),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        # Local DynamoDB accepts any credentials; real AWS uses the deployment's own.
+        "AWS_ACCESS_KEY_ID": "flashfeed-local",
+        "AWS_SECRET_ACCESS_KEY": "flashfeed-local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    # spark-submit and airflow must come from the project's environment.
+    if not env.get("PATH", "").startswith(venv_bin):
+        env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    return env

@@ -1,0 +1,71 @@
+"""The lake contract (DESIGN.md section 5): every path any stage reads or writes.
+
+Partitions are complete only when their `_SUCCESS` marker exists; writers replace a whole
+partition and write the marker last, so a re-run or a backfill overwrites its own partition
+and nothing else.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from flashfeed.config import lake_root
+
+SUCCESS = "_SUCCESS"
+RAW_DATASETS = ("events", "catalog", "sale_calendar", "returns")
+FEEDS = ("products", "brands", "categories")
+VARIANTS = ("full", "card")
+FALLBACK_MEMBER_PREFIX = "__fallback__#"
+
+
+def _root(root: str | None) -> str:
+    return (root or lake_root()).rstrip("/")
+
+
+def _day(dt: date | str) -> str:
+    return dt if isinstance(dt, str) else dt.isoformat()
+
+
+def raw(dataset: str, dt: date | str, root: str | None = None) -> str:
+    if dataset not in RAW_DATASETS:
+        raise ValueError(f"unknown raw dataset {dataset!r}; expected one of {RAW_DATASETS}")
+    return f"{_root(root)}/raw/{dataset}/dt={_day(dt)}"
+
+
+def features(dt: date | str, root: str | None = None) -> str:
+    return f"{_root(root)}/features/dt={_day(dt)}"
+
+
+def rejects(dt: date | str, root: str | None = None) -> str:
+    return f"{_root(root)}/rejects/dt={_day(dt)}"
+
+
+def models(dt: date | str, group: str | None = None, root: str | None = None) -> str:
+    base = f"{_root(root)}/models/dt={_day(dt)}"
+    return base if group is None else f"{base}/group={group}"
+
+
+def affinity(dt: date | str, group: str | None = None, root: str | None = None) -> str:
+    base = f"{_root(root)}/affinity/dt={_day(dt)}"
+    return base if group is None else f"{base}/group={group}"
+
+
+def products(dt: date | str, launch: str, root: str | None = None) -> str:
+    return f"{_root(root)}/products/dt={_day(dt)}/launch={launch}"
+
+
+def feeds(dt: date | str, launch: str, root: str | None = None) -> str:
+    return f"{_root(root)}/feeds/dt={_day(dt)}/launch={launch}"
+
+
+def success(partition: str) -> str:
+    return f"{partition}/{SUCCESS}"
+
+
+def feed_folder(feed: str, variant: str) -> str:
+    """Folder of one data set inside a feeds partition, e.g. `brands_card`."""
+    return f"{feed}_{variant}"
+
+
+def fsspec_url(uri: str) -> str:
+    """fsspec names Hadoop's `s3a://` scheme `s3://`; local paths pass through."""
+    return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri

@@ -1,0 +1,762 @@
+"""The serving store contract (DESIGN.md section 6): versioned feed tables and the served pointer.
+
+boto3 only (no Airflow), so Airflow operators, the read API and the CLI share it.
+
+Tables
+- `<prefix>feeds-<version>`: one per launch version, e.g. `flashfeed-feeds-20261122t1100`.
+  Key `member_id` (S, hash) + `feed` (S, range, `<feed>#<variant>`, e.g. `brands#card`);
+  attribute `payload` (S): the JSON line from the lake, verbatim. Fallback payloads are
+  stored under `member_id = "__fallback__#<division>"`, the global one `__fallback__#all`.
+- `<prefix>control`: key `pk` (S). Item `pk = "served"` holds `version`, `previous`,
+  `flipped_at` (ISO UTC) and `manifest` (URI). Changing it is the flip: one conditional
+  UpdateItem on the version the caller expects to replace, so two flips can never both win.
+
+Load (restartable): checksums of every file against the manifest first, then
+BatchWriteItem in batches of 25 from a thread pool, retrying UnprocessedItems and
+throttling with exponential backoff and full jitter. Writes are puts on the table's key, so
+re-running a load into a table left by a failed attempt overwrites, never duplicates.
+`verify_load` then checks the count and a sample read back byte for byte; only after it
+passes may anyone call `flip`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+from flashfeed.config import load_config
+from flashfeed.lake import FALLBACK_MEMBER_PREFIX, FEEDS, VARIANTS, feed_folder
+
+logger = logging.getLogger(__name__)
+
+ENDPOINT_ENV = "FLASHFEED_DYNAMODB_ENDPOINT"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+DUMMY_CREDENTIALS = {"aws_access_key_id": "flashfeed-local", "aws_secret_access_key": "flashfeed-local"}
+
+MANIFEST_FILE = "manifest.json"
+FALLBACK_DATA_SET = "fallback"
+GLOBAL_FALLBACK_MEMBER = f"{FALLBACK_MEMBER_PREFIX}all"
+SERVED_KEY = "served"
+
+# DynamoDB limits and our load tuning.
+MAX_ITEM_BYTES = 400 * 1024          # item size = attribute names + values, UTF-8 bytes
+BATCH_SIZE = 25                      # BatchWriteItem maximum
+MAX_WRITE_ATTEMPTS = 10              # per batch, including the first try
+BACKOFF_BASE_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 5.0
+IN_FLIGHT_BATCHES_PER_THREAD = 4     # bounds memory: the reader never runs far ahead of writers
+PROGRESS_LOG_SECONDS = 5.0
+TABLE_ACTIVE_TIMEOUT_SECONDS = 300.0
+TABLE_POLL_SECONDS = 0.2
+HASH_CHUNK_BYTES = 1024 * 1024
+THROTTLING_ERRORS = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+})
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+class ServingStoreError(RuntimeError):
+    """Base class: every message names the cause and, where there is one, the next step."""
+
+
+class ManifestError(ServingStoreError):
+    """The manifest is missing, malformed, or disagrees with the files it lists."""
+
+
+class ChecksumMismatchError(ManifestError):
+    """A feeds file's bytes differ from what the manifest recorded: refuse to load."""
+
+
+class PayloadError(ServingStoreError):
+    """A payload line cannot become a table item (bad JSON, wrong keys, duplicate)."""
+
+
+class PayloadTooLargeError(PayloadError):
+    """A payload would exceed DynamoDB's 400 KB item limit."""
+
+
+class LoadError(ServingStoreError):
+    """Writing to DynamoDB failed after bounded retries."""
+
+
+class VerificationError(ServingStoreError):
+    """The loaded table disagrees with the manifest: it must not be flipped to."""
+
+
+class FlipConflictError(ServingStoreError):
+    """The served version is not the one the flip expected: another flip won."""
+
+    def __init__(self, message: str, served_version: str | None):
+        super().__init__(message)
+        self.served_version = served_version
+
+
+class TableNotFoundError(ServingStoreError):
+    """A feeds table that should exist does not (or is not ACTIVE)."""
+
+
+# --- client and names ------------------------------------------------------------------------
+
+def _serving_config() -> dict[str, Any]:
+    return load_config()["serving"]
+
+
+def dynamodb_client(endpoint: str | None = None, region: str | None = None):
+    """A low-level boto3 DynamoDB client (thread-safe, shared by the loader's threads).
+
+    Endpoint: the argument, else FLASHFEED_DYNAMODB_ENDPOINT, else AWS's own. Region:
+    the argument, else config `serving.region`. A local endpoint (127.0.0.1/localhost)
+    without AWS credentials in the environment gets dummy ones, which dynalite accepts.
+    """
+    import boto3
+    from botocore.config import Config
+
+    settings = _serving_config()
+    endpoint = endpoint or os.environ.get(ENDPOINT_ENV) or None
+    region = region or settings["region"]
+    threads = int(settings.get("load_threads", 8))
+    config = Config(
+        max_pool_connections=max(10, threads * 2),   # one connection per loader thread, plus readers
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=5, read_timeout=30,
+    )
+    kwargs: dict[str, Any] = {"region_name": region, "config": config}
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+        if urlparse(endpoint).hostname in LOCAL_HOSTS and not os.environ.get("AWS_ACCESS_KEY_ID"):
+            kwargs.update(DUMMY_CREDENTIALS)
+    return boto3.session.Session().client("dynamodb", **kwargs)
+
+
+def _prefix(prefix: str | None) -> str:
+    return _serving_config()["table_prefix"] if prefix is None else prefix
+
+
+def feeds_table(version: str, prefix: str | None = None) -> str:
+    """`<prefix>feeds-<version>`, e.g. `flashfeed-feeds-20261122t1100`."""
+    return f"{_prefix(prefix)}feeds-{version}"
+
+
+def control_table(prefix: str | None = None) -> str:
+    return f"{_prefix(prefix)}control"
+
+
+def feed_key(feed: str, variant: str) -> str:
+    """The range key value, e.g. `brands#card`."""
+    return f"{feed}#{variant}"
+
+
+def _error_code(error: Exception) -> str | None:
+    response = getattr(error, "response", None) or {}
+    return response.get("Error", {}).get("Code")
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+FEEDS_KEY_SCHEMA = [{"AttributeName": "member_id", "KeyType": "HASH"},
+                    {"AttributeName": "feed", "KeyType": "RANGE"}]
+FEEDS_ATTRIBUTES = [{"AttributeName": "member_id", "AttributeType": "S"},
+                    {"AttributeName": "feed", "AttributeType": "S"}]
+CONTROL_KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}]
+CONTROL_ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}]
+
+
+def describe_table(client, table: str) -> dict | None:
+    """DescribeTable's `Table`, or None when the table does not exist."""
+    try:
+        return client.describe_table(TableName=table)["Table"]
+    except Exception as error:  # botocore raises a generated class; match on the code
+        if _error_code(error) == "ResourceNotFoundException":
+            return None
+        raise
+
+
+def table_exists(client, table: str) -> bool:
+    description = describe_table(client, table)
+    return description is not None and description.get("TableStatus") == "ACTIVE"
+
+
+def _wait_active(client, table: str, timeout: float = TABLE_ACTIVE_TIMEOUT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        description = describe_table(client, table)
+        status = description and description.get("TableStatus")
+        if status == "ACTIVE":
+            return
+        if status in (None, "DELETING"):
+            raise TableNotFoundError(f"table {table} is {status or 'gone'} while waiting for it to be ACTIVE")
+        time.sleep(TABLE_POLL_SECONDS)
+    raise ServingStoreError(f"table {table} is still {status} after {timeout:.0f} s; check the DynamoDB console")
+
+
+def _ensure_table(client, table: str, key_schema: list, attributes: list,
+                  billing_mode: str, log: logging.Logger | logging.LoggerAdapter) -> bool:
+    """Create `table` unless it exists with the same key schema; True when it was created."""
+    if billing_mode != "PAY_PER_REQUEST":
+        raise ServingStoreError(
+            f"serving.billing_mode {billing_mode!r} is not supported: feeds tables are on-demand "
+            "(PAY_PER_REQUEST), so a load never waits for provisioned capacity"
+        )
+    try:
+        client.create_table(TableName=table, KeySchema=key_schema,
+                            AttributeDefinitions=attributes, BillingMode=billing_mode)
+        created = True
+        log.info("Created table %s (on-demand); waiting until it is ACTIVE", table)
+    except Exception as error:
+        if _error_code(error) != "ResourceInUseException":
+            raise
+        created = False
+    _wait_active(client, table)
+    if not created:
+        existing = describe_table(client, table) or {}
+        def as_set(schema: list) -> set:
+            return {(key["AttributeName"], key["KeyType"]) for key in schema}
+        if as_set(existing.get("KeySchema", [])) != as_set(key_schema):
+            raise ServingStoreError(
+                f"table {table} exists with key schema {existing.get('KeySchema')}, not the "
+                f"contract's {key_schema}; delete it or pick another table_prefix"
+            )
+    return created
+
+
+def ensure_feeds_table(client, table: str, *, billing_mode: str | None = None,
+                       log: logging.Logger | logging.LoggerAdapter = logger) -> bool:
+    return _ensure_table(client, table, FEEDS_KEY_SCHEMA, FEEDS_ATTRIBUTES,
+                         billing_mode or _serving_config()["billing_mode"], log)
+
+
+def ensure_control_table(client, prefix: str | None = None,
+                         log: logging.Logger | logging.LoggerAdapter = logger) -> str:
+    table = control_table(prefix)
+    if not table_exists(client, table):
+        _ensure_table(client, table, CONTROL_KEY_SCHEMA, CONTROL_ATTRIBUTES,
+                      _serving_config()["billing_mode"], log)
+    return table
+
+
+# --- manifest and lake files -----------------------------------------------------------------
+
+def _join(base: str, relative: str) -> str:
+    return f"{str(base).rstrip('/')}/{relative.lstrip('/')}"
+
+
+def read_manifest(feeds_dir: str) -> dict:
+    """`<feeds_dir>/manifest.json` (local folder or s3://), checked for the fields the load needs."""
+    import fsspec
+
+    uri = _join(feeds_dir, MANIFEST_FILE)
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            manifest = json.loads(handle.read())
+    except FileNotFoundError:
+        raise ManifestError(
+            f"no manifest at {uri}: the collections export has not finished for this launch "
+            "(it writes manifest.json before _SUCCESS); re-run the collections task"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"manifest {uri} is not valid JSON ({error}); re-run the collections task") from None
+    check_manifest(manifest, uri)
+    return manifest
+
+
+def check_manifest(manifest: dict, where: str = "manifest") -> None:
+    """The fields and invariants the loader relies on; raises ManifestError naming the first gap."""
+    for field in ("version", "data_sets", "total_payloads"):
+        if field not in manifest:
+            raise ManifestError(f"{where} has no {field!r}")
+    total = 0
+    for name, data_set in manifest["data_sets"].items():
+        _data_set_feed(name)   # validates the name
+        files = data_set.get("files")
+        if not isinstance(files, list):
+            raise ManifestError(f"{where}: data set {name} has no file list")
+        listed = sum(int(f["payloads"]) for f in files)
+        if listed != int(data_set.get("payloads", listed)):
+            raise ManifestError(
+                f"{where}: data set {name} says {data_set['payloads']} payloads but its files add up to {listed}"
+            )
+        for entry in files:
+            for field in ("path", "sha256", "payloads"):
+                if field not in entry:
+                    raise ManifestError(f"{where}: a file of data set {name} has no {field!r}: {entry}")
+        total += listed
+    if total != int(manifest["total_payloads"]):
+        raise ManifestError(
+            f"{where}: total_payloads is {manifest['total_payloads']} but the data sets add up to {total}"
+        )
+
+
+def _data_set_feed(name: str) -> tuple[str, str] | None:
+    """(feed, variant) for `brands_card` etc., None for the fallback data set."""
+    if name == FALLBACK_DATA_SET:
+        return None
+    for feed in FEEDS:
+        for variant in VARIANTS:
+            if name == feed_folder(feed, variant):
+                return feed, variant
+    raise ManifestError(
+        f"unknown data set {name!r} in the manifest; expected <feed>_<variant> with feed in "
+        f"{FEEDS} and variant in {VARIANTS}, or {FALLBACK_DATA_SET!r}"
+    )
+
+
+def _manifest_files(manifest: dict) -> Iterator[tuple[str, dict]]:
+    """(data set name, file entry) in manifest order: the order loads and samples rely on."""
+    for name, data_set in manifest["data_sets"].items():
+        for entry in data_set["files"]:
+            yield name, entry
+
+
+def _payload_lines(handle) -> Iterator[bytes]:
+    """Non-blank lines without their line terminator: exactly the bytes stored as `payload`."""
+    for raw in handle:
+        line = raw.rstrip(b"\r\n")
+        if line.strip():
+            yield line
+
+
+def verify_checksums(feeds_dir: str, manifest: dict,
+                     log: logging.Logger | logging.LoggerAdapter = logger) -> int:
+    """sha256, size and payload count of every listed file against the manifest; returns bytes read.
+
+    Runs before anything is written, so a file changed after the export (or a partial
+    copy) is refused instead of served.
+    """
+    import fsspec
+
+    total_bytes = 0
+    for name, entry in _manifest_files(manifest):
+        uri = _join(feeds_dir, entry["path"])
+        digest = hashlib.sha256()
+        size = lines = 0
+        try:
+            with fsspec.open(uri, "rb") as handle:
+                for raw in handle:
+                    digest.update(raw)
+                    size += len(raw)
+                    if raw.strip():
+                        lines += 1
+        except FileNotFoundError:
+            raise ManifestError(
+                f"{uri} is listed in the manifest of {manifest['version']} but missing; "
+                "re-run the collections task for this launch"
+            ) from None
+        problems = []
+        if digest.hexdigest() != entry["sha256"]:
+            problems.append(f"sha256 {digest.hexdigest()} != manifest {entry['sha256']}")
+        if "bytes" in entry and size != int(entry["bytes"]):
+            problems.append(f"{size} bytes != manifest {entry['bytes']}")
+        if lines != int(entry["payloads"]):
+            problems.append(f"{lines} payload lines != manifest {entry['payloads']}")
+        if problems:
+            raise ChecksumMismatchError(
+                f"refusing to load {manifest['version']}: {uri} ({name}) does not match its manifest: "
+                f"{'; '.join(problems)}. The file changed after the export or was copied partially; "
+                "re-run the collections task for this launch"
+            )
+        total_bytes += size
+    log.info("Checksums OK: %d files, %s, %s payloads match the manifest of %s",
+             sum(1 for _ in _manifest_files(manifest)), _human_bytes(total_bytes),
+             f"{int(manifest['total_payloads']):,}", manifest["version"])
+    return total_bytes
+
+
+# --- items -----------------------------------------------------------------------------------
+
+def item_size(member_id: str, feed: str, payload: str) -> int:
+    """DynamoDB's item size: UTF-8 bytes of every attribute name and string value."""
+    return sum(len(s.encode("utf-8")) for s in ("member_id", member_id, "feed", feed, "payload", payload))
+
+
+def _item_from_line(line: bytes, data_set: str, uri: str, line_no: int, version: str) -> dict:
+    """One lake line -> one table item, checked against the data set it came from."""
+    where = f"{uri} line {line_no}"
+    try:
+        payload = line.decode("utf-8")
+        record = json.loads(payload)
+        member_id, feed, variant = record["member_id"], record["feed"], record["variant"]
+    except UnicodeDecodeError as error:
+        raise PayloadError(f"{where} is not UTF-8 ({error})") from None
+    except (json.JSONDecodeError, TypeError, KeyError) as error:
+        raise PayloadError(f"{where} is not a payload object with member_id, feed and variant ({error!r})") from None
+    if not isinstance(member_id, str) or not member_id:
+        raise PayloadError(f"{where} has no member_id string")
+    expected = _data_set_feed(data_set)
+    is_fallback = member_id.startswith(FALLBACK_MEMBER_PREFIX)
+    if expected is None and not is_fallback:
+        raise PayloadError(f"{where}: member {member_id} in the fallback data set lacks {FALLBACK_MEMBER_PREFIX!r}")
+    if expected is not None and (is_fallback or (feed, variant) != expected):
+        raise PayloadError(f"{where}: member {member_id} feed {feed}#{variant} does not belong in data set {data_set}")
+    if feed not in FEEDS or variant not in VARIANTS:
+        raise PayloadError(f"{where}: member {member_id} has unknown feed {feed!r} or variant {variant!r}")
+    if record.get("version", version) != version:
+        raise PayloadError(f"{where}: member {member_id} payload has version {record['version']}, expected {version}")
+    key = feed_key(feed, variant)
+    size = item_size(member_id, key, payload)
+    if size > MAX_ITEM_BYTES:
+        raise PayloadTooLargeError(
+            f"payload of member {member_id} feed {key} is {size:,} bytes, over DynamoDB's item limit "
+            f"of {MAX_ITEM_BYTES:,} bytes ({where}); lower collections.products_per_member or "
+            "card sizes for this feed and re-run the collections task"
+        )
+    return {"member_id": {"S": member_id}, "feed": {"S": key}, "payload": {"S": payload}}
+
+
+def _iter_items(feeds_dir: str, manifest: dict) -> Iterator[dict]:
+    """Every item of the load, in manifest order; duplicate keys inside a data set are an error."""
+    import fsspec
+
+    version = manifest["version"]
+    for name, data_set in manifest["data_sets"].items():
+        # One set per data set (about one key per member): duplicates would silently
+        # overwrite each other and leave the table short of the manifest's count.
+        seen: set[tuple[str, str]] = set()
+        for entry in data_set["files"]:
+            uri = _join(feeds_dir, entry["path"])
+            with fsspec.open(uri, "rb") as handle:
+                for line_no, line in enumerate(_payload_lines(handle), start=1):
+                    item = _item_from_line(line, name, uri, line_no, version)
+                    key = (item["member_id"]["S"], item["feed"]["S"])
+                    if key in seen:
+                        raise PayloadError(f"{uri} line {line_no}: member {key[0]} feed {key[1]} appears twice in {name}")
+                    seen.add(key)
+                    yield item
+
+
+# --- batch writes ----------------------------------------------------------------------------
+
+@dataclass
+class LoadResult:
+    table: str
+    version: str
+    written: int            # items acknowledged by DynamoDB, counted by the loader
+    expected: int           # the manifest's total_payloads
+    batches: int
+    retried_batches: int    # BatchWriteItem calls repeated for UnprocessedItems or throttling
+    seconds: float
+    created_table: bool
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.written = 0
+        self.batches = 0
+        self.retries = 0
+
+    def add(self, written: int = 0, batches: int = 0, retries: int = 0) -> None:
+        with self._lock:
+            self.written += written
+            self.batches += batches
+            self.retries += retries
+
+
+def _backoff_seconds(attempt: int) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)] spreads retrying threads apart."""
+    return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2 ** attempt)))
+
+
+def _write_batch(client, table: str, items: list[dict], counters: _Counters) -> None:
+    """Put up to 25 items; retries what DynamoDB leaves unprocessed or throttles, bounded."""
+    requests = [{"PutRequest": {"Item": item}} for item in items]
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        if attempt:
+            counters.add(retries=1)
+            time.sleep(_backoff_seconds(attempt))
+        try:
+            response = client.batch_write_item(RequestItems={table: requests})
+        except Exception as error:
+            if _error_code(error) in THROTTLING_ERRORS:
+                continue
+            raise
+        unprocessed = (response.get("UnprocessedItems") or {}).get(table) or []
+        counters.add(written=len(requests) - len(unprocessed))
+        if not unprocessed:
+            counters.add(batches=1)
+            return
+        requests = unprocessed
+    first = requests[0]["PutRequest"]["Item"]
+    raise LoadError(
+        f"{len(requests)} items still unwritten to {table} after {MAX_WRITE_ATTEMPTS} attempts "
+        f"(throttling or unprocessed items; e.g. member {first['member_id']['S']} feed "
+        f"{first['feed']['S']}). The load is restartable: re-run the load task, with fewer "
+        "serving.load_threads if DynamoDB keeps throttling"
+    )
+
+
+def _batches(items: Iterator[dict], size: int = BATCH_SIZE) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _log_progress(log, table: str, written: int, expected: int, started: float) -> None:
+    elapsed = max(time.monotonic() - started, 1e-6)
+    rate = written / elapsed
+    remaining = max(expected - written, 0)
+    eta = _duration(remaining / rate) if rate > 0 else "unknown"
+    share = 100.0 * written / expected if expected else 100.0
+    log.info("Loading %s: %s / %s payloads written (%.1f %%), %s items/s, ETA %s",
+             table, f"{written:,}", f"{expected:,}", share, f"{rate:,.0f}", eta)
+
+
+def load_feeds(client, feeds_dir: str, manifest: dict, table: str, *,
+               threads: int | None = None,
+               log: logging.Logger | logging.LoggerAdapter = logger) -> LoadResult:
+    """Load every payload listed in `manifest` from `feeds_dir` into `table` (created if missing).
+
+    Checksums are verified first; items are checked (shape, data set, 400 KB) before they are
+    written. Idempotent: keys are (member, feed#variant), so a re-run overwrites.
+    """
+    check_manifest(manifest)
+    threads = int(threads or _serving_config()["load_threads"])
+    version = manifest["version"]
+    expected = int(manifest["total_payloads"])
+    started = time.monotonic()
+
+    verify_checksums(feeds_dir, manifest, log)
+    created = ensure_feeds_table(client, table, log=log)
+    if not created:
+        log.warning("Table %s already exists (earlier attempt?): rewriting every item, same keys overwrite", table)
+    log.info("Writing %s payloads of %s into %s with %d threads, batches of %d",
+             f"{expected:,}", version, table, threads, BATCH_SIZE)
+
+    counters = _Counters()
+    write_started = time.monotonic()
+    last_log = write_started
+    max_in_flight = threads * IN_FLIGHT_BATCHES_PER_THREAD
+    pending: set[Future] = set()
+
+    def settle(block: bool) -> None:
+        nonlocal pending, last_log
+        done, pending = wait(pending, timeout=PROGRESS_LOG_SECONDS if block else 0,
+                             return_when=FIRST_COMPLETED)
+        for future in done:
+            future.result()          # re-raises a batch's error in the caller
+        now = time.monotonic()
+        if now - last_log >= PROGRESS_LOG_SECONDS:
+            _log_progress(log, table, counters.written, expected, write_started)
+            last_log = now
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="feeds-load") as pool:
+        try:
+            for batch in _batches(_iter_items(feeds_dir, manifest)):
+                while len(pending) >= max_in_flight:
+                    settle(block=True)
+                pending.add(pool.submit(_write_batch, client, table, batch, counters))
+                settle(block=False)
+            while pending:
+                settle(block=True)
+        except BaseException:
+            for future in pending:
+                future.cancel()      # stop queued batches; running ones finish their call
+            raise
+
+    seconds = time.monotonic() - started
+    result = LoadResult(table=table, version=version, written=counters.written, expected=expected,
+                        batches=counters.batches, retried_batches=counters.retries,
+                        seconds=round(seconds, 3), created_table=created)
+    rate = counters.written / max(time.monotonic() - write_started, 1e-6)
+    log.info("Loaded %s: %s payloads written (manifest: %s) in %d batches, %d retried, "
+             "%s total, %s items/s", table, f"{result.written:,}", f"{expected:,}",
+             result.batches, result.retried_batches, _duration(seconds), f"{rate:,.0f}")
+    return result
+
+
+# --- verification ----------------------------------------------------------------------------
+
+def _sample_lines(feeds_dir: str, manifest: dict, sample_members: int, seed) -> list[tuple[str, bytes]]:
+    """(data set, line bytes) for a deterministic random sample of member payloads plus every
+    fallback payload (unknown members depend on those). Positions are drawn from the
+    manifest's counts, so only the files holding them are read, and only up to the last one."""
+    import fsspec
+
+    member_files = [(name, entry) for name, entry in _manifest_files(manifest) if name != FALLBACK_DATA_SET]
+    total = sum(int(entry["payloads"]) for _, entry in member_files)
+    chosen = sorted(random.Random(seed).sample(range(total), min(sample_members, total)))
+
+    wanted: dict[int, set[int]] = {}       # file index -> line indexes
+    offset = 0
+    for index, (_, entry) in enumerate(member_files):
+        count = int(entry["payloads"])
+        for position in chosen:
+            if offset <= position < offset + count:
+                wanted.setdefault(index, set()).add(position - offset)
+        offset += count
+
+    samples: list[tuple[str, bytes]] = []
+    for index, lines in sorted(wanted.items()):
+        name, entry = member_files[index]
+        last = max(lines)
+        with fsspec.open(_join(feeds_dir, entry["path"]), "rb") as handle:
+            for line_no, line in enumerate(_payload_lines(handle)):
+                if line_no in lines:
+                    samples.append((name, line))
+                if line_no >= last:
+                    break
+    for name, entry in _manifest_files(manifest):
+        if name == FALLBACK_DATA_SET:
+            with fsspec.open(_join(feeds_dir, entry["path"]), "rb") as handle:
+                samples.extend((name, line) for line in _payload_lines(handle))
+    return samples
+
+
+def verify_load(client, table: str, manifest: dict, feeds_dir: str, written: int,
+                sample_members: int | None = None, seed=None,
+                log: logging.Logger | logging.LoggerAdapter = logger) -> int:
+    """Refuse a table whose count or sample disagrees with the manifest; returns items checked.
+
+    - the loader's own count of written items equals the manifest's total_payloads;
+    - `sample_members` payloads drawn at random (seeded: the same sample for the same seed,
+      default the version) plus every fallback payload, read back with a consistent GetItem,
+      equal the lake's line byte for byte.
+    """
+    expected = int(manifest["total_payloads"])
+    version = manifest["version"]
+    if written != expected:
+        raise VerificationError(
+            f"table {table} is not safe to serve: the loader wrote {written:,} payloads but the "
+            f"manifest of {version} lists {expected:,}; do not flip. Re-run the load task"
+        )
+    sample_members = int(_serving_config()["verify_sample_members"] if sample_members is None else sample_members)
+    samples = _sample_lines(feeds_dir, manifest, sample_members, version if seed is None else seed)
+    problems: list[str] = []
+    for _, line in samples:
+        record = json.loads(line)
+        member_id, key = record["member_id"], feed_key(record["feed"], record["variant"])
+        response = client.get_item(TableName=table, Key={"member_id": {"S": member_id}, "feed": {"S": key}},
+                                   ConsistentRead=True)
+        stored = response.get("Item", {}).get("payload", {}).get("S")
+        if stored is None:
+            problems.append(f"member {member_id} feed {key}: missing")
+        elif stored.encode("utf-8") != line:
+            problems.append(f"member {member_id} feed {key}: stored payload differs from the lake "
+                            f"({len(stored.encode('utf-8'))} vs {len(line)} bytes)")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise VerificationError(
+            f"table {table} is not safe to serve: {len(problems)} of {len(samples)} sampled payloads "
+            f"disagree with the lake ({shown}); do not flip. Re-run the load task; if it fails again, "
+            "inspect the feeds files of this launch"
+        )
+    fallback_keys = {json.loads(line)["member_id"] for name, line in samples if name == FALLBACK_DATA_SET}
+    if GLOBAL_FALLBACK_MEMBER not in fallback_keys:
+        log.warning("No %s payloads in %s: members unknown to the model will get 404 from the API",
+                    GLOBAL_FALLBACK_MEMBER, version)
+    log.info("Verified %s: count %s equals the manifest, %d sampled payloads (seed %r) and all "
+             "fallback payloads match the lake byte for byte", table, f"{written:,}", len(samples),
+             version if seed is None else seed)
+    return len(samples)
+
+
+# --- served pointer --------------------------------------------------------------------------
+
+def served_version(client, prefix: str | None = None) -> dict | None:
+    """The control item: {version, previous, flipped_at, manifest, table}, or None if nothing is served."""
+    try:
+        response = client.get_item(TableName=control_table(prefix), Key={"pk": {"S": SERVED_KEY}},
+                                   ConsistentRead=True)
+    except Exception as error:
+        if _error_code(error) == "ResourceNotFoundException":
+            return None
+        raise
+    item = response.get("Item")
+    if not item or "version" not in item:
+        return None
+    values = {name: item[name].get("S") for name in ("version", "previous", "flipped_at", "manifest") if name in item}
+    values.setdefault("previous", None)
+    values["table"] = feeds_table(values["version"], prefix)
+    return values
+
+
+def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
+         expected_version: str | None) -> dict:
+    """Serve `new_version` if and only if `expected_version` is served now (None: nothing yet).
+
+    One conditional UpdateItem: of two concurrent flips from the same expected version, one
+    wins and the other gets FlipConflictError naming the version actually served.
+    """
+    if new_version == expected_version:
+        raise ValueError(f"{new_version} is already the expected served version; nothing to flip")
+    table = feeds_table(new_version, prefix)
+    if not table_exists(client, table):
+        raise TableNotFoundError(
+            f"refusing to flip to {new_version}: its table {table} does not exist (or is not ACTIVE); "
+            "load and verify it first"
+        )
+    ensure_control_table(client, prefix)
+    flipped_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    names = {"#version": "version", "#previous": "previous", "#flipped_at": "flipped_at", "#manifest": "manifest"}
+    values: dict[str, Any] = {":new": {"S": new_version}, ":at": {"S": flipped_at}, ":manifest": {"S": manifest_uri}}
+    if expected_version is None:
+        update = "SET #version = :new, #flipped_at = :at, #manifest = :manifest REMOVE #previous"
+        condition = "attribute_not_exists(#version)"
+    else:
+        update = "SET #version = :new, #previous = :expected, #flipped_at = :at, #manifest = :manifest"
+        condition = "#version = :expected"
+        values[":expected"] = {"S": expected_version}
+    try:
+        client.update_item(TableName=control_table(prefix), Key={"pk": {"S": SERVED_KEY}},
+                           UpdateExpression=update, ConditionExpression=condition,
+                           ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+    except Exception as error:
+        if _error_code(error) != "ConditionalCheckFailedException":
+            raise
+        actual = served_version(client, prefix)
+        actual_version = actual["version"] if actual else None
+        raise FlipConflictError(
+            f"flip to {new_version} refused: expected {expected_version or 'nothing'} to be served, "
+            f"but {actual_version or 'nothing'} is served now (another flip or a rollback won). "
+            "Nothing was changed; check which run flipped before retrying",
+            served_version=actual_version,
+        ) from None
+    return {"version": new_version, "previous": expected_version, "flipped_at": flipped_at,
+            "manifest": manifest_uri, "table": table}
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+def get_payload(client, table: str, member_id: str, feed: str, variant: str) -> str | None:
+    """The stored payload string of one member and one feed, or None. One GetItem."""
+    response = client.get_item(
+        TableName=table,
+        Key={"member_id": {"S": member_id}, "feed": {"S": feed_key(feed, variant)}},
+        ProjectionExpression="#payload",
+        ExpressionAttributeNames={"#payload": "payload"},
+    )
+    item = response.get("Item")
+    return item["payload"]["S"] if item else None

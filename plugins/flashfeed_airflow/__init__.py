@@ -1,0 +1,1 @@
+"""flashfeed Airflow operators, sensors and hooks (thin wrappers around the flashfeed library)."""

@@ -1,0 +1,145 @@
+"""Small lake tasks of the DAGs: which partitions a run owns, which groups to train, publishing.
+
+They run inside Airflow workers (plain Python, fsspec for the lake), never at DAG parse time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import fsspec
+
+from flashfeed import calendar, lake
+from flashfeed.config import lake_root
+
+log = logging.getLogger(__name__)
+
+
+def _fs(uri: str):
+    return fsspec.core.url_to_fs(lake.fsspec_url(uri))
+
+
+def _read_json(uri: str) -> Any:
+    fs, path = _fs(uri)
+    with fs.open(path, "r") as handle:
+        return json.load(handle)
+
+
+def _write_text(uri: str, text: str) -> None:
+    fs, path = _fs(uri)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    with fs.open(path, "w") as handle:
+        handle.write(text)
+
+
+def run_date(logical_date: datetime | None, run_after: datetime) -> datetime:
+    """Manual runs without a logical date are planned from the time they were asked for."""
+    return logical_date or run_after
+
+
+def plan_model_day(when: datetime) -> dict[str, Any]:
+    """Partitions of one daily-model run: day D (local date of the run) and its inputs."""
+    dt = calendar.model_date_for_run(when)
+    root = lake_root()
+    previous = dt - timedelta(days=1)
+    plan = {
+        "dt": dt.isoformat(),
+        "raw": {
+            "events": lake.raw("events", previous, root),
+            "returns": lake.raw("returns", previous, root),
+            "catalog": lake.raw("catalog", dt, root),
+            "sale_calendar": lake.raw("sale_calendar", dt, root),
+        },
+        "features": lake.features(dt, root),
+        "affinity": lake.affinity(dt, root=root),
+    }
+    log.info("daily model for %s: reads events up to %s, writes %s and %s",
+             dt, previous, plan["features"], plan["affinity"])
+    return plan
+
+
+def plan_launch(when: datetime, launch: str | None = None) -> dict[str, Any]:
+    """Partitions of one launch-feeds run; `launch` (HHMM) overrides the scheduled slot."""
+    slot = calendar.slot_for_run(when)
+    if launch:
+        slot = calendar.slot(slot.dt, launch)
+    root = lake_root()
+    plan = {
+        "dt": slot.dt.isoformat(),
+        "launch": slot.hhmm,
+        "version": slot.version,
+        "window": [slot.starts_at.isoformat(), slot.ends_at.isoformat()],
+        "affinity": lake.affinity(slot.dt, root=root),
+        "sale_calendar": lake.raw("sale_calendar", slot.dt, root),
+        "products": lake.products(slot.dt, slot.hhmm, root),
+        "feeds": lake.feeds(slot.dt, slot.hhmm, root),
+    }
+    log.info("launch %s (%s local): window %s .. %s UTC, feeds at %s",
+             slot.version, slot.hhmm, plan["window"][0], plan["window"][1], plan["feeds"])
+    return plan
+
+
+def discover_groups(features: str, only: list[str] | None = None) -> list[str]:
+    """The member groups of a day, read from features' groups.json (optionally a subset)."""
+    summary = _read_json(f"{features}/groups.json")
+    groups = summary["groups"]
+    for group in groups:
+        counts = summary["per_group"][group]
+        log.info("group %s: %d members, %d ratings", group, counts["members"], counts["ratings"])
+    if only:
+        unknown = sorted(set(only) - set(groups))
+        if unknown:
+            raise ValueError(f"groups {unknown} do not exist on {summary['dt']}; existing groups: {groups}")
+        groups = [g for g in groups if g in only]
+    log.info("training %d groups: %s", len(groups), groups)
+    return groups
+
+
+def publish_affinity(affinity_day: str, features: str) -> list[str]:
+    """Seal a day's affinities once every group of the day has its own `_SUCCESS`.
+
+    Groups that no longer exist (e.g. merged today) are removed so readers never mix days.
+    """
+    groups = _read_json(f"{features}/groups.json")["groups"]
+    fs, base = _fs(affinity_day)
+    missing = [g for g in groups if not fs.exists(f"{base}/group={g}/{lake.SUCCESS}")]
+    if missing:
+        raise FileNotFoundError(
+            f"affinities of groups {missing} are missing under {affinity_day}: "
+            "clear those train_group_als map indexes and let them re-run"
+        )
+    for entry in fs.ls(base, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("group=") and name[len("group="):] not in groups:
+            log.info("removing stale affinity partition %s", entry)
+            fs.rm(entry, recursive=True)
+    _write_text(f"{affinity_day}/groups.json", json.dumps({"groups": groups}, indent=2) + "\n")
+    _write_text(lake.success(affinity_day), "")
+    log.info("affinities of %d groups sealed: %s", len(groups), lake.success(affinity_day))
+    return groups
+
+
+def validate_feeds(feeds: str, version: str) -> dict[str, Any]:
+    """Refuse to load a feeds partition whose manifest is incomplete or inconsistent."""
+    manifest = _read_json(f"{feeds}/manifest.json")
+    problems = []
+    if manifest.get("version") != version:
+        problems.append(f"manifest version {manifest.get('version')!r} is not {version!r}")
+    expected = {lake.feed_folder(f, v) for f in lake.FEEDS for v in lake.VARIANTS} | {"fallback"}
+    data_sets = manifest.get("data_sets", {})
+    if set(data_sets) != expected:
+        problems.append(f"data sets {sorted(data_sets)} differ from {sorted(expected)}")
+    for name, data_set in data_sets.items():
+        if not data_set.get("payloads"):
+            problems.append(f"{name} has no payloads")
+        if sum(f["payloads"] for f in data_set.get("files", [])) != data_set.get("payloads"):
+            problems.append(f"{name}: files hold a different number of payloads than counted")
+    if manifest.get("total_payloads") != sum(d.get("payloads", 0) for d in data_sets.values()):
+        problems.append("total_payloads does not add up")
+    if problems:
+        raise ValueError(f"feeds {feeds} failed validation: {'; '.join(problems)}. Re-run build_collections.")
+    log.info("feeds %s valid: %d members, %d payloads, largest %s bytes",
+             version, manifest["members"], manifest["total_payloads"], manifest["largest_payload"]["bytes"])
+    return {"members": manifest["members"], "total_payloads": manifest["total_payloads"]}

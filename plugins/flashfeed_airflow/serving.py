@@ -1,0 +1,144 @@
+"""Airflow operators for the last step of a launch: load the feeds into DynamoDB, then flip.
+
+Thin wrappers around `flashfeed.serving_store` (heavy imports happen in `execute`, so DAG
+parsing stays cheap). The DynamoDB endpoint comes from FLASHFEED_DYNAMODB_ENDPOINT (the
+project's local dynalite by default set-up, AWS when unset), table names from config
+`serving.table_prefix`.
+
+Logs are written for the person watching the 10:45 run before an 11:00 launch: what is being
+done and on how much data, progress, and on failure the cause and the next step.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from airflow.sdk import BaseOperator
+
+TRUE_STRINGS = {"true", "1", "yes", "on"}
+FALSE_STRINGS = {"false", "0", "no", "off", ""}
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    """Templated flags render to strings ("False" is truthy): parse them explicitly."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_STRINGS:
+        return True
+    if text in FALSE_STRINGS or text == "none":
+        return False
+    raise ValueError(f"{name}={value!r} is not a boolean (use true or false)")
+
+
+class LoadFeedsOperator(BaseOperator):
+    """Load one launch's feeds (`<feeds_uri>/manifest.json` and the files it lists) into the
+    versioned table `<prefix>feeds-<version>` and verify it against the manifest.
+
+    Returns (XCom) `{"table": ..., "written": ..., "version": ...}`. Restartable: a retry
+    rewrites the same keys. Never flips; `FlipServedVersionOperator` does that afterwards.
+    """
+
+    template_fields: Sequence[str] = ("feeds_uri", "version")
+    ui_color = "#d9f0ff"
+
+    def __init__(self, *, feeds_uri: str, version: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.feeds_uri = feeds_uri
+        self.version = version
+
+    def execute(self, context: Any) -> dict:
+        from flashfeed import serving_store as store
+        from flashfeed.config import load_config
+
+        config = load_config()["serving"]
+        manifest = store.read_manifest(self.feeds_uri)
+        if manifest["version"] != self.version:
+            raise store.ManifestError(
+                f"manifest at {self.feeds_uri} is for version {manifest['version']}, but this run "
+                f"loads {self.version}; the feeds partition holds another launch's export. "
+                "Re-run the collections task for this launch"
+            )
+        client = store.dynamodb_client()
+        table = store.feeds_table(self.version)
+        data_sets = ", ".join(f"{name} {int(ds['payloads']):,}" for name, ds in manifest["data_sets"].items())
+        self.log.info(
+            "Loading version %s into %s: %s payloads for %s members (%s) from %s",
+            self.version, table, f"{int(manifest['total_payloads']):,}",
+            f"{int(manifest.get('members', 0)):,}" if "members" in manifest else "?", data_sets, self.feeds_uri,
+        )
+        served = store.served_version(client)
+        if served and served["version"] == self.version:
+            self.log.warning("Version %s is served right now: this load rewrites the live table in place",
+                             self.version)
+        try:
+            result = store.load_feeds(client, self.feeds_uri, manifest, table,
+                                      threads=int(config["load_threads"]), log=self.log)
+            store.verify_load(client, table, manifest, self.feeds_uri, result.written,
+                              int(config["verify_sample_members"]), seed=self.version, log=self.log)
+        except store.ServingStoreError as error:
+            self.log.error("Load of %s into %s FAILED, nothing was flipped: %s", self.version, table, error)
+            raise
+        except Exception as error:
+            self.log.error(
+                "Load of %s into %s FAILED, nothing was flipped (%s: %s). Next step: check that "
+                "DynamoDB is reachable (FLASHFEED_DYNAMODB_ENDPOINT / AWS credentials), then clear "
+                "this task; the load is restartable", self.version, table, type(error).__name__, error,
+            )
+            raise
+        self.log.info("Version %s is loaded and verified in %s; ready to flip", self.version, table)
+        return {"table": table, "written": result.written, "version": self.version}
+
+
+class FlipServedVersionOperator(BaseOperator):
+    """Serve `version`: one conditional write on the control item, expecting the version that
+    is served now (read first). Also the rollback: give a retained older version.
+
+    With `dry_run` it only logs what it would do (and checks the target table exists).
+    Returns (XCom) `{"version", "previous", "dry_run", "flipped"}`.
+    """
+
+    template_fields: Sequence[str] = ("version", "manifest_uri", "dry_run")
+    ui_color = "#ffe4c4"
+
+    def __init__(self, *, version: str, manifest_uri: str, dry_run: bool | str = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+        self.manifest_uri = manifest_uri
+        self.dry_run = dry_run
+
+    def execute(self, context: Any) -> dict:
+        from flashfeed import serving_store as store
+
+        dry_run = _as_bool(self.dry_run, "dry_run")
+        client = store.dynamodb_client()
+        table = store.feeds_table(self.version)
+        served = store.served_version(client)
+        current = served["version"] if served else None
+        outcome = {"version": self.version, "previous": current, "dry_run": dry_run, "flipped": False}
+
+        if current == self.version:
+            self.log.info("Version %s is already served (flipped at %s); nothing to do",
+                          self.version, served.get("flipped_at"))
+            return outcome
+        if not store.table_exists(client, table):
+            message = (f"cannot flip to {self.version}: table {table} does not exist or is not ACTIVE. "
+                       "Next step: run (or clear) the load task for this version first")
+            self.log.error(message)
+            raise store.TableNotFoundError(message)
+        if dry_run:
+            self.log.info("DRY RUN: would flip served version %s -> %s (table %s, manifest %s); not flipping",
+                          current or "nothing", self.version, table, self.manifest_uri)
+            return outcome
+
+        self.log.info("Flipping served version %s -> %s (table %s, manifest %s)",
+                      current or "nothing", self.version, table, self.manifest_uri)
+        try:
+            result = store.flip(client, None, self.version, self.manifest_uri, expected_version=current)
+        except store.FlipConflictError as error:
+            self.log.error("%s. Next step: if %s should still be served, check the control item "
+                           "(%s) and clear this task", error, self.version, store.control_table())
+            raise
+        self.log.info("Served version is now %s (previous %s, flipped at %s); roll back by flipping to %s",
+                      result["version"], current or "nothing", result["flipped_at"], current or "-")
+        outcome["flipped"] = True
+        return outcome

@@ -1,0 +1,1 @@
+"""PySpark applications submitted by the DAGs, and the pure transforms they share."""

@@ -1,0 +1,144 @@
+"""Features for day D: clean events, implicit ratings, member groups, recent interest, style activity.
+
+Reads   raw/events and raw/returns for the look-back days before D (UTC dates), raw/catalog/dt=D
+Writes  features/dt=D/{ratings (by group), members, recent_interest, style_activity, groups.json}
+        rejects/dt=D/ (every rejected event with its reason)
+Re-run  `spark-submit spark_jobs/features.py --dt D` replaces both partitions of day D only.
+"""
+from __future__ import annotations
+
+import sys
+from datetime import date, datetime, time, timedelta, timezone
+
+from pyspark.sql import functions as F
+
+from flashfeed import lake
+from flashfeed.config import lake_root
+from spark_jobs.common import (
+    LakeFS,
+    base_arg_parser,
+    get_logger,
+    load_job_config,
+    spark_session,
+    staged_partition,
+    timed,
+)
+from spark_jobs.transforms import catalog as catalog_t
+from spark_jobs.transforms import cleaning, groups, ratings, scoring
+
+log = get_logger("features")
+DAYS_PER_MONTH = 30
+
+
+class TooManyRejects(RuntimeError):
+    pass
+
+
+def read_daily(spark, fs: LakeFS, dataset: str, days: list[date], root: str):
+    """Union of the daily partitions that exist; the newest day must be complete."""
+    newest = lake.raw(dataset, days[0], root)
+    fs.require(newest, f"raw {dataset} for {days[0]}")
+    paths = [lake.raw(dataset, d, root) for d in days if fs.exists(lake.success(lake.raw(dataset, d, root)))]
+    log.info("reading %s: %d of %d daily partitions present (%s .. %s)", dataset, len(paths), len(days), days[-1], days[0])
+    return spark.read.parquet(*paths)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = base_arg_parser(__doc__.splitlines()[0]).parse_args(argv)
+    config = load_job_config(args.config)
+    root = args.lake or lake_root()
+    dt = date.fromisoformat(args.dt)
+    feats, scoring_cfg = config["features"], config["scoring"]
+    spark = spark_session(f"flashfeed-features-{dt}", config)
+    fs = LakeFS(spark)
+
+    # Events of UTC dates before D; the cutoff is midnight UTC starting D (nothing may be newer).
+    cutoff = datetime.combine(dt, time(0), timezone.utc)
+    interaction_days = int(scoring_cfg["interaction_months"]) * DAYS_PER_MONTH
+    history_days = max(int(feats["lookback_days"]), interaction_days)
+    days = [dt - timedelta(days=i) for i in range(1, history_days + 1)]
+
+    # Extract
+    events = read_daily(spark, fs, "events", days, root)
+    returns = read_daily(spark, fs, "returns", days, root)
+    fs.require(lake.raw("catalog", dt, root), f"raw catalog for {dt}")
+    catalog = catalog_t.with_subclass_brand(spark.read.parquet(lake.raw("catalog", dt, root)))
+    catalog_t.check_key_collisions(catalog)
+    catalog.cache()
+
+    # Transform: clean
+    clean, rejects = cleaning.clean_events(events, catalog, config["cleaning"]["event_types"], cutoff)
+    clean = clean.persist()
+    total = events.count()
+    kept = clean.count()
+    reasons = cleaning.reject_summary(rejects)
+    rejected = sum(reasons.values())
+    log.info("events read: %d; kept: %d; rejected: %d %s", total, kept, rejected, reasons or "")
+    with staged_partition(fs, lake.rejects(dt, root), log) as staging:
+        rejects.write.mode("overwrite").parquet(staging)
+    share = rejected / total if total else 0.0
+    limit = float(config["cleaning"]["max_reject_share"])
+    if share > limit:
+        raise TooManyRejects(
+            f"{share:.1%} of events were rejected (limit {limit:.0%}): {reasons}. "
+            f"Inspect {lake.rejects(dt, root)} (column `reason`), fix the upstream extract, then re-run."
+        )
+
+    # Transform: ratings, groups, recent interest, style activity
+    lookback_since = cutoff - timedelta(days=int(feats["lookback_days"]))
+    in_lookback = clean.where(F.col("occurred_at") >= F.lit(lookback_since))
+    rated = ratings.implicit_ratings(in_lookback, catalog, feats["event_weights"])
+    names = catalog_t.subclass_brands(catalog)
+    by_division = rated.join(names.select("subclass_brand_id", "division"), "subclass_brand_id")
+    profiles = groups.member_profiles(
+        by_division, in_lookback.select("member_id", "event_type", "price"),
+        float(feats["spend_percentile"]), int(feats["spend_buckets"]),
+    )
+    divisions = [r["division"] for r in names.select("division").distinct().collect()]
+    codes = groups.division_codes(feats["division_codes"], divisions)
+    members, grouping = groups.assign_groups(profiles, codes, int(feats["min_group_members"]), int(feats["spend_buckets"]))
+    members = groups.with_member_sk(members).persist()
+    member_ratings = rated.join(members.select("member_id", "member_sk", "group"), "member_id")
+    interest = groups.recent_interest(
+        clean, catalog, cutoff - timedelta(days=int(feats["recent_days"])),
+        int(config["collections"]["boost_top_subclasses"]),
+    )
+    activity = scoring.style_activity(
+        clean, returns, cutoff - timedelta(days=interaction_days), cutoff - timedelta(days=scoring.EARLY_DAYS)
+    )
+
+    # Load
+    partition = lake.features(dt, root)
+    with timed(log, f"writing features for {dt}"), staged_partition(fs, partition, log) as staging:
+        member_ratings.write.partitionBy("group").parquet(f"{staging}/ratings")
+        members.write.parquet(f"{staging}/members")
+        interest.write.parquet(f"{staging}/recent_interest")
+        activity.write.parquet(f"{staging}/style_activity")
+        per_group = {
+            r["group"]: {"ratings": int(r["ratings"]), "members": int(r["members"]), "subclass_brands": int(r["items"])}
+            for r in spark.read.parquet(f"{staging}/ratings").groupBy("group").agg(
+                F.count("*").alias("ratings"),
+                F.countDistinct("member_id").alias("members"),
+                F.countDistinct("subclass_brand_id").alias("items"),
+            ).collect()
+        }
+        for group, counts in sorted(per_group.items()):
+            log.info("group %s: %d members, %d subclass-brands, %d ratings",
+                     group, counts["members"], counts["subclass_brands"], counts["ratings"])
+        if grouping["merged"]:
+            log.info("small groups merged (min %s members): %s", feats["min_group_members"], grouping["merged"])
+        fs.write_json(f"{staging}/groups.json", {
+            "dt": dt.isoformat(),
+            "groups": sorted(per_group),
+            "per_group": per_group,
+            "merged": grouping["merged"],
+            "division_codes": codes,
+            "events": {"read": total, "kept": kept, "rejected": reasons},
+        })
+    if not per_group:
+        raise RuntimeError(f"no member has a rating in the {feats['lookback_days']} days before {dt}: nothing to train")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

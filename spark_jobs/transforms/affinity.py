@@ -1,0 +1,59 @@
+"""Per-group ALS helpers: user blocks, candidate-restricted top-K, boost, variety limit."""
+from __future__ import annotations
+
+import math
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+
+def user_blocks(members: int, threshold: int, divisor_small: int, divisor_large: int) -> tuple[int, int]:
+    """(user blocks, divisor used): small groups use the small divisor, large ones the large."""
+    divisor = divisor_small if members < threshold else divisor_large
+    return max(1, math.ceil(members / divisor)), divisor
+
+
+def saleable_subclass_brands(live: DataFrame, style_keys: DataFrame, min_qty: int) -> DataFrame:
+    """Subclass-brands with at least one product on sale with enough stock: ALS candidates."""
+    return (
+        live.where(F.col("qty_on_hand") >= min_qty)
+        .join(style_keys.select("style_id", "subclass_brand_id"), "style_id")
+        .select("subclass_brand_id")
+        .distinct()
+    )
+
+
+def top_k_affinities(user_factors: DataFrame, item_factors: DataFrame, k: int) -> DataFrame:
+    """(member_sk, subclass_brand_id, affinity, affinity_rank) for each member's top k candidates.
+
+    `item_factors` holds only the candidates, so no affinity is spent on subclass-brands that
+    have nothing on sale. The dot product uses Spark built-ins (no Python UDF).
+    """
+    dot = F.aggregate(
+        F.zip_with(F.col("u.features"), F.col("i.features"), lambda x, y: x * y), F.lit(0.0), lambda acc, v: acc + v
+    )
+    scored = user_factors.alias("u").crossJoin(F.broadcast(item_factors.alias("i"))).select(
+        F.col("u.id").alias("member_sk"), F.col("i.id").alias("subclass_brand_id"), dot.alias("affinity")
+    )
+    order = Window.partitionBy("member_sk").orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
+    return scored.withColumn("affinity_rank", F.row_number().over(order)).where(F.col("affinity_rank") <= k)
+
+
+def apply_boost(affinity: DataFrame, interest: DataFrame, boost: float) -> DataFrame:
+    """Boost subclass-brands in a member's recently browsed-not-bought subclasses.
+
+    `affinity` needs member_id, subclass_key, affinity; `interest` the member's top subclasses
+    (already limited to the configured number). affinity becomes affinity * (1 + boost) and the
+    applied boost is kept in `boost` so a payload can explain its order.
+    """
+    flagged = interest.select("member_id", "subclass_key").withColumn("boost", F.lit(float(boost)))
+    return (
+        affinity.join(flagged, ["member_id", "subclass_key"], "left")
+        .fillna(0.0, subset=["boost"])
+        .withColumn("affinity", F.col("affinity") * (F.lit(1.0) + F.col("boost")))
+    )
+
+
+def variety_limit(spark: SparkSession, affinity: DataFrame, sql: str, per_class: int) -> DataFrame:
+    """At most `per_class` subclass-brands per class per member, rank order kept."""
+    return spark.sql(sql, affinity=affinity, limit=int(per_class)).drop("rank_in_class")

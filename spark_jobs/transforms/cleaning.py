@@ -1,0 +1,57 @@
+"""Input cleaning: every rejected event is kept with its reason, counted and logged."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+def clean_events(
+    events: DataFrame, known_styles: DataFrame, event_types: list[str], cutoff: datetime
+) -> tuple[DataFrame, DataFrame]:
+    """Split raw events into (clean, rejects); rejects carry a `reason` column.
+
+    Checked in this order, the first failing check names the reason: null or malformed ids,
+    unknown event type, purchase without a positive price, timestamp missing or at/after the
+    cutoff (the end of the newest partition read), style not in the catalog, duplicates (same
+    event_id, or same member/style/type/timestamp: the first by event_id is kept).
+    """
+    reason = (
+        F.when(
+            F.col("event_id").isNull() | F.col("member_id").isNull() | F.col("style_id").isNull(),
+            F.lit("null_id"),
+        )
+        .when(
+            ~F.col("member_id").rlike(ID_PATTERN) | ~F.col("style_id").rlike(ID_PATTERN),
+            F.lit("malformed_id"),
+        )
+        .when(~F.col("event_type").isin(*event_types) | F.col("event_type").isNull(), F.lit("unknown_event_type"))
+        .when(
+            (F.col("event_type") == "purchase") & (F.col("price").isNull() | (F.col("price") <= 0)),
+            F.lit("bad_price"),
+        )
+        .when(F.col("occurred_at").isNull() | (F.col("occurred_at") >= F.lit(cutoff)), F.lit("bad_timestamp"))
+        .when(F.col("_known_style").isNull(), F.lit("unknown_style"))
+    )
+    known = known_styles.select("style_id").distinct().withColumn("_known_style", F.lit(True))
+    checked = events.join(known, "style_id", "left").withColumn("reason", reason)
+    valid = checked.where(F.col("reason").isNull())
+    first_of_id = Window.partitionBy("event_id").orderBy("occurred_at")
+    first_of_action = Window.partitionBy("member_id", "style_id", "event_type", "occurred_at").orderBy("event_id")
+    ranked = valid.withColumn("_by_id", F.row_number().over(first_of_id)).withColumn(
+        "_by_action", F.row_number().over(first_of_action)
+    )
+    duplicate = (F.col("_by_id") > 1) | (F.col("_by_action") > 1)
+    columns = events.columns
+    clean = ranked.where(~duplicate).select(*columns)
+    rejects = checked.where(F.col("reason").isNotNull()).select(*columns, "reason").unionByName(
+        ranked.where(duplicate).select(*columns).withColumn("reason", F.lit("duplicate"))
+    )
+    return clean, rejects
+
+
+def reject_summary(rejects: DataFrame) -> dict[str, int]:
+    return {r["reason"]: int(r["count"]) for r in rejects.groupBy("reason").count().collect()}

@@ -1,0 +1,116 @@
+"""Collections: the six data sets per member (products, brands, categories x full, card).
+
+Each data set is a list of groups ordered by affinity, each group a list of product ids:
+- products: one group per subclass-brand ("Gracia Day Dresses");
+- brands: the member's subclass-brands of one brand ("Gracia"); a brand is as relevant as
+  the member's best subclass-brand of it;
+- categories: the member's subclass-brands of one subclass ("Day Dresses").
+`full` keeps every group with enough saleable products, up to the per-member product limit;
+`card` keeps the first few groups with a few products each, for a carousel.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from flashfeed.lake import FALLBACK_MEMBER_PREFIX
+
+FALLBACK_ALL = "all"
+AFFINITY_DIGITS = 4
+
+
+def styles_by_subclass_brand(products: DataFrame) -> DataFrame:
+    """(subclass_brand_id, styles) with styles in product-score rank order."""
+    return products.groupBy("subclass_brand_id").agg(
+        F.transform(
+            F.array_sort(F.collect_list(F.struct("rank_in_subclass_brand", "style_id"))), lambda s: s["style_id"]
+        ).alias("styles")
+    )
+
+
+def fallback_affinity(products: DataFrame) -> DataFrame:
+    """Affinity rows for the fallback 'members': one per division and one global.
+
+    Without a model, a subclass-brand is as relevant as its best-scored product on sale,
+    scaled to [0, 1] within the division (or overall for the global fallback).
+    """
+    best = products.groupBy("subclass_brand_id", "division", "subclass_key", "class_key").agg(
+        F.max("score").alias("score")
+    )
+
+    def scaled(df: DataFrame, member_id, partition) -> DataFrame:
+        window = Window.partitionBy(*partition)
+        low, high = F.min("score").over(window), F.max("score").over(window)
+        affinity = F.when(high > low, (F.col("score") - low) / (high - low)).otherwise(F.lit(1.0))
+        return df.select(
+            member_id.alias("member_id"), "subclass_brand_id", "subclass_key", "class_key", affinity.alias("affinity")
+        )
+
+    per_division = scaled(best, F.concat(F.lit(FALLBACK_MEMBER_PREFIX), F.lower("division")), ["division"])
+    overall = scaled(best, F.lit(FALLBACK_MEMBER_PREFIX + FALLBACK_ALL), [])
+    return per_division.unionByName(overall).withColumn("boost", F.lit(0.0))
+
+
+def feed_units(member_affinity: DataFrame, sb_styles: DataFrame, names: DataFrame, feed: str) -> DataFrame:
+    """One row per (member, group) of a feed: key, name, affinity, boost, styles (ordered)."""
+    joined = member_affinity.join(sb_styles, "subclass_brand_id").join(names, "subclass_brand_id")
+    if feed == "products":
+        return joined.select(
+            "member_id",
+            F.col("subclass_brand_id").cast("string").alias("key"),
+            F.concat_ws(" ", "brand", "subclass").alias("name"),
+            "affinity",
+            "boost",
+            "styles",
+        )
+    key, name = {"brands": ("brand", "brand"), "categories": ("subclass_key", "subclass")}[feed]
+    ordered = F.array_sort(F.collect_list(F.struct(-F.col("affinity"), F.col("subclass_brand_id"), F.col("styles"))))
+    return (
+        joined.groupBy("member_id", F.lower(F.col(key)).alias("key"))
+        .agg(
+            F.first(name).alias("name"),
+            F.max("affinity").alias("affinity"),
+            F.max("boost").alias("boost"),
+            F.flatten(F.transform(ordered, lambda s: s["styles"])).alias("styles"),
+        )
+    )
+
+
+def limit_groups(units: DataFrame, variant: str, cfg: dict) -> DataFrame:
+    """Apply the full/card limits; adds `position` (1 = most relevant group)."""
+    units = units.withColumn("n", F.size("styles")).where(F.col("n") >= int(cfg["min_saleable_products"]))
+    order = Window.partitionBy("member_id").orderBy(F.desc("affinity"), F.asc("key"))
+    ranked = units.withColumn("position", F.row_number().over(order))
+    if variant == "card":
+        return ranked.where(F.col("position") <= int(cfg["card_groups"])).withColumn(
+            "styles", F.slice("styles", 1, int(cfg["card_products"]))
+        )
+    cap = int(cfg["products_per_member"])
+    before = F.sum("n").over(order.rowsBetween(Window.unboundedPreceding, -1))
+    return (
+        ranked.withColumn("before", F.coalesce(before, F.lit(0)))
+        .where(F.col("before") < cap)
+        .withColumn("styles", F.slice("styles", 1, F.least(F.col("n"), F.lit(cap) - F.col("before")).cast("int")))
+        .drop("before")
+    )
+
+
+def payloads(groups: DataFrame, feed: str, variant: str, version: str) -> DataFrame:
+    """(member_id, feed, variant, version, groups): one payload row per member, the API's JSON."""
+    group = F.struct(
+        F.col("position"),
+        F.col("key"),
+        F.col("name"),
+        F.round("affinity", AFFINITY_DIGITS).alias("affinity"),
+        F.round("boost", AFFINITY_DIGITS).alias("boost"),
+        F.col("styles"),
+    )
+    return groups.groupBy("member_id").agg(
+        F.transform(F.array_sort(F.collect_list(group)), lambda g: g.dropFields("position")).alias("groups")
+    ).select(
+        "member_id",
+        F.lit(feed).alias("feed"),
+        F.lit(variant).alias("variant"),
+        F.lit(version).alias("version"),
+        "groups",
+    )

@@ -1,0 +1,159 @@
+"""The project's local DynamoDB (dynalite): idempotent start, loopback only, data on disk, stop by PID."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flashfeed import local_dynamodb as local
+from flashfeed import serving_store as store
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dynalite_pids_for(data_dir: Path) -> list[int]:
+    """Every running dynalite process serving `data_dir` (from /proc, not from our pid file)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(b"dynalite" in arg for arg in argv) and str(data_dir).encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket in LISTEN state on `port` (IPv4 and IPv6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local_address, state = row.split()[1], row.split()[3]
+            address, hex_port = local_address.split(":")
+            if state == "0A" and int(hex_port, 16) == port:      # 0A = LISTEN
+                found.add(address)
+    return found
+
+
+@pytest.fixture
+def home(tmp_path):
+    yield tmp_path
+    local.stop(home=tmp_path)          # never leave a server behind, even when a test fails
+
+
+def test_start_twice_returns_the_same_endpoint_and_one_process(home):
+    port = free_port()
+    endpoint = local.start(home=home, port=port)
+    assert endpoint == f"http://127.0.0.1:{port}"
+    pid = json.loads(local.pid_file(home).read_text())["pid"]
+
+    assert local.start(home=home) == endpoint                  # no port asked: the running one
+    assert local.start(home=home, port=port) == endpoint
+    assert json.loads(local.pid_file(home).read_text())["pid"] == pid
+    assert dynalite_pids_for(local.data_dir(home)) == [pid]
+
+    state = local.status(home)
+    assert state.running and state.pid == pid and state.endpoint == endpoint
+
+    with pytest.raises(local.LocalDynamoDBError, match="already runs on port"):
+        local.start(home=home, port=free_port())
+
+
+def test_listens_on_loopback_only(home):
+    port = free_port()
+    local.start(home=home, port=port)
+    assert listening_addresses(port) == {"0100007F"}           # 127.0.0.1, little-endian hex
+
+
+def test_data_survives_stop_and_start(home):
+    port = free_port()
+    client = store.dynamodb_client(local.start(home=home, port=port))
+    table = "flashfeed-feeds-20261122t1100"
+    store.ensure_feeds_table(client, table)
+    client.put_item(TableName=table, Item={"member_id": {"S": "m-1"}, "feed": {"S": "brands#card"},
+                                           "payload": {"S": '{"member_id": "m-1"}'}})
+    assert local.stop(home=home)
+
+    client = store.dynamodb_client(local.start(home=home, port=port))
+    assert store.get_payload(client, table, "m-1", "brands", "card") == '{"member_id": "m-1"}'
+    assert any(local.data_dir(home).iterdir())                 # the LevelDB files are on disk
+
+
+def test_stop_kills_by_pid_and_cleans_up(home):
+    local.start(home=home, port=free_port())
+    pid = json.loads(local.pid_file(home).read_text())["pid"]
+    assert local.stop(home=home) is True
+    assert not local.pid_file(home).exists()
+    assert dynalite_pids_for(local.data_dir(home)) == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert local.status(home).running is False
+    assert local.stop(home=home) is False                      # stopping twice is harmless
+
+
+def test_stale_pid_file_is_cleaned(home):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid = int(finished.stdout)
+    local.dynamodb_dir(home).mkdir(parents=True)
+    local.pid_file(home).write_text(json.dumps({"pid": dead_pid, "port": 1}))
+    assert local.status(home).running is False
+    port = free_port()
+    assert local.start(home=home, port=port) == f"http://127.0.0.1:{port}"
+    assert json.loads(local.pid_file(home).read_text())["pid"] != dead_pid
+
+
+def test_server_outlives_its_starter_and_cli_controls_it(home):
+    """Started from a separate command (new session), it keeps running after that command exits."""
+    port = free_port()
+    command = [sys.executable, "-m", "flashfeed.local_dynamodb", "--home", str(home)]
+    started = subprocess.run(command + ["start", "--port", str(port)], capture_output=True, text=True,
+                             cwd=local.REPO_ROOT, timeout=60)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == f"http://127.0.0.1:{port}"
+    assert local.status(home).running                          # the starter has exited by now
+
+    running = subprocess.run(command + ["status"], capture_output=True, text=True, cwd=local.REPO_ROOT)
+    assert running.returncode == 0 and "running: pid" in running.stdout
+    stopped = subprocess.run(command + ["stop"], capture_output=True, text=True, cwd=local.REPO_ROOT)
+    assert stopped.stdout.strip() == "stopped"
+    after = subprocess.run(command + ["status"], capture_output=True, text=True, cwd=local.REPO_ROOT)
+    assert after.returncode == 3
+
+
+def test_port_in_use_by_someone_else_is_a_clear_error(home):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(local.LocalDynamoDBError, match=f"port {port} .* already in use"):
+            local.start(home=home, port=port)
+
+
+def test_missing_dynalite_says_run_npm_ci(home, monkeypatch):
+    monkeypatch.setattr(local, "DYNALITE_CLI", home / "node_modules" / "dynalite" / "cli.js")
+    with pytest.raises(local.LocalDynamoDBError, match="Run `npm ci`"):
+        local.start(home=home, port=free_port())
+
+
+def test_port_comes_from_environment(home, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv(local.PORT_ENV, str(port))
+    assert local.start(home=home) == f"http://127.0.0.1:{port}"

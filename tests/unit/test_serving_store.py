@@ -1,0 +1,365 @@
+"""Serving store against a real DynamoDB (dynalite): load, verify, restart, limits, flip."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from flashfeed import serving_store as store
+from flashfeed.config import REPO_ROOT
+from flashfeed.lake import FEEDS, VARIANTS, feed_folder
+
+VERSION = "20261122t1100"
+DIVISIONS = ("women", "men", "all")
+
+
+# --- a feeds partition, as the collections export writes it ------------------------------------
+
+def payload_line(member_id: str, feed: str, variant: str, version: str = VERSION, groups: int = 2) -> str:
+    """One payload JSON line; a non-ASCII brand name checks the byte-for-byte round trip."""
+    record = {
+        "member_id": member_id, "feed": feed, "variant": variant, "version": version,
+        "groups": [{"key": f"g{i}", "name": "Gracia Café" if i == 0 else f"Brand {i}",
+                    "affinity": round(1 - i / 100, 3), "styles": [f"s-{i}-{j}" for j in range(3)]}
+                   for i in range(groups)],
+    }
+    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
+
+
+def write_feeds(feeds_dir: Path, members: int, version: str = VERSION, files_per_data_set: int = 2,
+                lines: dict[tuple[str, str], list[str]] | None = None) -> dict:
+    """Write a feeds partition with `members` members, fallback payloads and manifest.json."""
+    member_ids = [f"m-{i:06d}" for i in range(members)]
+    data_sets: dict[str, list[str]] = {}
+    for feed in FEEDS:
+        for variant in VARIANTS:
+            data_sets[feed_folder(feed, variant)] = (lines or {}).get((feed, variant)) or [
+                payload_line(m, feed, variant, version) for m in member_ids]
+    data_sets["fallback"] = [payload_line(f"__fallback__#{d}", feed, variant, version)
+                             for d in DIVISIONS for feed in FEEDS for variant in VARIANTS]
+    manifest_sets = {}
+    for name, rows in data_sets.items():
+        folder = feeds_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        chunk = -(-len(rows) // files_per_data_set)
+        for index in range(files_per_data_set):
+            part = rows[index * chunk:(index + 1) * chunk]
+            data = "".join(f"{row}\n" for row in part).encode("utf-8")
+            path = f"{name}/part-{index:05d}-test.json"
+            (feeds_dir / path).write_bytes(data)
+            files.append({"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                          "payloads": len(part)})
+        manifest_sets[name] = {"payloads": len(rows), "files": files}
+    manifest = {"version": version, "dt": "2026-11-22", "launch": "1100", "data_sets": manifest_sets,
+                "total_payloads": sum(len(rows) for rows in data_sets.values()), "members": members}
+    (feeds_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+@pytest.fixture
+def client(dynamodb_endpoint: str):
+    return store.dynamodb_client(dynamodb_endpoint)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Each test gets its own tables on the shared dynalite."""
+    return f"t{uuid.uuid4().hex[:8]}-"
+
+
+def count_items(client, table: str) -> int:
+    total = 0
+    for page in client.get_paginator("scan").paginate(TableName=table, Select="COUNT"):
+        total += page["Count"]
+    return total
+
+
+# --- names and client --------------------------------------------------------------------------
+
+def test_table_names_follow_the_contract():
+    assert store.feeds_table(VERSION, "flashfeed-") == "flashfeed-feeds-20261122t1100"
+    assert store.control_table("flashfeed-") == "flashfeed-control"
+    assert store.feed_key("brands", "card") == "brands#card"
+
+
+def test_client_takes_endpoint_from_environment(monkeypatch, dynamodb_endpoint):
+    monkeypatch.setenv(store.ENDPOINT_ENV, dynamodb_endpoint)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    client = store.dynamodb_client()
+    assert client.meta.endpoint_url == dynamodb_endpoint
+    assert client.meta.region_name == "us-east-1"
+    client.list_tables()      # dummy credentials are accepted locally
+
+
+# --- load and verify ---------------------------------------------------------------------------
+
+def test_load_verify_and_idempotent_reload(tmp_path, client, prefix, caplog):
+    manifest = write_feeds(tmp_path, members=500)
+    assert manifest["total_payloads"] == 500 * 6 + len(DIVISIONS) * 6    # a few thousand
+    table = store.feeds_table(VERSION, prefix)
+
+    with caplog.at_level(logging.INFO, logger=store.logger.name):
+        result = store.load_feeds(client, str(tmp_path), manifest, table, threads=4)
+    assert result.written == result.expected == manifest["total_payloads"]
+    assert result.created_table and result.table == table
+    assert count_items(client, table) == manifest["total_payloads"]
+    assert "Checksums OK" in caplog.text and "Loaded" in caplog.text
+
+    checked = store.verify_load(client, table, manifest, str(tmp_path), result.written,
+                                sample_members=40, seed=VERSION)
+    assert checked == 40 + len(DIVISIONS) * 6
+
+    # Byte-for-byte: the stored payload is the lake line, non-ASCII included.
+    line = payload_line("m-000007", "brands", "card")
+    assert store.get_payload(client, table, "m-000007", "brands", "card") == line
+    assert store.get_payload(client, table, "__fallback__#all", "products", "full") == \
+        payload_line("__fallback__#all", "products", "full")
+    assert store.get_payload(client, table, "m-999999", "brands", "card") is None
+
+    # A restarted load into the existing table overwrites: same count, no duplicates.
+    again = store.load_feeds(client, str(tmp_path), manifest, table, threads=2)
+    assert not again.created_table
+    assert again.written == manifest["total_payloads"]
+    assert count_items(client, table) == manifest["total_payloads"]
+
+
+def test_verify_refuses_wrong_count_and_changed_payload(tmp_path, client, prefix):
+    manifest = write_feeds(tmp_path, members=30, files_per_data_set=1)
+    table = store.feeds_table(VERSION, prefix)
+    result = store.load_feeds(client, str(tmp_path), manifest, table, threads=2)
+
+    with pytest.raises(store.VerificationError, match="wrote 10 payloads but the manifest"):
+        store.verify_load(client, table, manifest, str(tmp_path), 10, sample_members=5, seed=1)
+
+    client.put_item(TableName=table, Item={"member_id": {"S": "__fallback__#men"}, "feed": {"S": "brands#full"},
+                                           "payload": {"S": "{}"}})
+    with pytest.raises(store.VerificationError, match="member __fallback__#men feed brands#full"):
+        store.verify_load(client, table, manifest, str(tmp_path), result.written, sample_members=5, seed=1)
+
+
+def test_sample_is_deterministic(tmp_path):
+    manifest = write_feeds(tmp_path, members=200, files_per_data_set=3)
+    first = store._sample_lines(str(tmp_path), manifest, 25, "seed")
+    assert first == store._sample_lines(str(tmp_path), manifest, 25, "seed")
+    assert first != store._sample_lines(str(tmp_path), manifest, 25, "other seed")
+    assert len(first) == 25 + len(DIVISIONS) * 6
+
+
+def test_oversized_item_is_rejected_before_writing(tmp_path, client, prefix):
+    big = payload_line("m-000002", "products", "full", groups=4000)   # well over 400 KB
+    assert len(big) > store.MAX_ITEM_BYTES
+    rows = [payload_line(f"m-{i:06d}", "products", "full") for i in range(5)]
+    rows[2] = big
+    manifest = write_feeds(tmp_path, members=5, files_per_data_set=1, lines={("products", "full"): rows})
+    with pytest.raises(store.PayloadTooLargeError, match=r"member m-000002 feed products#full .* over DynamoDB"):
+        store.load_feeds(client, str(tmp_path), manifest, store.feeds_table(VERSION, prefix), threads=2)
+
+
+def test_checksum_mismatch_is_refused_before_anything_is_written(tmp_path, client, prefix):
+    manifest = write_feeds(tmp_path, members=20, files_per_data_set=1)
+    target = tmp_path / manifest["data_sets"]["brands_card"]["files"][0]["path"]
+    data = target.read_bytes()
+    target.write_bytes(data.replace(b"Gracia", b"Grazia", 1))          # same size, other bytes
+    table = store.feeds_table(VERSION, prefix)
+    with pytest.raises(store.ChecksumMismatchError, match=r"brands_card.*sha256"):
+        store.load_feeds(client, str(tmp_path), manifest, table, threads=2)
+    assert store.describe_table(client, table) is None                  # refused before creating
+
+
+def test_manifest_is_read_and_checked(tmp_path):
+    manifest = write_feeds(tmp_path, members=3, files_per_data_set=1)
+    assert store.read_manifest(str(tmp_path)) == manifest
+    with pytest.raises(store.ManifestError, match="no manifest"):
+        store.read_manifest(str(tmp_path / "missing"))
+    broken = dict(manifest, total_payloads=manifest["total_payloads"] + 1)
+    with pytest.raises(store.ManifestError, match="total_payloads"):
+        store.check_manifest(broken)
+
+
+def test_duplicate_member_in_a_data_set_is_refused(tmp_path, client, prefix):
+    rows = [payload_line("m-000001", "brands", "card"), payload_line("m-000001", "brands", "card")]
+    manifest = write_feeds(tmp_path, members=2, files_per_data_set=1, lines={("brands", "card"): rows})
+    with pytest.raises(store.PayloadError, match="m-000001 feed brands#card appears twice"):
+        store.load_feeds(client, str(tmp_path), manifest, store.feeds_table(VERSION, prefix), threads=2)
+
+
+# --- retries (fault injection: dynalite never throttles) -------------------------------------------
+
+class FlakyClient:
+    """Writes only part of each batch and returns the rest as UnprocessedItems, and throttles
+    every fifth call, like DynamoDB under load; everything else goes to the real client."""
+
+    def __init__(self, real, always_unprocessed: bool = False):
+        self._real = real
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.unprocessed_returned = 0
+        self.always_unprocessed = always_unprocessed
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def batch_write_item(self, RequestItems):
+        with self._lock:
+            self.calls += 1
+            call = self.calls
+        (table, requests), = RequestItems.items()
+        if call % 5 == 0:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                         "Message": "injected"}}, "BatchWriteItem")
+        keep = 0 if self.always_unprocessed else (len(requests) + 1) // 2
+        if keep:
+            self._real.batch_write_item(RequestItems={table: requests[:keep]})
+        rest = requests[keep:]
+        with self._lock:
+            self.unprocessed_returned += len(rest)
+        return {"UnprocessedItems": {table: rest} if rest else {}}
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(store, "BACKOFF_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(store, "BACKOFF_CAP_SECONDS", 0.005)
+
+
+def test_unprocessed_items_and_throttling_are_retried(tmp_path, client, prefix, no_backoff):
+    manifest = write_feeds(tmp_path, members=200)
+    flaky = FlakyClient(client)
+    table = store.feeds_table(VERSION, prefix)
+    result = store.load_feeds(flaky, str(tmp_path), manifest, table, threads=4)
+    assert flaky.unprocessed_returned > 0
+    assert result.retried_batches > 0
+    assert result.written == manifest["total_payloads"]
+    assert count_items(client, table) == manifest["total_payloads"]
+    store.verify_load(client, table, manifest, str(tmp_path), result.written, sample_members=30, seed=7)
+
+
+def test_retries_are_bounded(tmp_path, client, prefix, no_backoff):
+    manifest = write_feeds(tmp_path, members=3, files_per_data_set=1)
+    flaky = FlakyClient(client, always_unprocessed=True)
+    with pytest.raises(store.LoadError, match=r"still unwritten .* after 10 attempts.*re-run the load task"):
+        store.load_feeds(flaky, str(tmp_path), manifest, store.feeds_table(VERSION, prefix), threads=2)
+
+
+# --- flip --------------------------------------------------------------------------------------
+
+def make_table(client, prefix: str, version: str) -> str:
+    table = store.feeds_table(version, prefix)
+    store.ensure_feeds_table(client, table)
+    return table
+
+
+def test_flip_is_conditional_and_the_loser_names_the_winner(client, prefix):
+    assert store.served_version(client, prefix) is None
+    for version in ("20261122t1100", "20261122t1500", "20261122t2000"):
+        make_table(client, prefix, version)
+
+    first = store.flip(client, prefix, "20261122t1100", "file:///lake/m1.json", expected_version=None)
+    assert first["previous"] is None
+    served = store.served_version(client, prefix)
+    assert served["version"] == "20261122t1100" and served["manifest"] == "file:///lake/m1.json"
+    assert served["previous"] is None and served["flipped_at"].endswith("+00:00")
+    assert served["table"] == store.feeds_table("20261122t1100", prefix)
+
+    store.flip(client, prefix, "20261122t1500", "m2", expected_version="20261122t1100")
+    served = store.served_version(client, prefix)
+    assert (served["version"], served["previous"]) == ("20261122t1500", "20261122t1100")
+
+    # A flip that still believes 11:00 is served loses, and is told what is served instead.
+    with pytest.raises(store.FlipConflictError, match="but 20261122t1500 is served now") as lost:
+        store.flip(client, prefix, "20261122t2000", "m3", expected_version="20261122t1100")
+    assert lost.value.served_version == "20261122t1500"
+    with pytest.raises(store.FlipConflictError, match="expected nothing"):
+        store.flip(client, prefix, "20261122t2000", "m3", expected_version=None)
+    assert store.served_version(client, prefix)["version"] == "20261122t1500"
+
+    # Rollback is a flip back to a retained version.
+    store.flip(client, prefix, "20261122t1100", "m1", expected_version="20261122t1500")
+    assert store.served_version(client, prefix)["version"] == "20261122t1100"
+
+
+def test_concurrent_flips_exactly_one_wins(client, prefix):
+    versions = [f"20261123t{hhmm}" for hhmm in ("1100", "1500", "2000")]
+    for version in versions:
+        make_table(client, prefix, version)
+    store.ensure_control_table(client, prefix)
+    outcomes: dict[str, object] = {}
+    barrier = threading.Barrier(len(versions))
+
+    def attempt(version: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[version] = store.flip(client, prefix, version, "m", expected_version=None)
+        except store.FlipConflictError as error:
+            outcomes[version] = error
+
+    threads = [threading.Thread(target=attempt, args=(v,)) for v in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [v for v, outcome in outcomes.items() if isinstance(outcome, dict)]
+    assert len(winners) == 1
+    for version, outcome in outcomes.items():
+        if version != winners[0]:
+            assert outcome.served_version == winners[0]
+            assert winners[0] in str(outcome)
+
+
+def test_flip_refuses_a_missing_table(client, prefix):
+    with pytest.raises(store.TableNotFoundError, match="does not exist"):
+        store.flip(client, prefix, "20261124t1100", "m", expected_version=None)
+    assert store.served_version(client, prefix) is None
+
+
+# --- the Airflow operators, executed directly --------------------------------------------------
+
+@pytest.fixture
+def operators(monkeypatch, tmp_path, dynamodb_endpoint, prefix):
+    """The operators module with env and config pointing at the test dynalite and prefix."""
+    config_text = (REPO_ROOT / "include" / "flashfeed.yaml").read_text()
+    config_text = config_text.replace("table_prefix: flashfeed-", f"table_prefix: {prefix}")
+    config_file = tmp_path / "flashfeed.yaml"
+    config_file.write_text(config_text)
+    monkeypatch.setenv("FLASHFEED_CONFIG", str(config_file))
+    monkeypatch.setenv(store.ENDPOINT_ENV, dynamodb_endpoint)
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
+    from flashfeed_airflow import serving
+    return serving
+
+
+def test_operators_load_then_flip(tmp_path, operators, client, prefix):
+    feeds_dir = tmp_path / "feeds"
+    manifest = write_feeds(feeds_dir, members=40, files_per_data_set=1)
+    load = operators.LoadFeedsOperator(task_id="load", feeds_uri=str(feeds_dir), version=VERSION)
+    assert load.execute({}) == {"table": f"{prefix}feeds-{VERSION}", "written": manifest["total_payloads"],
+                                "version": VERSION}
+
+    wrong = operators.LoadFeedsOperator(task_id="load2", feeds_uri=str(feeds_dir), version="20261122t1500")
+    with pytest.raises(store.ManifestError, match="is for version 20261122t1100"):
+        wrong.execute({})
+
+    manifest_uri = str(feeds_dir / "manifest.json")
+    dry = operators.FlipServedVersionOperator(task_id="flip", version=VERSION, manifest_uri=manifest_uri,
+                                              dry_run="True")
+    assert dry.execute({})["flipped"] is False
+    assert store.served_version(client, prefix) is None
+
+    flip = operators.FlipServedVersionOperator(task_id="flip", version=VERSION, manifest_uri=manifest_uri,
+                                               dry_run="False")
+    assert flip.execute({})["flipped"] is True
+    assert store.served_version(client, prefix)["version"] == VERSION
+    assert flip.execute({})["flipped"] is False          # a retry after success changes nothing
+
+    missing = operators.FlipServedVersionOperator(task_id="flip", version="20261122t1500",
+                                                  manifest_uri="m")
+    with pytest.raises(store.TableNotFoundError):
+        missing.execute({})
