@@ -88,13 +88,14 @@ with DAG(
         groups = discover_groups(plan["features"], params.get("groups") or None)
         return [["--dt", plan["dt"], "--group", group] for group in groups]
 
+    groups = discover_groups(plan)
     train = SparkSubmitOperator.partial(
         task_id="train_group_als",
         application=str(SPARK_JOBS / "train_group.py"),
         name="flashfeed-als",
         conn_id="spark_default",
         map_index_template="group {{ task.application_args[-1] }}",
-    ).expand(application_args=discover_groups(plan))
+    ).expand(application_args=groups)
 
     @task
     def publish_affinity(plan: dict) -> list[str]:
@@ -102,6 +103,5 @@ with DAG(
 
         return publish_affinity(plan["affinity"], plan["features"])
 
-    plan >> waits >> features
+    plan >> waits >> features >> groups
     train >> publish_affinity(plan)
-    features >> train

@@ -135,7 +135,8 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
         if feed not in FEEDS:
             raise ApiError(404, "unknown feed", f"feed {feed!r} does not exist; use one of {', '.join(FEEDS)}")
         if variant not in VARIANTS:
-            raise ApiError(400, "invalid variant", f"variant {variant!r} does not exist; use one of {', '.join(VARIANTS)}")
+            raise ApiError(400, "invalid variant",
+                           f"variant {variant!r} does not exist; use one of {', '.join(VARIANTS)}")
         served = served_or_503()
         with store_errors_as_503():
             client = get_client()

@@ -65,11 +65,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flashfeed import calendar, lake
-from flashfeed.config import lake_root, load_config
+from flashfeed.config import lake_root as default_lake_root
+from flashfeed.config import load_config
 
 __all__ = ["generate", "main", "TAXONOMY", "EVENT_TYPES", "SCHEMAS"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flashfeed.demo_data")   # same name when run with -m
 
 # --- bookkeeping -------------------------------------------------------------------------
 GENERATOR_VERSION = 1            # bump when the generated data changes: invalidates old lakes
@@ -84,6 +85,7 @@ UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 EVENT_TYPES = ("pdp_view", "add_to_cart", "still_want_it", "purchase")
 PDP_VIEW, ADD_TO_CART, STILL_WANT_IT, PURCHASE = range(len(EVENT_TYPES))
 RETURN_KINDS = ("return", "cancel")
+RETURN, CANCEL = range(len(RETURN_KINDS))
 SCHEMAS = {
     "events": pa.schema([
         ("event_id", pa.string()), ("member_id", pa.string()), ("style_id", pa.string()),
@@ -225,7 +227,8 @@ MIN_LIST_PRICE = 9.99
 STYLE_POPULARITY_SIGMA = 0.8       # lognormal spread of how much a style gets browsed
 LIVE_STYLES_PER_MEMBER = 0.5       # styles on sale at once, per member ...
 LIVE_STYLES_BOUNDS = (400, 60_000)  # ... within these bounds (60k: the reference's maximum)
-BACK_CATALOGUE_PER_LIVE_STYLE = 4  # styles sold before the history, available to come back
+BACK_CATALOGUE_PER_LIVE_STYLE = 3  # styles sold before the history, available to come back,
+BACK_CATALOGUE_MIN_SALES = 2       # ... at least this many median sales' worth per brand
 BACK_CATALOGUE_MAX_AGE_DAYS = 365
 SALE_DURATION_HOURS = (48, 72, 96)
 SALE_DURATION_SHARE = (0.10, 0.80, 0.10)  # "usually 72 hours"
@@ -240,9 +243,9 @@ SALE_DISCOUNT_RANGE = (0.30, 0.70)  # off list price, one discount per sale
 DISCOUNT_STEP = 0.05
 COUPON_DISCOUNTS = (0.0, 0.10, 0.20)  # purchases are paid near the sale price
 COUPON_SHARE = (0.85, 0.10, 0.05)
-STOCK_FLOOR = 6                    # mean initial stock of a style in a sale ...
+STOCK_FLOOR = 10                   # mean initial stock of a style in a sale ...
 STOCK_DEMAND_COVER = 2.0           # ... plus this many times its expected purchases
-MEAN_CONVERSION = 0.02             # rough purchases per view, used to size stock
+MEAN_CONVERSION = 0.03             # rough purchases per view, used to size stock
 
 # --- members ---------------------------------------------------------------------------------
 MEMBER_TIER_SHARE = (0.30, 0.40, 0.20, 0.10)
@@ -266,8 +269,8 @@ VIEWS_PER_SESSION = 5              # mean of a geometric distribution
 VIEW_GAP_SECONDS = (20, 120)       # time between two product views in a session
 FAVOURITE_VIEW_SHARE = 0.6         # views that go to a favourite subclass-brand on sale
 BROWSE_PRIMARY_SHARE = 0.7         # other views: in the primary division or anywhere
-CART_RATE = 0.12                   # add-to-cart per in-stock view, at a perfect price match
-PURCHASE_RATE = 0.45               # purchase per cart, at a perfect price match
+CART_RATE = 0.14                   # add-to-cart per in-stock view, at a perfect price match
+PURCHASE_RATE = 0.50               # purchase per cart, at a perfect price match
 CART_PRICE_WEIGHT = 0.6            # how much the price match matters for a cart ...
 PURCHASE_PRICE_WEIGHT = 0.8        # ... and for a purchase
 PRICE_MATCH_SIGMA = 0.5            # log-price distance at which the match falls to 0.61
@@ -315,8 +318,7 @@ def _shares(by_division: dict[str, float], divisions: list[str]) -> np.ndarray:
 
 def _weighted_pick(rng: np.random.Generator, cumulative: np.ndarray, size: int) -> np.ndarray:
     """Indices drawn with probability proportional to the weights behind `cumulative`."""
-    picks = np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right")
-    return np.minimum(picks, len(cumulative) - 1)
+    return _weighted_pick_u(cumulative, rng.random(size))
 
 
 def _padded_ids(prefix: str, count: int) -> pa.Array:
@@ -447,8 +449,9 @@ def build_members(rng: np.random.Generator, count: int, hierarchy: Hierarchy,
                   brands: Brands, sbs: SubclassBrands, first_day: date, last_day: date) -> Members:
     n_div, n_tiers = len(hierarchy.divisions), len(BRAND_TIERS)
     primary = rng.choice(n_div, size=count,
-                         p=_shares(MEMBER_PRIMARY_DIVISION_SHARE, hierarchy.divisions))
-    tier = rng.choice(n_tiers, size=count, p=MEMBER_TIER_SHARE)
+                         p=_shares(MEMBER_PRIMARY_DIVISION_SHARE, hierarchy.divisions)
+                         ).astype(np.int8)
+    tier = rng.choice(n_tiers, size=count, p=MEMBER_TIER_SHARE).astype(np.int8)
     price_level = np.asarray(TIER_PRICE_MULTIPLIER)[tier] * rng.lognormal(0, MEMBER_PRICE_SIGMA,
                                                                           count)
     activity = rng.pareto(ACTIVITY_PARETO_SHAPE, count) + 1.0
@@ -489,17 +492,21 @@ def build_members(rng: np.random.Generator, count: int, hierarchy: Hierarchy,
 
     # Favourites: mostly from the member's taste, some elsewhere in the primary division,
     # a few in another division.
+    # One slot per (member, possible favourite); narrow dtypes keep a million members small.
     max_fav = FAVOURITES_PER_MEMBER[1]
     favourite_count = rng.integers(FAVOURITES_PER_MEMBER[0], max_fav + 1, count)
-    slot_member = np.repeat(np.arange(count), max_fav)
+    slot_member = np.repeat(np.arange(count, dtype=np.int32), max_fav)
+    slot_primary = primary[slot_member]
     outside = rng.random(len(slot_member)) < FAVOURITE_OUTSIDE_PRIMARY_SHARE
     from_taste = ~outside & (rng.random(len(slot_member)) < FAVOURITE_FROM_TASTE_SHARE)
-    other_division = _other_division(rng, primary[slot_member], hierarchy.divisions)
-    slot_division = np.where(outside, other_division, primary[slot_member])
-    favourites = np.empty(len(slot_member), dtype=np.int64)
-    taste_pick = rng.integers(0, TASTE_SIZE, len(slot_member))
-    favourites[from_taste] = taste_items[primary[slot_member], taste[slot_member],
-                                         taste_pick][from_taste]
+    slot_division = np.where(outside, _other_division(rng, slot_primary, hierarchy.divisions),
+                             slot_primary)
+    favourites = np.empty(len(slot_member), dtype=np.int32)
+    taste_pick = rng.integers(0, TASTE_SIZE, len(slot_member), dtype=np.int16)
+    chosen = np.flatnonzero(from_taste)
+    favourites[chosen] = taste_items[slot_primary[chosen], taste[slot_member[chosen]],
+                                     taste_pick[chosen]]
+    del chosen, taste_pick, outside
     slot_tier = tier[slot_member]
     for (d, t), (items, cumulative) in pools.items():
         who = np.flatnonzero(~from_taste & (slot_division == d) & (slot_tier == t))
@@ -513,14 +520,21 @@ def build_members(rng: np.random.Generator, count: int, hierarchy: Hierarchy,
 def _other_division(rng: np.random.Generator, primary: np.ndarray,
                     divisions: list[str]) -> np.ndarray:
     """A division other than `primary`, weighted by product share."""
-    share = _shares(DIVISION_PRODUCT_SHARE, divisions)
     if len(divisions) == 1:
         return primary.copy()
-    excluded = np.tile(share, (len(divisions), 1))
-    np.fill_diagonal(excluded, 0.0)
-    cumulative = np.cumsum(excluded / excluded.sum(axis=1, keepdims=True), axis=1)
+    share = _shares(DIVISION_PRODUCT_SHARE, divisions)
     u = rng.random(len(primary))
-    return np.minimum((cumulative[primary] < u[:, None]).sum(axis=1), len(divisions) - 1)
+    other = np.empty_like(primary)
+    for d in range(len(divisions)):
+        who = primary == d
+        cumulative = np.cumsum(np.where(np.arange(len(divisions)) == d, 0.0, share))
+        other[who] = _weighted_pick_u(cumulative, u[who])
+    return other
+
+
+def _weighted_pick_u(cumulative: np.ndarray, u: np.ndarray) -> np.ndarray:
+    picks = np.searchsorted(cumulative, u * cumulative[-1], side="right")
+    return np.minimum(picks, len(cumulative) - 1)
 
 
 # =============================================================================================
@@ -596,84 +610,107 @@ def live_style_target(members: int) -> int:
     return int(np.clip(round(members * LIVE_STYLES_PER_MEMBER), low, high))
 
 
+class _SalePlanner:
+    """Plans sales launch by launch, deciding which styles come back and which are new."""
+
+    def __init__(self, seed: int, members: int, hierarchy: Hierarchy, brands: Brands,
+                 config: dict) -> None:
+        self.seed, self.hierarchy, self.brands, self.config = seed, hierarchy, brands, config
+        live_target = live_style_target(members)
+        mean_sale_days = float(np.dot(SALE_DURATION_HOURS, SALE_DURATION_SHARE)) / 24
+        self.launched_per_day = live_target / mean_sale_days
+        self.live_target = live_target
+        self.median_sale_size = float(np.clip(self.launched_per_day / TARGET_SALES_PER_DAY,
+                                              *SALE_SIZE_BOUNDS))
+        # Stock: enough that most styles last, scarce enough that popular ones sell out.
+        views_per_live_style_day = (members * SESSIONS_PER_MEMBER_DAY * VIEWS_PER_SESSION
+                                    / live_target)
+        self.stock_mean = STOCK_FLOOR + (STOCK_DEMAND_COVER * views_per_live_style_day
+                                         * MEAN_CONVERSION * mean_sale_days)
+        self.hhmms = calendar.launch_hhmms(config)
+        rest = (1 - FIRST_LAUNCH_SHARE) / max(len(self.hhmms) - 1, 1)
+        self.launch_share = [FIRST_LAUNCH_SHARE if len(self.hhmms) > 1 else 1.0] \
+            + [rest] * (len(self.hhmms) - 1)
+        self.division_share = _shares(DIVISION_PRODUCT_SHARE, hierarchy.divisions)
+        self.book = _StyleBook(capacity=live_target * (BACK_CATALOGUE_PER_LIVE_STYLE + 2))
+        self.pools: list[list[int]] = [[] for _ in range(len(brands.names))]  # styles per brand
+        self.rows: dict[str, list[np.ndarray]] = {
+            k: [] for k in SaleRows.__dataclass_fields__ if k != "sale_count"}
+        self.sale_count = 0
+
+    def add_back_catalogue(self, first_launch_day: date) -> None:
+        """Styles first sold before the history, resting, ready to come back."""
+        rng = _rng(self.seed, STREAM_BACK_CATALOGUE)
+        counts = np.maximum(
+            np.round(self.brands.sale_weight * self.live_target * BACK_CATALOGUE_PER_LIVE_STYLE),
+            round(BACK_CATALOGUE_MIN_SALES * self.median_sale_size)).astype(np.int64)
+        oldest = first_launch_day.toordinal() - BACK_CATALOGUE_MAX_AGE_DAYS
+        rested = _day_start(first_launch_day) - STYLE_REST_DAYS * MICROS_PER_DAY
+        for brand, count in enumerate(counts):
+            first_seen = np.sort(rng.integers(oldest, first_launch_day.toordinal() - 1, count))
+            columns = _new_style_columns(rng, brand, count, 0, self.hierarchy, self.brands, rested)
+            columns["first_seen"] = first_seen
+            self.pools[brand].extend(self.book.add(**columns).tolist())
+
+    def launch_day(self, day: date) -> None:
+        """All of one local day's launches, each bringing its share of the day's volume."""
+        rng = _rng(self.seed, STREAM_SALES, day.toordinal())
+        volume = self.launched_per_day * rng.lognormal(0, DAILY_VOLUME_SIGMA)
+        for hhmm, share in zip(self.hhmms, self.launch_share):
+            starts_at = _micros(calendar.slot(day, hhmm, self.config).starts_at)
+            quota = int(round(volume * share))
+            while quota > 0:
+                size = int(min(quota, max(1, round(
+                    rng.lognormal(np.log(self.median_sale_size), SALE_SIZE_SIGMA)))))
+                self.launch_sale(rng, day, starts_at, size)
+                quota -= size
+
+    def launch_sale(self, rng: np.random.Generator, day: date, starts_at: int, size: int) -> None:
+        """One boutique: one brand, `size` styles, some back from earlier sales, some new."""
+        division = rng.choice(len(self.division_share), p=self.division_share)
+        in_division = np.flatnonzero(self.brands.division == division)
+        weights = self.brands.sale_weight[in_division]
+        brand = int(rng.choice(in_division, p=weights / weights.sum()))
+        hours = int(rng.choice(SALE_DURATION_HOURS, p=SALE_DURATION_SHARE))
+        ends_at = starts_at + hours * MICROS_PER_HOUR
+        last_end = self.book.data["last_end"]
+        pool = np.asarray(self.pools[brand], dtype=np.int64)
+        rested = pool[last_end[pool] + STYLE_REST_DAYS * MICROS_PER_DAY <= starts_at]
+        wanted_back = size - rng.binomial(size, NEW_STYLE_SHARE)
+        back = rng.choice(rested, size=min(wanted_back, len(rested)), replace=False)
+        new = self.book.add(**_new_style_columns(rng, brand, size - len(back), day.toordinal(),
+                                                 self.hierarchy, self.brands, ends_at))
+        self.pools[brand].extend(new.tolist())
+        self.book.data["last_end"][back] = ends_at
+        style = np.concatenate([back, new])
+        discount = np.round(rng.uniform(*SALE_DISCOUNT_RANGE) / DISCOUNT_STEP) * DISCOUNT_STEP
+        for name, values in (
+                ("sale", np.full(size, self.sale_count)),
+                ("style", style),
+                ("starts_at", np.full(size, starts_at)),
+                ("ends_at", np.full(size, ends_at)),
+                ("launch_day", np.full(size, day.toordinal())),
+                ("sale_price", _price_99(self.book.data["list_price"][style] * (1 - discount))),
+                ("initial_qty", rng.geometric(1 / self.stock_mean, size).astype(np.int64))):
+            self.rows[name].append(values)
+        self.sale_count += 1
+
+    def result(self) -> tuple[Styles, SaleRows]:
+        rows = {k: np.concatenate(v) for k, v in self.rows.items()}
+        return self.book.freeze(), SaleRows(**rows, sale_count=self.sale_count)
+
+
 def plan_sales(seed: int, members: int, hierarchy: Hierarchy, brands: Brands,
-               first_launch_day: date, last_launch_day: date, config: dict) -> tuple[Styles, SaleRows]:
-    live_target = live_style_target(members)
-    mean_sale_days = float(np.dot(SALE_DURATION_HOURS, SALE_DURATION_SHARE)) / 24
-    launched_per_day = live_target / mean_sale_days
-    median_sale_size = float(np.clip(launched_per_day / TARGET_SALES_PER_DAY, *SALE_SIZE_BOUNDS))
-    # Stock: enough that most styles last, scarce enough that popular ones sell out.
-    views_per_live_style_day = members * SESSIONS_PER_MEMBER_DAY * VIEWS_PER_SESSION / live_target
-    stock_mean = STOCK_FLOOR + STOCK_DEMAND_COVER * views_per_live_style_day * MEAN_CONVERSION \
-        * mean_sale_days
-    hhmms = calendar.launch_hhmms(config)
-    slot_share = np.full(len(hhmms), (1 - FIRST_LAUNCH_SHARE) / max(len(hhmms) - 1, 1))
-    slot_share[0] = FIRST_LAUNCH_SHARE if len(hhmms) > 1 else 1.0
-
-    book = _StyleBook(capacity=int(live_target * (BACK_CATALOGUE_PER_LIVE_STYLE + 2)))
-    pools: list[list[int]] = [[] for _ in range(BRAND_COUNT)]   # styles per brand
-
-    # Back catalogue: styles first sold before the history, resting, ready to come back.
-    rng = _rng(seed, STREAM_BACK_CATALOGUE)
-    back_count = live_target * BACK_CATALOGUE_PER_LIVE_STYLE
-    back_brand = np.sort(rng.choice(BRAND_COUNT, size=back_count, p=brands.sale_weight))
-    oldest = first_launch_day.toordinal() - BACK_CATALOGUE_MAX_AGE_DAYS
-    rested = _micros(datetime.combine(first_launch_day, datetime.min.time(), timezone.utc)) \
-        - STYLE_REST_DAYS * MICROS_PER_DAY
-    for brand in np.unique(back_brand):
-        count = int((back_brand == brand).sum())
-        first_seen = np.sort(rng.integers(oldest, first_launch_day.toordinal() - 1, count))
-        columns = _new_style_columns(rng, brand, count, 0, hierarchy, brands, rested)
-        columns["first_seen"] = first_seen
-        pools[brand].extend(book.add(**columns).tolist())
-
-    rows: dict[str, list[np.ndarray]] = {k: [] for k in SaleRows.__dataclass_fields__
-                                         if k != "sale_count"}
-    sale_count = 0
-    rest = STYLE_REST_DAYS * MICROS_PER_DAY
+               first_launch_day: date, last_launch_day: date, config: dict
+               ) -> tuple[Styles, SaleRows]:
+    """Every style and sale from `first_launch_day` to `last_launch_day` (local dates)."""
+    planner = _SalePlanner(seed, members, hierarchy, brands, config)
+    planner.add_back_catalogue(first_launch_day)
     day = first_launch_day
     while day <= last_launch_day:
-        rng = _rng(seed, STREAM_SALES, day.toordinal())
-        day_volume = launched_per_day * rng.lognormal(0, DAILY_VOLUME_SIGMA)
-        for hhmm, share in zip(hhmms, slot_share):
-            starts_at = _micros(calendar.slot(day, hhmm, config).starts_at)
-            quota = int(round(day_volume * share))
-            while quota > 0:
-                division = rng.choice(len(hierarchy.divisions),
-                                      p=_shares(DIVISION_PRODUCT_SHARE, hierarchy.divisions))
-                in_division = np.flatnonzero(brands.division == division)
-                weights = brands.sale_weight[in_division]
-                brand = int(rng.choice(in_division, p=weights / weights.sum()))
-                size = int(min(quota, max(1, round(rng.lognormal(np.log(median_sale_size),
-                                                                 SALE_SIZE_SIGMA)))))
-                quota -= size
-                ends_at = starts_at + int(rng.choice(SALE_DURATION_HOURS,
-                                                     p=SALE_DURATION_SHARE)) * MICROS_PER_HOUR
-                # Returning styles: rested styles of the brand; the rest are new styles.
-                pool = np.asarray(pools[brand], dtype=np.int64)
-                eligible = pool[book.data["last_end"][pool] + rest <= starts_at]
-                wanted_back = size - rng.binomial(size, NEW_STYLE_SHARE)
-                back = rng.choice(eligible, size=min(wanted_back, len(eligible)), replace=False)
-                new = book.add(**_new_style_columns(rng, brand, size - len(back), day.toordinal(),
-                                                    hierarchy, brands, ends_at))
-                pools[brand].extend(new.tolist())
-                book.data["last_end"][back] = ends_at
-                style = np.concatenate([back, new])
-                discount = np.round(rng.uniform(*SALE_DISCOUNT_RANGE) / DISCOUNT_STEP) \
-                    * DISCOUNT_STEP
-                rows["sale"].append(np.full(size, sale_count))
-                rows["style"].append(style)
-                rows["starts_at"].append(np.full(size, starts_at))
-                rows["ends_at"].append(np.full(size, ends_at))
-                rows["launch_day"].append(np.full(size, day.toordinal()))
-                rows["sale_price"].append(_price_99(book.data["list_price"][style]
-                                                    * (1 - discount)))
-                rows["initial_qty"].append(rng.geometric(1 / stock_mean, size).astype(np.int64))
-                sale_count += 1
+        planner.launch_day(day)
         day += timedelta(days=1)
-    sale_rows = SaleRows(**{k: np.concatenate(v) for k, v in rows.items()},
-                         sale_count=sale_count)
-    return book.freeze(), sale_rows
+    return planner.result()
 
 
 # =============================================================================================
@@ -757,11 +794,14 @@ def _pick_rows(rng: np.random.Generator, world: World, live: np.ndarray,
     live_sb = world.style_sb[live_style]
     order = np.argsort(live_sb, kind="stable")
     sorted_sb = live_sb[order]
-    slot = (rng.random(n) * members.favourite_count[member]).astype(np.int64)
-    wanted = members.favourites[member, slot]
+    # A random one of the member's favourites that has something on sale right now.
+    wanted = members.favourites[member]                      # (views, max favourites)
     lo = np.searchsorted(sorted_sb, wanted, side="left")
     hi = np.searchsorted(sorted_sb, wanted, side="right")
-    favourite = (rng.random(n) < FAVOURITE_VIEW_SHARE) & (hi > lo)
+    usable = (hi > lo) & (np.arange(wanted.shape[1]) < members.favourite_count[member][:, None])
+    slot = np.argmax(usable * rng.random(wanted.shape), axis=1)
+    favourite = (rng.random(n) < FAVOURITE_VIEW_SHARE) & usable.any(axis=1)
+    lo, hi = lo[np.arange(n), slot], hi[np.arange(n), slot]
     pick = lo + (rng.random(n) * (hi - lo)).astype(np.int64)
     rows = np.empty(n, dtype=np.int64)
     rows[favourite] = live[order[pick[favourite]]]
@@ -788,7 +828,7 @@ def simulate_day(world: World, day: date, remaining: np.ndarray, seed: int
                  ) -> tuple[DayActivity, Returns]:
     """Events of UTC day `day`; consumes stock from `remaining` (sale rows) in place."""
     rng = _rng(seed, STREAM_EVENTS, day.toordinal())
-    sales, members = world.sales, world.members
+    sales = world.sales
     day_start = _day_start(day)
     day_end = day_start + MICROS_PER_DAY
     view_member, view_time = _views(rng, world, day, day_start, day_end)
@@ -815,8 +855,10 @@ def simulate_day(world: World, day: date, remaining: np.ndarray, seed: int
         parts.extend(segment_parts)
         returns.append(segment_returns)
 
-    member, row, event_type, occurred_at, price = (np.concatenate(c) for c in zip(*parts)) \
-        if parts else (np.zeros(0, dtype=np.int64),) * 4 + (np.zeros(0),)
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        parts = [(empty, empty, empty, empty, np.zeros(0))]
+    member, row, event_type, occurred_at, price = (np.concatenate(c) for c in zip(*parts))
     order = np.argsort(occurred_at, kind="stable")
     activity = DayActivity(member[order], sales.style[row[order]], event_type[order],
                            occurred_at[order], price[order])
@@ -878,7 +920,7 @@ def _funnel(rng: np.random.Generator, world: World, member: np.ndarray, view_tim
     return_delay = rng.uniform(*RETURN_DELAY_DAYS, n) * MICROS_PER_DAY
     cancel_delay = rng.uniform(*CANCEL_DELAY_HOURS, n) * MICROS_PER_HOUR
     later = returned | cancelled
-    kind = np.where(returned, 0, 1)
+    kind = np.where(returned, RETURN, CANCEL)
     delay = np.where(returned, return_delay, cancel_delay).astype(np.int64)
     return parts, Returns(member[later], style[later], kind[later], (buy_time + delay)[later])
 
@@ -1040,53 +1082,18 @@ def generate(lake_root: str, *, members: int = DEFAULT_MEMBERS, days: int = DEFA
              len(world.brands.names), len(world.sbs.brand), len(world.styles),
              world.sales.sale_count, len(world.sales))
 
-    style_ids = _padded_ids("s-", len(world.styles))
-    catalog = _catalog_table(world, style_ids)
-    calendar_columns = _sale_calendar_columns(world, style_ids)
-    remaining = world.sales.initial_qty.copy()
-    pending = Returns.concat([])
-    rows = {name: 0 for name in SCHEMAS}
-    event_counts = dict.fromkeys(EVENT_TYPES, 0)
-    returns_by_kind = dict.fromkeys(RETURN_KINDS, 0)
-    members_seen = np.zeros(members, dtype=bool)
-    members_buying = np.zeros(members, dtype=bool)
-
+    writer = _LakeWriter(root, world)
+    remaining = world.sales.initial_qty.copy()    # stock per sale row, consumed day by day
+    pending = Returns.concat([])                  # returns dated after the day they arise
     day = first_day
     while day <= end_date:
-        # Snapshots as known on `day`: everything starting by the end of local day + 1.
-        horizon = (day + timedelta(days=1)).toordinal()
-        known_styles = int(np.searchsorted(world.styles.first_seen, horizon, side="right"))
-        known_rows = int(np.searchsorted(world.sales.launch_day, horizon, side="right"))
-        _write_partition(lake.raw("catalog", day, root), catalog.slice(0, known_styles))
-        _write_partition(lake.raw("sale_calendar", day, root), pa.Table.from_arrays(
-            [c.slice(0, known_rows) for c in calendar_columns]
-            + [pa.array(remaining[:known_rows], type=pa.int64())],
-            schema=SCHEMAS["sale_calendar"]))
-        rows["catalog"] += known_styles
-        rows["sale_calendar"] += known_rows
+        writer.snapshots(day, remaining)
         if day < end_date:
             activity, returns = simulate_day(world, day, remaining, seed)
-            _write_partition(lake.raw("events", day, root),
-                             _events_table(day, activity, world, style_ids))
             pending = Returns.concat([pending, returns])
             due = pending.occurred_at < _day_start(day) + MICROS_PER_DAY
-            today = pending.select(due)
-            pending = pending.select(~due)
-            _write_partition(lake.raw("returns", day, root),
-                             _returns_table(today, world, style_ids))
-            counts = np.bincount(activity.event_type, minlength=len(EVENT_TYPES))
-            for name, count in zip(EVENT_TYPES, counts):
-                event_counts[name] += int(count)
-            for name, count in zip(RETURN_KINDS, np.bincount(today.kind.astype(np.int64),
-                                                             minlength=len(RETURN_KINDS))):
-                returns_by_kind[name] += int(count)
-            rows["events"] += len(activity.member)
-            rows["returns"] += len(today.member)
-            members_seen[activity.member] = True
-            members_buying[activity.member[activity.event_type == PURCHASE]] = True
-            log.info("dt=%s: %d events (%d purchases), %d returns/cancels, %d styles live",
-                     day, len(activity.member), counts[PURCHASE], len(today.member),
-                     _live_count(world.sales, _day_start(day)))
+            writer.history(day, activity, pending.select(due))
+            pending = pending.select(~due)        # later than the history: never written
         day += timedelta(days=1)
 
     summary = {
@@ -1099,19 +1106,71 @@ def generate(lake_root: str, *, members: int = DEFAULT_MEMBERS, days: int = DEFA
         "sales": world.sales.sale_count,
         "brands": len(world.brands.names),
         "subclass_brands": len(world.sbs.brand),
-        "rows": rows,
         "partitions": {"events": days, "returns": days, "catalog": days + 1,
                        "sale_calendar": days + 1},
-        "event_types": event_counts,
-        "returns": returns_by_kind,
-        "members_with_events": int(members_seen.sum()),
-        "members_with_purchases": int(members_buying.sum()),
+        **writer.tally(),
     }
     staging = marker.with_name(f".{GENERATOR_FILE}.tmp")
     staging.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    staging.rename(marker)
-    log.info("done: %s", json.dumps(rows, sort_keys=True))
+    staging.rename(marker)                        # written last: the lake is complete
+    log.info("done: %s", json.dumps(summary["rows"], sort_keys=True))
     return json.loads(marker.read_text(encoding="utf-8"))
+
+
+class _LakeWriter:
+    """Writes one day's partitions and keeps the counts for the summary."""
+
+    def __init__(self, root: str, world: World) -> None:
+        self.root, self.world = root, world
+        self.style_ids = _padded_ids("s-", len(world.styles))
+        self.catalog = _catalog_table(world, self.style_ids)
+        self.calendar_columns = _sale_calendar_columns(world, self.style_ids)
+        self.rows = dict.fromkeys(SCHEMAS, 0)
+        self.event_types = dict.fromkeys(EVENT_TYPES, 0)
+        self.return_kinds = dict.fromkeys(RETURN_KINDS, 0)
+        self.members_seen = np.zeros(len(world.members), dtype=bool)
+        self.members_buying = np.zeros(len(world.members), dtype=bool)
+
+    def snapshots(self, day: date, remaining: np.ndarray) -> None:
+        """Catalog and sale calendar as known on `day`: all that starts by local day + 1."""
+        horizon = (day + timedelta(days=1)).toordinal()
+        # Both are prefixes: back-catalogue styles are older than the history and new styles
+        # are numbered in launch order; sale rows are in launch order.
+        known_styles = int(np.count_nonzero(self.world.styles.first_seen <= horizon))
+        known_rows = int(np.searchsorted(self.world.sales.launch_day, horizon, side="right"))
+        _write_partition(lake.raw("catalog", day, self.root), self.catalog.slice(0, known_styles))
+        _write_partition(lake.raw("sale_calendar", day, self.root), pa.Table.from_arrays(
+            [c.slice(0, known_rows) for c in self.calendar_columns]
+            + [pa.array(remaining[:known_rows], type=pa.int64())],
+            schema=SCHEMAS["sale_calendar"]))
+        self.rows["catalog"] += known_styles
+        self.rows["sale_calendar"] += known_rows
+
+    def history(self, day: date, activity: DayActivity, returns: Returns) -> None:
+        """Events and returns of UTC day `day`."""
+        _write_partition(lake.raw("events", day, self.root),
+                         _events_table(day, activity, self.world, self.style_ids))
+        _write_partition(lake.raw("returns", day, self.root),
+                         _returns_table(returns, self.world, self.style_ids))
+        by_type = np.bincount(activity.event_type, minlength=len(EVENT_TYPES))
+        by_kind = np.bincount(returns.kind.astype(np.int64), minlength=len(RETURN_KINDS))
+        for name, count in zip(EVENT_TYPES, by_type):
+            self.event_types[name] += int(count)
+        for name, count in zip(RETURN_KINDS, by_kind):
+            self.return_kinds[name] += int(count)
+        self.rows["events"] += len(activity.member)
+        self.rows["returns"] += len(returns.member)
+        self.members_seen[activity.member] = True
+        self.members_buying[activity.member[activity.event_type == PURCHASE]] = True
+        log.info("dt=%s: %d events (%d purchases), %d returns/cancels, %d styles live",
+                 day, len(activity.member), by_type[PURCHASE], len(returns.member),
+                 _live_count(self.world.sales, _day_start(day)))
+
+    def tally(self) -> dict:
+        return {"rows": self.rows, "event_types": self.event_types,
+                "returns": self.return_kinds,
+                "members_with_events": int(self.members_seen.sum()),
+                "members_with_purchases": int(self.members_buying.sum())}
 
 
 def _live_count(sales: SaleRows, instant: int) -> int:
@@ -1136,7 +1195,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     end_date = args.end_date or datetime.now(
         ZoneInfo(load_config()["calendar"]["timezone"])).date()
-    generate(args.lake or lake_root(), members=args.members, days=args.days,
+    generate(args.lake or default_lake_root(), members=args.members, days=args.days,
              end_date=end_date, seed=args.seed)
     return 0
 

@@ -35,6 +35,8 @@ def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": "8080",
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": LOCAL_SPARK_MASTER}),
+        "SPARK_LOCAL_IP": "127.0.0.1",  # Spark's driver and UI listen on loopback only
+        "SPARK_CONF_DIR": str(REPO_ROOT / "include" / "spark-conf"),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         # Local DynamoDB accepts any credentials; real AWS uses the deployment's own.

@@ -165,7 +165,10 @@ def _port_answers(port: int) -> bool:
 def _port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(PROBE_TIMEOUT_SECONDS)
-        return sock.connect_ex((HOST, port)) == 0
+        if sock.connect_ex((HOST, port)) != 0:
+            return False
+        # Linux can "self-connect" when the probe's own ephemeral port is the target port.
+        return sock.getsockname()[1] != port
 
 
 def _log_tail(home: Path | None) -> str:

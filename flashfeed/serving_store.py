@@ -429,7 +429,8 @@ def _iter_items(feeds_dir: str, manifest: dict) -> Iterator[dict]:
                     item = _item_from_line(line, name, uri, line_no, version)
                     key = (item["member_id"]["S"], item["feed"]["S"])
                     if key in seen:
-                        raise PayloadError(f"{uri} line {line_no}: member {key[0]} feed {key[1]} appears twice in {name}")
+                        raise PayloadError(f"{uri} line {line_no}: member {key[0]} feed {key[1]} "
+                                           f"appears twice in {name}; fix the collections export")
                     seen.add(key)
                     yield item
 

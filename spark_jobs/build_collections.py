@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     names = products.select("subclass_brand_id", "brand", "subclass", "subclass_key", "class_key").distinct()
     member_affinity = affinity.join(F.broadcast(names.select("subclass_brand_id", "subclass_key", "class_key")),
                                     "subclass_brand_id")
-    boosted = affinity_t.apply_boost(member_affinity, interest, float(cfg["boost"]))
+    boosted = affinity_t.apply_boost(member_affinity, interest, float(cfg["boost"])).select(
+        "member_id", "subclass_brand_id", "subclass_key", "class_key", "affinity", "boost"
+    )
     fallback = collections_t.fallback_affinity(products)
     variety_sql = read_sql("variety_limit.sql")
     limited = affinity_t.variety_limit(spark, boosted.unionByName(fallback), variety_sql,

@@ -23,6 +23,7 @@ from flashfeed.config import load_config
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "include" / "sql"
 STAGING_SUFFIX = ".__staging"
+DIGEST_CHUNK_BYTES = 1 << 20
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -125,22 +126,16 @@ class LakeFS:
         return sorted(n for n in names if n.endswith(suffix))
 
     def file_digest(self, uri: str) -> tuple[int, str, int]:
-        """(bytes, sha256, lines) of one file, streamed in chunks."""
-        path, fs = self._path(uri)
-        stream = fs.open(path)
+        """(bytes, sha256, lines) of one file, streamed by the driver through fsspec."""
+        import fsspec
+
+        local = uri[len("file:"):] if uri.startswith("file:") else uri
         sha, size, lines = hashlib.sha256(), 0, 0
-        buffer = self._jvm.java.nio.ByteBuffer.allocate(1 << 20).array()
-        try:
-            while True:
-                count = stream.read(buffer)
-                if count <= 0:
-                    break
-                chunk = bytes(buffer)[:count]
+        with fsspec.open(lake.fsspec_url(local), "rb") as handle:
+            while chunk := handle.read(DIGEST_CHUNK_BYTES):
                 sha.update(chunk)
-                size += count
+                size += len(chunk)
                 lines += chunk.count(b"\n")
-        finally:
-            stream.close()
         return size, sha.hexdigest(), lines
 
     def require(self, partition: str, what: str) -> None:

@@ -11,12 +11,27 @@ from pathlib import Path
 
 import pytest
 
+PORT_ATTEMPTS = 3
+
 
 def free_port() -> int:
-    """A port nobody listens on right now (the OS picks it; tiny race accepted in tests)."""
+    """A port nobody listens on right now (the OS picks it; see start_on_free_port for the race)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_on_free_port(home: Path) -> str:
+    """Start the local DynamoDB for `home` on a free port; retried because another process
+    may take the port between picking it and dynalite listening on it."""
+    from flashfeed import local_dynamodb
+
+    for attempt in range(PORT_ATTEMPTS):
+        try:
+            return local_dynamodb.start(home=home, port=free_port())
+        except local_dynamodb.LocalDynamoDBError:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +39,7 @@ def dynamodb_endpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     from flashfeed import local_dynamodb
 
     home: Path = tmp_path_factory.mktemp("dynamodb-home")
-    endpoint = local_dynamodb.start(home=home, port=free_port())
+    endpoint = start_on_free_port(home)
     try:
         yield endpoint
     finally:

@@ -66,11 +66,11 @@ class LoadFeedsOperator(BaseOperator):
             self.version, table, f"{int(manifest['total_payloads']):,}",
             f"{int(manifest.get('members', 0)):,}" if "members" in manifest else "?", data_sets, self.feeds_uri,
         )
-        served = store.served_version(client)
-        if served and served["version"] == self.version:
-            self.log.warning("Version %s is served right now: this load rewrites the live table in place",
-                             self.version)
         try:
+            served = store.served_version(client)
+            if served and served["version"] == self.version:
+                self.log.warning("Version %s is served right now: this load rewrites the live table in place",
+                                 self.version)
             result = store.load_feeds(client, self.feeds_uri, manifest, table,
                                       threads=int(config["load_threads"]), log=self.log)
             store.verify_load(client, table, manifest, self.feeds_uri, result.written,

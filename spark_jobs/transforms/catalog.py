@@ -15,7 +15,7 @@ def _norm(column: str):
 
 
 def subclass_brand_id(*columns: str):
-    return (F.xxhash64(*[_norm(c) for c in columns]) & F.lit(_INT31)).cast("int")
+    return F.xxhash64(*[_norm(c) for c in columns]).bitwiseAND(F.lit(_INT31).cast("bigint")).cast("int")
 
 
 def with_subclass_brand(catalog: DataFrame) -> DataFrame:

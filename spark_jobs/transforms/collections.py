@@ -53,7 +53,11 @@ def fallback_affinity(products: DataFrame) -> DataFrame:
 
 def feed_units(member_affinity: DataFrame, sb_styles: DataFrame, names: DataFrame, feed: str) -> DataFrame:
     """One row per (member, group) of a feed: key, name, affinity, boost, styles (ordered)."""
-    joined = member_affinity.join(sb_styles, "subclass_brand_id").join(names, "subclass_brand_id")
+    joined = (
+        member_affinity.select("member_id", "subclass_brand_id", "subclass_key", "affinity", "boost")
+        .join(sb_styles, "subclass_brand_id")
+        .join(names.select("subclass_brand_id", "brand", "subclass"), "subclass_brand_id")
+    )
     if feed == "products":
         return joined.select(
             "member_id",

@@ -20,6 +20,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_free(home: Path) -> tuple[str, int]:
+    """Start on a free port, retried: another process may take the port before dynalite binds."""
+    for attempt in range(3):
+        port = free_port()
+        try:
+            return local.start(home=home, port=port), port
+        except local.LocalDynamoDBError:
+            if attempt == 2:
+                raise
+
+
 def dynalite_pids_for(data_dir: Path) -> list[int]:
     """Every running dynalite process serving `data_dir` (from /proc, not from our pid file)."""
     pids = []
@@ -59,8 +70,7 @@ def home(tmp_path):
 
 
 def test_start_twice_returns_the_same_endpoint_and_one_process(home):
-    port = free_port()
-    endpoint = local.start(home=home, port=port)
+    endpoint, port = start_free(home)
     assert endpoint == f"http://127.0.0.1:{port}"
     pid = json.loads(local.pid_file(home).read_text())["pid"]
 
@@ -77,14 +87,13 @@ def test_start_twice_returns_the_same_endpoint_and_one_process(home):
 
 
 def test_listens_on_loopback_only(home):
-    port = free_port()
-    local.start(home=home, port=port)
+    _, port = start_free(home)
     assert listening_addresses(port) == {"0100007F"}           # 127.0.0.1, little-endian hex
 
 
 def test_data_survives_stop_and_start(home):
-    port = free_port()
-    client = store.dynamodb_client(local.start(home=home, port=port))
+    endpoint, port = start_free(home)
+    client = store.dynamodb_client(endpoint)
     table = "flashfeed-feeds-20261122t1100"
     store.ensure_feeds_table(client, table)
     client.put_item(TableName=table, Item={"member_id": {"S": "m-1"}, "feed": {"S": "brands#card"},
@@ -97,7 +106,7 @@ def test_data_survives_stop_and_start(home):
 
 
 def test_stop_kills_by_pid_and_cleans_up(home):
-    local.start(home=home, port=free_port())
+    start_free(home)
     pid = json.loads(local.pid_file(home).read_text())["pid"]
     assert local.stop(home=home) is True
     assert not local.pid_file(home).exists()
@@ -115,8 +124,8 @@ def test_stale_pid_file_is_cleaned(home):
     local.dynamodb_dir(home).mkdir(parents=True)
     local.pid_file(home).write_text(json.dumps({"pid": dead_pid, "port": 1}))
     assert local.status(home).running is False
-    port = free_port()
-    assert local.start(home=home, port=port) == f"http://127.0.0.1:{port}"
+    endpoint, port = start_free(home)
+    assert endpoint == f"http://127.0.0.1:{port}"
     assert json.loads(local.pid_file(home).read_text())["pid"] != dead_pid
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -194,25 +193,35 @@ def test_duplicate_member_in_a_data_set_is_refused(tmp_path, client, prefix):
 # --- retries (fault injection: dynalite never throttles) -------------------------------------------
 
 class FlakyClient:
-    """Writes only part of each batch and returns the rest as UnprocessedItems, and throttles
-    every fifth call, like DynamoDB under load; everything else goes to the real client."""
+    """Like DynamoDB under load: the first call for every third batch is throttled, and each
+    call writes only half of its items, returning the rest as UnprocessedItems. Deterministic
+    (a batch is recognised by its last item, which stays in every retry), so a batch needs
+    at most 1 + 5 calls, well within the loader's bounded attempts."""
 
     def __init__(self, real, always_unprocessed: bool = False):
         self._real = real
         self._lock = threading.Lock()
-        self.calls = 0
+        self._attempts: dict[tuple[str, str], int] = {}
         self.unprocessed_returned = 0
+        self.throttled = 0
         self.always_unprocessed = always_unprocessed
 
     def __getattr__(self, name):
         return getattr(self._real, name)
 
     def batch_write_item(self, RequestItems):
-        with self._lock:
-            self.calls += 1
-            call = self.calls
         (table, requests), = RequestItems.items()
-        if call % 5 == 0:
+        last = requests[-1]["PutRequest"]["Item"]
+        batch = (last["member_id"]["S"], last["feed"]["S"])
+        with self._lock:
+            if batch not in self._attempts:
+                self._attempts[batch] = 0
+                throttle = len(self._attempts) % 3 == 0
+            else:
+                throttle = False
+            self._attempts[batch] += 1
+            self.throttled += throttle
+        if throttle:
             raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
                                          "Message": "injected"}}, "BatchWriteItem")
         keep = 0 if self.always_unprocessed else (len(requests) + 1) // 2
@@ -235,7 +244,7 @@ def test_unprocessed_items_and_throttling_are_retried(tmp_path, client, prefix, 
     flaky = FlakyClient(client)
     table = store.feeds_table(VERSION, prefix)
     result = store.load_feeds(flaky, str(tmp_path), manifest, table, threads=4)
-    assert flaky.unprocessed_returned > 0
+    assert flaky.unprocessed_returned > 0 and flaky.throttled > 0
     assert result.retried_batches > 0
     assert result.written == manifest["total_payloads"]
     assert count_items(client, table) == manifest["total_payloads"]
