@@ -53,6 +53,8 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
         .config("spark.sql.adaptive.enabled", "true")
+        # group=13 is a name, not a number: keep partition values as strings.
+        .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])

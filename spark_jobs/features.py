@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         interest.write.parquet(f"{staging}/recent_interest")
         activity.write.parquet(f"{staging}/style_activity")
         per_group = {
-            r["group"]: {"ratings": int(r["ratings"]), "members": int(r["members"]), "subclass_brands": int(r["items"])}
+            str(r["group"]): {"ratings": int(r["ratings"]), "members": int(r["members"]), "subclass_brands": int(r["items"])}
             for r in spark.read.parquet(f"{staging}/ratings").groupBy("group").agg(
                 F.count("*").alias("ratings"),
                 F.countDistinct("member_id").alias("members"),

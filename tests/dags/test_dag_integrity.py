@@ -1,0 +1,161 @@
+"""DAG integrity: both DAGs import cleanly and cheaply, are well-formed, and fire on time."""
+from __future__ import annotations
+
+import socket
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "plugins"))
+
+from flashfeed_airflow import schedules  # noqa: E402
+
+EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds"}
+NO_RETRY_TASKS = {"flip_served_version"}  # a lost race or refused flip needs a person
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory):
+    """Parse dags/ with the network blocked and the lake and config files out of reach."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    import flashfeed.config
+
+    missing_home = tmp_path_factory.mktemp("parse") / "no-such-home"
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"DAG parsing opened a network connection: {args}")
+
+    def no_config(*args, **kwargs):
+        raise AssertionError("DAG parsing read the config file (do it inside a task)")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLASHFEED_HOME", str(missing_home))
+        mp.setenv("FLASHFEED_LAKE", str(missing_home / "lake"))
+        mp.setattr(socket.socket, "connect", no_network)
+        mp.setattr(flashfeed.config, "_load", no_config)
+        bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert not missing_home.exists(), "DAG parsing created local state"
+    return bag
+
+
+def test_every_dag_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == EXPECTED_DAGS
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
+def test_owner_tags_retries_docs(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert "flashfeed" in dag.tags and len(dag.tags) >= 2
+    assert dag.doc_md and dag_id in dag.doc_md
+    assert dag.catchup is False and dag.max_active_runs == 1
+    for task in dag.tasks:
+        assert task.owner == "flashfeed", task.task_id
+        if task.task_id in NO_RETRY_TASKS:
+            assert task.retries == 0
+        else:
+            assert task.retries >= 1, f"{task.task_id} has no retries"
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
+def test_no_cycles_and_a_single_entry_point(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    order = [t.task_id for t in dag.topological_sort()]
+    assert len(order) == len(dag.tasks)
+    roots = [t.task_id for t in dag.roots]
+    assert roots == [order[0]] and roots[0].startswith("plan_")
+
+
+def test_daily_model_shape(dagbag):
+    dag = dagbag.dags["flashfeed_daily_model"]
+    train = dag.get_task("train_group_als")
+    assert type(train).__name__ == "MappedOperator"  # one Spark application per member group
+    assert train.operator_class.__name__ == "SparkSubmitOperator"
+    upstream_of_groups = dag.get_task("discover_groups").upstream_task_ids
+    assert "build_features" in upstream_of_groups  # groups are only known after features ran
+    sensors = {t.task_id for t in dag.tasks if t.task_id.startswith("wait_for_")}
+    assert sensors == {"wait_for_events", "wait_for_returns", "wait_for_catalog", "wait_for_sale_calendar"}
+
+
+def test_launch_feeds_shape(dagbag):
+    dag = dagbag.dags["flashfeed_launch_feeds"]
+    chain = ["plan_launch", "score_products", "build_collections", "wait_for_feeds",
+             "validate_feeds", "load_feeds", "flip_served_version"]
+    for upstream, downstream in zip(chain, chain[1:]):
+        assert dag.get_task(upstream).task_id in _ancestors(dag, downstream)
+    assert {"wait_for_affinity", "wait_for_sale_calendar"} <= dag.get_task("score_products").upstream_task_ids
+    assert set(dag.params.keys()) == {"launch", "dry_run"}
+
+
+def _ancestors(dag, task_id):
+    seen, todo = set(), [task_id]
+    while todo:
+        for up in dag.get_task(todo.pop()).upstream_task_ids:
+            if up not in seen:
+                seen.add(up)
+                todo.append(up)
+    return seen
+
+
+def test_schedules_match_the_configured_launch_times():
+    from flashfeed.config import load_config
+
+    cal = load_config()["calendar"]
+    assert tuple(cal["launch_times"]) == schedules.LAUNCH_TIMES
+    assert cal["timezone"] == schedules.TIMEZONE
+
+
+def _fire_times(timetable, start: datetime, count: int) -> list[datetime]:
+    from airflow.timetables.base import TimeRestriction
+
+    times, last = [], None
+    for _ in range(count):
+        info = timetable.next_dagrun_info(
+            last_automated_data_interval=last, restriction=TimeRestriction(start, None, catchup=True)
+        )
+        times.append(info.run_after)
+        last = info.data_interval
+    return times
+
+
+def test_launch_timetable_fires_at_the_three_local_times_across_dst():
+    from airflow.timetables.trigger import MultipleCronTriggerTimetable
+
+    timetable = MultipleCronTriggerTimetable(*schedules.launch_crons(), timezone=schedules.TIMEZONE)
+    # DST ends on 2026-11-01 in New York: 11:00 local is 15:00 UTC before, 16:00 UTC after.
+    start = datetime(2026, 10, 31, 0, 0, tzinfo=timezone.utc)
+    fires = _fire_times(timetable, start, 9)
+    ny = ZoneInfo("America/New_York")
+    local = [f.astimezone(ny) for f in fires]
+    assert [t.strftime("%H:%M") for t in local] == ["10:15", "14:15", "19:15"] * 3
+    assert [t.date().isoformat() for t in local[::3]] == ["2026-10-31", "2026-11-01", "2026-11-02"]
+    assert fires[0] == datetime(2026, 10, 31, 14, 15, tzinfo=timezone.utc)   # EDT, UTC-4
+    assert fires[6] == datetime(2026, 11, 2, 15, 15, tzinfo=timezone.utc)    # EST, UTC-5
+    # Each run prepares the launch 45 minutes later, in local time.
+    from flashfeed import calendar
+
+    prepared = [calendar.slot_for_run(f) for f in fires]
+    assert [s.hhmm for s in prepared] == ["1100", "1500", "2000"] * 3
+    assert all(s.starts_at - f == timedelta(minutes=schedules.LAUNCH_LEAD_MINUTES) for s, f in zip(prepared, fires))
+
+
+def test_dag_timetables_use_the_tested_schedules(dagbag):
+    from airflow.serialization.encoders import encode_timetable
+
+    from airflow.timetables.trigger import CronTriggerTimetable, MultipleCronTriggerTimetable
+
+    launch = encode_timetable(dagbag.dags["flashfeed_launch_feeds"].timetable)
+    expected = MultipleCronTriggerTimetable(*schedules.launch_crons(), timezone=schedules.TIMEZONE)
+    assert launch == encode_timetable(expected)
+    daily = encode_timetable(dagbag.dags["flashfeed_daily_model"].timetable)
+    assert daily == encode_timetable(CronTriggerTimetable(schedules.DAILY_MODEL_CRON, timezone=schedules.TIMEZONE))
+
+
+def test_launch_crons_reject_a_lead_that_crosses_midnight():
+    with pytest.raises(ValueError):
+        schedules.launch_crons(("00:30",), lead_minutes=45)
