@@ -122,6 +122,11 @@ def main(argv: list[str] | None = None) -> None:
                 F.countDistinct("subclass_brand_id").alias("items"),
             ).collect()
         }
+        if not per_group:
+            raise RuntimeError(
+                f"no member has a rating in the {feats['lookback_days']} days before {dt}: nothing to train. "
+                f"Check that raw/events holds the days before {dt}."
+            )
         for group, counts in sorted(per_group.items()):
             log.info("group %s: %d members, %d subclass-brands, %d ratings",
                      group, counts["members"], counts["subclass_brands"], counts["ratings"])
@@ -135,8 +140,6 @@ def main(argv: list[str] | None = None) -> None:
             "division_codes": codes,
             "events": {"read": total, "kept": kept, "rejected": reasons},
         })
-    if not per_group:
-        raise RuntimeError(f"no member has a rating in the {feats['lookback_days']} days before {dt}: nothing to train")
     spark.stop()
 
 
