@@ -17,12 +17,12 @@ Param `groups` retrains only the listed groups (the others keep the day's earlie
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
-from flashfeed_airflow.schedules import DAILY_MODEL_CRON, TIMEZONE
+from flashfeed_airflow.schedules import DAILY_MODEL_CRON, START_DATE, TIMEZONE, default_args
 from flashfeed_airflow.sensors import SuccessMarkerSensor
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
@@ -33,15 +33,10 @@ with DAG(
     dag_id="flashfeed_daily_model",
     description="Daily per-group ALS affinities of members to subclass-brands on sale",
     schedule=CronTriggerTimetable(DAILY_MODEL_CRON, timezone=TIMEZONE),
-    start_date=datetime(2026, 11, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "flashfeed",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": True,
-    },
+    default_args=default_args(retry_delay=timedelta(minutes=2)),
     params={
         "groups": Param(
             [],

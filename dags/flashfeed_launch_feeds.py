@@ -17,12 +17,12 @@ Re-running a slot overwrites that slot's partitions and reloads its table.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, task
-from flashfeed_airflow.schedules import LAUNCH_TIMES, TIMEZONE, launch_crons
+from flashfeed_airflow.schedules import LAUNCH_TIMES, START_DATE, TIMEZONE, default_args, launch_crons
 from flashfeed_airflow.sensors import SuccessMarkerSensor
 from flashfeed_airflow.serving import FlipServedVersionOperator, LoadFeedsOperator
 
@@ -34,15 +34,10 @@ with DAG(
     dag_id="flashfeed_launch_feeds",
     description="Per-launch collections -> versioned DynamoDB table -> flip of the served version",
     schedule=MultipleCronTriggerTimetable(*launch_crons(), timezone=TIMEZONE),
-    start_date=datetime(2026, 11, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "flashfeed",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-    },
+    default_args=default_args(retry_delay=timedelta(minutes=1)),
     params={
         "launch": Param(
             "",

@@ -15,9 +15,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from flashfeed import calendar, lake
-from flashfeed.config import lake_root
 from spark_jobs.common import (
-    LakeFS, base_arg_parser, get_logger, load_job_config, read_sql, spark_session, staged_partition, timed,
+    LakeFS, parse_job_args, get_logger, read_sql, spark_session, staged_partition, timed,
 )
 from spark_jobs.transforms import affinity as affinity_t
 from spark_jobs.transforms import collections as collections_t
@@ -74,11 +73,7 @@ def size_stats(lines: DataFrame) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_arg_parser(__doc__.splitlines()[0])
-    parser.add_argument("--launch", required=True, help="launch time HHMM, local (e.g. 1100)")
-    args = parser.parse_args(argv)
-    config = load_job_config(args.config)
-    root = args.lake or lake_root()
+    args, config, root = parse_job_args(__doc__, argv, launch=True)
     slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
     cfg = config["collections"]
     spark = spark_session(f"flashfeed-collections-{slot.version}", config)

@@ -19,7 +19,7 @@ from typing import Iterator
 from pyspark.sql import DataFrame, SparkSession
 
 from flashfeed import lake
-from flashfeed.config import load_config
+from flashfeed.config import lake_root, load_config
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "include" / "sql"
 STAGING_SUFFIX = ".__staging"
@@ -38,12 +38,21 @@ def get_logger(name: str) -> logging.Logger:
     return logger
 
 
-def base_arg_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+def parse_job_args(
+    doc: str, argv: list[str] | None, *, launch: bool = False, group: bool = False
+) -> tuple[argparse.Namespace, dict, str]:
+    """(arguments, config, lake root) of a job; `doc` is the job module's docstring."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--dt", required=True, help="partition date YYYY-MM-DD (local date)")
+    if launch:
+        parser.add_argument("--launch", required=True, help="launch time HHMM, local (e.g. 1100)")
+    if group:
+        parser.add_argument("--group", required=True, help="member group key, e.g. 13")
     parser.add_argument("--lake", default=None, help="lake root URI (default: FLASHFEED_LAKE)")
     parser.add_argument("--config", default=None, help="config file (default: include/flashfeed.yaml)")
-    return parser
+    args = parser.parse_args(argv)
+    config = load_config(args.config) if args.config else load_config()
+    return args, config, (args.lake or lake_root()).rstrip("/")
 
 
 def spark_session(app_name: str, config: dict) -> SparkSession:
@@ -59,10 +68,6 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
     )
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])
     return spark
-
-
-def load_job_config(path: str | None) -> dict:
-    return load_config(path) if path else load_config()
 
 
 def read_sql(name: str) -> str:

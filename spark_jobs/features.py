@@ -13,12 +13,10 @@ from datetime import date, datetime, time, timedelta, timezone
 from pyspark.sql import functions as F
 
 from flashfeed import lake
-from flashfeed.config import lake_root
 from spark_jobs.common import (
     LakeFS,
-    base_arg_parser,
+    parse_job_args,
     get_logger,
-    load_job_config,
     spark_session,
     staged_partition,
     timed,
@@ -44,9 +42,7 @@ def read_daily(spark, fs: LakeFS, dataset: str, days: list[date], root: str):
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = base_arg_parser(__doc__.splitlines()[0]).parse_args(argv)
-    config = load_job_config(args.config)
-    root = args.lake or lake_root()
+    args, config, root = parse_job_args(__doc__, argv)
     dt = date.fromisoformat(args.dt)
     feats, scoring_cfg = config["features"], config["scoring"]
     spark = spark_session(f"flashfeed-features-{dt}", config)

@@ -12,23 +12,17 @@ from datetime import date
 from pyspark.sql import functions as F
 
 from flashfeed import calendar, lake
-from flashfeed.config import lake_root
 from spark_jobs.common import (
-    LakeFS, base_arg_parser, get_logger, load_job_config, read_sql, spark_session, staged_partition,
+    LakeFS, parse_job_args, get_logger, read_sql, spark_session, staged_partition,
 )
 from spark_jobs.transforms import catalog as catalog_t
 from spark_jobs.transforms import scoring
 
 log = get_logger("score_products")
-PERSISTENCE_DAYS = 90  # brand persistence: share of these days the brand had a sale in the subclass
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_arg_parser(__doc__.splitlines()[0])
-    parser.add_argument("--launch", required=True, help="launch time HHMM, local (e.g. 1100)")
-    args = parser.parse_args(argv)
-    config = load_job_config(args.config)
-    root = args.lake or lake_root()
+    args, config, root = parse_job_args(__doc__, argv, launch=True)
     slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
     cfg = config["scoring"]
     spark = spark_session(f"flashfeed-score-{slot.version}", config)
@@ -56,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
             f"no product with stock is on sale in {slot.starts_at} .. {slot.ends_at}: "
             f"check raw/sale_calendar/dt={slot.dt} before re-running"
         )
-    feats = scoring.product_features(stocked, sale_calendar, catalog, activity, slot.starts_at, PERSISTENCE_DAYS)
+    feats = scoring.product_features(stocked, sale_calendar, catalog, activity, slot.starts_at,
+                                      int(cfg["brand_persistence_days"]))
     scored = scoring.product_scores(feats, cfg["weights"])
     top = scoring.top_products(spark, scored, read_sql("top_products_per_subclass_brand.sql"),
                                int(cfg["products_per_subclass_brand"]))

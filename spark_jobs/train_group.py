@@ -15,8 +15,8 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import functions as F
 
 from flashfeed import calendar, lake
-from flashfeed.config import group_settings, lake_root
-from spark_jobs.common import LakeFS, base_arg_parser, get_logger, load_job_config, spark_session, staged_partition
+from flashfeed.config import group_settings
+from spark_jobs.common import LakeFS, parse_job_args, get_logger, spark_session, staged_partition
 from spark_jobs.transforms import affinity as affinity_t
 from spark_jobs.transforms import catalog as catalog_t
 from spark_jobs.transforms import scoring
@@ -25,11 +25,7 @@ log = get_logger("train_group")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_arg_parser(__doc__.splitlines()[0])
-    parser.add_argument("--group", required=True, help="member group key, e.g. 13")
-    args = parser.parse_args(argv)
-    config = load_job_config(args.config)
-    root = args.lake or lake_root()
+    args, config, root = parse_job_args(__doc__, argv, group=True)
     dt, group = date.fromisoformat(args.dt), args.group
     params = group_settings(config, "als", group)
     spark = spark_session(f"flashfeed-als-{dt}-group-{group}", config)

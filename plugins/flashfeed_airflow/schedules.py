@@ -1,5 +1,8 @@
-"""Schedules of the DAGs, in the retailer's time zone (DST handled by the timetables)."""
+"""Schedules and shared defaults of the DAGs, in the retailer's time zone (DST handled by the
+timetables)."""
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 TIMEZONE = "America/New_York"
 LAUNCH_TIMES = ("11:00", "15:00", "20:00")  # must match calendar.launch_times in include/flashfeed.yaml
@@ -18,3 +21,12 @@ def launch_crons(launch_times=LAUNCH_TIMES, lead_minutes: int = LAUNCH_LEAD_MINU
             raise ValueError(f"a lead of {lead_minutes} min puts launch {hhmm} on another day")
         crons.append(f"{start % 60} {start // 60} * * *")
     return crons
+
+
+START_DATE = datetime(2026, 11, 1)
+OWNER = "flashfeed"
+RETRIES = 2  # Spark, lake and DynamoDB hiccups are worth a retry with backoff
+
+
+def default_args(retry_delay: timedelta) -> dict:
+    return {"owner": OWNER, "retries": RETRIES, "retry_delay": retry_delay, "retry_exponential_backoff": True}
