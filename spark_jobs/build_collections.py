@@ -28,9 +28,9 @@ SIZE_PERCENTILES = (0.5, 0.95, 0.99)
 
 
 def payload_lines(payload_rows: DataFrame) -> DataFrame:
-    """(member_id, feed, variant, line, bytes): the exact JSON line the table will serve."""
+    """(member_id, feed, variant, line, bytes, truncated_groups): the exact JSON line served."""
     line = F.to_json(F.struct("member_id", "feed", "variant", "version", "groups"))
-    return payload_rows.select("member_id", "feed", "variant", line.alias("line")).withColumn(
+    return payload_rows.select("member_id", "feed", "variant", line.alias("line"), "truncated_groups").withColumn(
         "bytes", F.octet_length("line")
     )
 
@@ -62,11 +62,13 @@ def size_stats(lines: DataFrame) -> dict:
         F.count("*").alias("payloads"),
         F.percentile_approx("bytes", list(SIZE_PERCENTILES)).alias("p"),
         F.max_by(F.struct("member_id", "feed", "variant", "bytes"), "bytes").alias("largest"),
+        F.sum(F.when(F.col("truncated_groups") > 0, 1).otherwise(0)).alias("truncated_payloads"),
     ).first()
     if not row["payloads"]:
         return {"payloads": 0}
     largest = row["largest"].asDict()
-    stats = {"payloads": int(row["payloads"]), "largest": largest}
+    stats = {"payloads": int(row["payloads"]), "largest": largest,
+             "truncated_payloads": int(row["truncated_payloads"] or 0)}
     stats["payload_bytes"] = {f"p{int(q * 100)}": int(v) for q, v in zip(SIZE_PERCENTILES, row["p"])}
     stats["payload_bytes"]["max"] = int(largest["bytes"])
     return stats
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         for feed in lake.FEEDS:
             units = collections_t.feed_units(ranked, sb_styles, names, feed).persist()
             for variant in lake.VARIANTS:
-                rows = collections_t.payloads(collections_t.limit_groups(units, variant, cfg), feed, variant, slot.version)
+                rows = collections_t.payloads(collections_t.limit_groups(units, variant, cfg), feed, variant,
+                                              slot.version, int(cfg["max_payload_bytes"]))
                 lines = payload_lines(rows).persist()
                 member_lines = lines.where(~is_fallback)
                 stats = size_stats(member_lines)
@@ -137,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
                 files = max(1, math.ceil(stats["payloads"] / int(cfg["payloads_per_file"])))
                 stats["files"] = write_lines(fs, member_lines, f"{staging}/{data_set}", files)
                 manifest["data_sets"][data_set] = stats
-                log.info("%s: %d payloads, %s bytes", data_set, stats["payloads"], stats.get("payload_bytes"))
+                log.info("%s: %d payloads, %s bytes, %d truncated to %s bytes", data_set, stats["payloads"],
+                         stats.get("payload_bytes"), stats.get("truncated_payloads", 0), cfg["max_payload_bytes"])
                 if feed == "products" and variant == "full":
                     members = stats["payloads"]
                 fallback_lines.append(lines.where(is_fallback))
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         if largest["bytes"] + KEY_OVERHEAD_BYTES > DYNAMODB_ITEM_LIMIT_BYTES:
             raise ValueError(
                 f"payload of member {largest['member_id']} feed {largest['feed']}#{largest['variant']} is "
-                f"{largest['bytes']} bytes, over DynamoDB's 400 KB item limit: lower collections.products_per_member"
+                f"{largest['bytes']} bytes, over DynamoDB's 400 KB item limit: lower collections.max_payload_bytes"
             )
         fs.write_json(f"{staging}/manifest.json", manifest)
     log.info("launch %s: %d members, %d payloads in total, largest %d bytes",

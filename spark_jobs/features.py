@@ -28,10 +28,6 @@ log = get_logger("features")
 DAYS_PER_MONTH = 30
 
 
-class TooManyRejects(RuntimeError):
-    pass
-
-
 def read_daily(spark, fs: LakeFS, dataset: str, days: list[date], root: str):
     """Union of the daily partitions that exist; the newest day must be complete."""
     newest = lake.raw(dataset, days[0], root)
@@ -72,13 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("events read: %d; kept: %d; rejected: %d %s", total, kept, rejected, reasons or "")
     with staged_partition(fs, lake.rejects(dt, root), log) as staging:
         rejects.write.mode("overwrite").parquet(staging)
-    share = rejected / total if total else 0.0
-    limit = float(config["cleaning"]["max_reject_share"])
-    if share > limit:
-        raise TooManyRejects(
-            f"{share:.1%} of events were rejected (limit {limit:.0%}): {reasons}. "
-            f"Inspect {lake.rejects(dt, root)} (column `reason`), fix the upstream extract, then re-run."
-        )
+    cleaning.check_reject_share(total, reasons, float(config["cleaning"]["max_reject_share"]), lake.rejects(dt, root))
 
     # Transform: ratings, groups, recent interest, style activity
     lookback_since = cutoff - timedelta(days=int(feats["lookback_days"]))

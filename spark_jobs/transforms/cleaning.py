@@ -55,3 +55,19 @@ def clean_events(
 
 def reject_summary(rejects: DataFrame) -> dict[str, int]:
     return {r["reason"]: int(r["count"]) for r in rejects.groupBy("reason").count().collect()}
+
+
+class TooManyRejects(RuntimeError):
+    pass
+
+
+def check_reject_share(total: int, reasons: dict[str, int], limit: float, rejects_path: str) -> float:
+    """The rejected share of the input; raises when it is above `limit` (a broken extract)."""
+    rejected = sum(reasons.values())
+    share = rejected / total if total else 0.0
+    if share > limit:
+        raise TooManyRejects(
+            f"{share:.1%} of {total} events were rejected (limit {limit:.0%}): {reasons}. "
+            f"Inspect {rejects_path} (column `reason`), fix the upstream extract, then re-run."
+        )
+    return share

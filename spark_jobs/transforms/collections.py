@@ -17,6 +17,7 @@ from flashfeed.lake import FALLBACK_MEMBER_PREFIX
 
 FALLBACK_ALL = "all"
 AFFINITY_DIGITS = 4
+ENVELOPE_BYTES = 256  # member_id (<= 64 chars), feed, variant, version and the JSON around groups
 
 
 def styles_by_subclass_brand(products: DataFrame) -> DataFrame:
@@ -99,22 +100,36 @@ def limit_groups(units: DataFrame, variant: str, cfg: dict) -> DataFrame:
     )
 
 
-def payloads(groups: DataFrame, feed: str, variant: str, version: str) -> DataFrame:
-    """(member_id, feed, variant, version, groups): one payload row per member, the API's JSON."""
-    group = F.struct(
-        F.col("position"),
+def payloads(groups: DataFrame, feed: str, variant: str, version: str, max_bytes: int) -> DataFrame:
+    """(member_id, feed, variant, version, groups, truncated_groups): one payload row per member.
+
+    Truncation rule: a payload whose JSON would exceed `max_bytes` keeps its most relevant
+    groups that fit (in position order) and drops the rest whole; `truncated_groups` counts the
+    dropped groups so that the manifest can report them.
+    """
+    entry = F.struct(
         F.col("key"),
         F.col("name"),
         F.round("affinity", AFFINITY_DIGITS).alias("affinity"),
         F.round("boost", AFFINITY_DIGITS).alias("boost"),
         F.col("styles"),
     )
-    return groups.groupBy("member_id").agg(
-        F.transform(F.array_sort(F.collect_list(group)), lambda g: g.dropFields("position")).alias("groups")
+    by_position = Window.partitionBy("member_id").orderBy("position")
+    sized = (
+        groups.withColumn("entry", entry)
+        .withColumn("entry_bytes", F.octet_length(F.to_json("entry")) + F.lit(1))  # +1: the comma
+        .withColumn("running_bytes", F.sum("entry_bytes").over(by_position.rowsBetween(Window.unboundedPreceding, 0)))
+        .withColumn("fits", F.col("running_bytes") + F.lit(ENVELOPE_BYTES) <= F.lit(int(max_bytes)))
+    )
+    kept = F.collect_list(F.when(F.col("fits"), F.struct("position", "entry")))
+    return sized.groupBy("member_id").agg(
+        F.transform(F.array_sort(kept), lambda g: g["entry"]).alias("groups"),
+        F.sum(F.when(F.col("fits"), 0).otherwise(1)).alias("truncated_groups"),
     ).select(
         "member_id",
         F.lit(feed).alias("feed"),
         F.lit(variant).alias("variant"),
         F.lit(version).alias("version"),
         "groups",
+        "truncated_groups",
     )

@@ -69,13 +69,22 @@ def product_features(
         .groupBy("subclass_brand_id")
         .agg((F.countDistinct(F.to_date("starts_at")) / F.lit(float(persistence_days))).alias("brand_persistence"))
     )
+    # How well the subclass-brand sells, over all its styles (not only the live ones): this is
+    # what lets a never-seen style of a brand that sells well in its subclass rank high.
+    subclass_brand_sales = (
+        activity.join(catalog_keyed.select("style_id", "subclass_brand_id"), "style_id")
+        .groupBy("subclass_brand_id")
+        .agg(F.sum("purchases").alias("subclass_brand_purchases"))
+    )
     products = (
         live.join(catalog_keyed, "style_id")
         .join(earlier_sales, "style_id", "left")
         .join(activity, "style_id", "left")
         .join(sale_days, "subclass_brand_id", "left")
+        .join(subclass_brand_sales, "subclass_brand_id", "left")
         .fillna(0, subset=["times_sold_before", "clicks", "carts", "purchases", "recent_clicks",
-                           "recent_purchases", "returns_and_cancels", "brand_persistence"])
+                           "recent_purchases", "returns_and_cancels", "brand_persistence",
+                           "subclass_brand_purchases"])
     )
     days_on_site = F.greatest(
         F.lit(0.0), (F.lit(window_start).cast("long") - F.col("starts_at").cast("long")) / F.lit(SECONDS_PER_DAY)
@@ -96,7 +105,6 @@ def product_features(
             F.when(F.col("purchases") > 0, F.least(F.lit(1.0), F.col("returns_and_cancels") / F.col("purchases"))).otherwise(0.0),
         )
         .withColumn("new_share", F.avg(F.col("is_new").cast("double")).over(by_subclass_brand))
-        .withColumn("subclass_brand_purchases", F.sum("purchases").over(by_subclass_brand))
     )
 
 

@@ -63,6 +63,26 @@ def _lake_line(env, launch: str, member_id: str) -> str:
     raise AssertionError(f"{member_id} not in {folder}")
 
 
+def _assert_payloads_sell_what_is_on_sale(root: str, launch: str) -> None:
+    """Every product in every payload is a scored (on sale, in stock) product; none twice."""
+    import pyarrow.parquet as pq
+
+    on_sale = set(pq.read_table(lake.products(DAY, launch, root), columns=["style_id"]).column(0).to_pylist())
+    feeds = Path(lake.feeds(DAY, launch, root))
+    fallback_divisions = set()
+    for data_set in [f"{f}_{v}" for f in lake.FEEDS for v in lake.VARIANTS] + ["fallback"]:
+        for part in (feeds / data_set).glob("part-*.json"):
+            for line in part.read_text().splitlines():
+                payload = json.loads(line)
+                styles = [s for g in payload["groups"] for s in g["styles"]]
+                assert len(styles) == len(set(styles)), f"{payload['member_id']} {data_set}: a product twice"
+                assert set(styles) <= on_sale, f"{payload['member_id']} {data_set}: product not on sale"
+                if data_set == "fallback":
+                    fallback_divisions.add(payload["member_id"])
+    assert lake.FALLBACK_MEMBER_PREFIX + "all" in fallback_divisions
+    assert lake.FALLBACK_MEMBER_PREFIX + "women" in fallback_divisions
+
+
 def _api_get(env, path: str, monkeypatch):
     from fastapi.testclient import TestClient
 
@@ -105,6 +125,8 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch):
         assert payload["version"] == slot.version and payload["member_id"] == member_id
         assert payload["groups"] and all(g["styles"] for g in payload["groups"])
         assert manifest["members"] >= len(groups)
+
+        _assert_payloads_sell_what_is_on_sale(root, launch)
 
         unknown = _api_get(env, "/v1/members/m-not-a-member/feeds/brands?variant=full", monkeypatch)
         assert unknown.status_code == 200 and unknown.json()["member_id"].startswith(lake.FALLBACK_MEMBER_PREFIX)

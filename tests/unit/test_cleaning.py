@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from spark_jobs.transforms.cleaning import clean_events, reject_summary
+import pytest
+
+from spark_jobs.transforms.cleaning import TooManyRejects, check_reject_share, clean_events, reject_summary
 
 TYPES = ["pdp_view", "add_to_cart", "still_want_it", "purchase"]
 CUTOFF = datetime(2026, 11, 22, tzinfo=timezone.utc)
@@ -39,3 +41,10 @@ def test_each_bad_row_is_rejected_with_its_reason(spark):
     }
     assert clean.count() + rejects.count() == len(ROWS)  # every row is accounted for
     assert set(clean.columns) == set(events.columns)
+
+
+def test_reject_share_above_the_limit_fails_with_the_next_step():
+    assert check_reject_share(1000, {"duplicate": 50}, 0.05, "/lake/rejects/dt=D") == 0.05  # at the limit
+    with pytest.raises(TooManyRejects, match=r"5.1% of 1000 events.*rejects/dt=D.*re-run"):
+        check_reject_share(1000, {"duplicate": 50, "null_id": 1}, 0.05, "/lake/rejects/dt=D")
+    assert check_reject_share(0, {}, 0.05, "x") == 0.0

@@ -1,0 +1,46 @@
+"""ALS helpers: user blocks, candidate-restricted top-K, and the stable subclass-brand key."""
+from __future__ import annotations
+
+import pytest
+
+from spark_jobs.transforms.affinity import saleable_subclass_brands, top_k_affinities, user_blocks
+from spark_jobs.transforms.catalog import with_subclass_brand
+
+
+@pytest.mark.parametrize("members, expected", [
+    (1, (1, 5000)), (5000, (1, 5000)), (5001, (2, 5000)), (99_999, (20, 5000)),
+    (100_000, (2, 50000)), (1_000_000, (20, 50000)),
+])
+def test_user_blocks_use_the_small_or_large_divisor(members, expected):
+    assert user_blocks(members, threshold=100_000, divisor_small=5000, divisor_large=50_000) == expected
+
+
+def test_top_k_is_the_dot_product_ranking_over_candidates_only(spark):
+    users = spark.createDataFrame([(1, [1.0, 0.0]), (2, [0.5, 2.0])], "id int, features array<float>")
+    items = spark.createDataFrame([(10, [0.9, 0.1]), (20, [0.2, 1.0]), (30, [3.0, 3.0])],
+                                  "id int, features array<float>")
+    candidates = items.where("id != 30")  # 30 has nothing on sale: never recommended
+    top = {(r.member_sk, r.affinity_rank): (r.subclass_brand_id, round(r.affinity, 4))
+           for r in top_k_affinities(users, candidates, 1).collect()}
+    # member 1: 10 -> 0.9, 20 -> 0.2; member 2: 10 -> 0.45 + 0.2 = 0.65, 20 -> 0.1 + 2.0 = 2.1
+    assert top == {(1, 1): (10, 0.9), (2, 1): (20, 2.1)}
+    assert top_k_affinities(users, candidates, 5).count() == 4  # k capped by the candidates
+
+
+def test_saleable_subclass_brands_need_stock(spark):
+    live = spark.createDataFrame([("s-1", 5), ("s-2", 2), ("s-3", 3)], "style_id string, qty_on_hand long")
+    keys = spark.createDataFrame([("s-1", 7), ("s-2", 8), ("s-3", 9)], "style_id string, subclass_brand_id int")
+    assert sorted(r.subclass_brand_id for r in saleable_subclass_brands(live, keys, 3).collect()) == [7, 9]
+
+
+def test_subclass_brand_key_is_stable_and_ignores_case_and_spaces(spark):
+    schema = "style_id string, brand string, division string, department string, class string, subclass string"
+    a = with_subclass_brand(spark.createDataFrame(
+        [("s-1", "Gracia", "women", "Clothing", "Dresses", "Day Dresses"),
+         ("s-2", "Gracia", "women", "Clothing", "Dresses", "Career Dresses")], schema))
+    b = with_subclass_brand(spark.createDataFrame(
+        [("s-9", " GRACIA ", "Women", "clothing", "dresses", "day dresses")], schema))
+    ids = {r.style_id: r.subclass_brand_id for r in a.union(b).collect()}
+    assert ids["s-1"] == ids["s-9"] != ids["s-2"]
+    # the key is a value of the data, not of the run: the same number in every run and release
+    assert ids["s-1"] == 989374467
