@@ -37,8 +37,7 @@ test: install
 
 airflow: install
 	$(FLASHFEED) dynamodb start
-	$(FLASHFEED) airflow db migrate
-	$(FLASHFEED) airflow standalone
+	$(FLASHFEED) airflow-ui
 
 api: install
 	$(FLASHFEED) dynamodb start

@@ -4,6 +4,7 @@
     flashfeed demo-data [...]           generate the synthetic flash-sale world into the lake
     flashfeed dynamodb start|stop|status
     flashfeed airflow ARGS...           the airflow CLI in the project's environment
+    flashfeed airflow-ui                Airflow UI + scheduler on 127.0.0.1:8080 (`make airflow`)
     flashfeed api                       the read API on 127.0.0.1:8088
     flashfeed show-member MEMBER_ID     print a member's served payload through the read API
 """
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(project_env())
     if command == "airflow":
         _exec_airflow(rest)
+    if command == "airflow-ui":
+        from flashfeed import airflow_local
+
+        return airflow_local.main(rest)
     if command == "demo":
         from flashfeed import demo
 

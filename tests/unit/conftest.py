@@ -1,7 +1,12 @@
 """A small local Spark session shared by the transform tests."""
 from __future__ import annotations
 
+import logging
+
 import pytest
+
+# py4j logs at INFO while the interpreter shuts down, after pytest closed its streams.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
