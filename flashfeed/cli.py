@@ -15,10 +15,6 @@ import os
 import sys
 
 
-def _exec_airflow(args: list[str]) -> None:
-    os.execvp("airflow", ["airflow", *args])
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -29,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.update(project_env())
     if command == "airflow":
-        _exec_airflow(rest)
+        os.execvp("airflow", ["airflow", *rest])  # replaces this process: never returns
     if command == "airflow-ui":
         from flashfeed import airflow_local
 

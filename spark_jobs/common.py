@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from flashfeed import lake
 from flashfeed.config import lake_root, load_config
@@ -180,9 +180,3 @@ def timed(log: logging.Logger, what: str) -> Iterator[None]:
     log.info("%s ...", what)
     yield
     log.info("%s done in %.1f s", what, time.monotonic() - started)
-
-
-def count_and_log(log: logging.Logger, df: DataFrame, what: str) -> int:
-    n = df.count()
-    log.info("%s: %d rows", what, n)
-    return n

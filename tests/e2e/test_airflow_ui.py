@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -31,7 +32,7 @@ def _listening_ports() -> dict[int, set[str]]:
 
 def test_ui_listens_on_loopback_only_and_stops_on_sigterm(tmp_path):
     port = free_port()
-    env = project_env({"PATH": __import__("os").environ["PATH"], "FLASHFEED_HOME": str(tmp_path),
+    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(tmp_path),
                        "AIRFLOW__API__PORT": str(port)})
     before = set(_listening_ports())
     proc = subprocess.Popen(["flashfeed", "airflow-ui"], env=env, stdout=subprocess.DEVNULL,

@@ -7,6 +7,7 @@ new version, byte for byte as written to the lake.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, dynamodb_endpoint):
     home = tmp_path_factory.mktemp("flashfeed-home")
-    env = project_env({"PATH": __import__("os").environ["PATH"], "FLASHFEED_HOME": str(home),
+    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
                        "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint})
     _run(["airflow", "db", "migrate"], env)
     _run(["flashfeed", "demo-data", "--lake", env["FLASHFEED_LAKE"], "--members", str(MEMBERS),
