@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     feats, scoring_cfg = config["features"], config["scoring"]
     spark = spark_session(f"flashfeed-features-{dt}", config)
     fs = LakeFS(spark)
+    # Rebuilding day D: its affinities stay unsealed until publish_affinity seals them again,
+    # so that no launch reads a mix of old and new groups meanwhile.
+    day_seal = lake.success(lake.affinity(dt, root=root))
+    if fs.exists(day_seal):
+        fs.delete(day_seal)
+        log.info("unsealed %s while day %s is rebuilt", day_seal, dt)
 
     # Events of UTC dates before D; the cutoff is midnight UTC starting D (nothing may be newer).
     cutoff = datetime.combine(dt, time(0), timezone.utc)
