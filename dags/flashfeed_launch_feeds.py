@@ -10,9 +10,13 @@ new versioned DynamoDB table and flips the served version to it.
 3. `score_products` (Spark) -> `products/dt=D/launch=HHMM`; `build_collections` (Spark) ->
    `feeds/dt=D/launch=HHMM` with `manifest.json`.
 4. `validate_feeds` checks the manifest, `load_feeds` writes the table `<prefix>feeds-<version>`
-   and verifies it, `flip_served_version` points the API at it (conditional write).
+   and verifies it, `flip_served_version` points the API at it (conditional write) unless the new
+   version has fewer than `serving.min_coverage_ratio` x the served version's members.
+5. `apply_retention` deletes feeds tables older than the last `serving.retain_versions` served
+   versions (skipped on a dry run). Roll back with the `flashfeed_rollback` DAG.
 
-Params: `launch` forces a slot of the run's day; `dry_run` loads and verifies without flipping.
+Params: `launch` forces a slot of the run's day; `dry_run` loads and verifies without flipping;
+`allow_low_coverage` flips even when the coverage check fails (logged with the figures).
 Re-running a slot overwrites that slot's partitions and reloads its table.
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, task
 from flashfeed_airflow.schedules import LAUNCH_TIMES, START_DATE, TIMEZONE, default_args, launch_crons
 from flashfeed_airflow.sensors import SuccessMarkerSensor
-from flashfeed_airflow.serving import FlipServedVersionOperator, LoadFeedsOperator
+from flashfeed_airflow.serving import ApplyRetentionOperator, FlipServedVersionOperator, LoadFeedsOperator
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 PLAN = "ti.xcom_pull(task_ids='plan_launch')"
@@ -46,6 +50,11 @@ with DAG(
             description="Launch slot HHMM to build; empty = the next launch after the run's logical date.",
         ),
         "dry_run": Param(False, type="boolean", description="Load and verify the new table, but do not flip."),
+        "allow_low_coverage": Param(
+            False, type="boolean",
+            description="Flip even if the new version has fewer than serving.min_coverage_ratio x the "
+                        "served version's members.",
+        ),
     },
     tags=["flashfeed", "feeds", "spark", "dynamodb"],
     doc_md=__doc__,
@@ -94,8 +103,11 @@ with DAG(
         version=f"{{{{ {PLAN}['version'] }}}}",
         manifest_uri=f"{{{{ {PLAN}['feeds'] }}}}/manifest.json",
         dry_run="{{ params.dry_run }}",
+        allow_low_coverage="{{ params.allow_low_coverage }}",
         retries=0,  # a lost race or a refused flip needs a person, not a retry
     )
 
+    retention = ApplyRetentionOperator(task_id="apply_retention", dry_run="{{ params.dry_run }}")
+
     plan >> [wait_affinity, wait_calendar] >> score >> collections >> wait_feeds
-    wait_feeds >> validate_feeds(plan) >> load >> flip
+    wait_feeds >> validate_feeds(plan) >> load >> flip >> retention

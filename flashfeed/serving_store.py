@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -697,8 +698,10 @@ def served_version(client, prefix: str | None = None) -> dict | None:
     item = response.get("Item")
     if not item or "version" not in item:
         return None
-    values = {name: item[name].get("S") for name in ("version", "previous", "flipped_at", "manifest") if name in item}
+    values = {name: item[name].get("S")
+              for name in ("version", "previous", "flipped_at", "manifest", "previous_manifest") if name in item}
     values.setdefault("previous", None)
+    values["history"] = [entry["S"] for entry in item.get("history", {}).get("L", []) if "S" in entry]
     values["table"] = feeds_table(values["version"], prefix)
     return values
 
@@ -720,13 +723,22 @@ def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
         )
     ensure_control_table(client, prefix)
     flipped_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    names = {"#version": "version", "#previous": "previous", "#flipped_at": "flipped_at", "#manifest": "manifest"}
-    values: dict[str, Any] = {":new": {"S": new_version}, ":at": {"S": flipped_at}, ":manifest": {"S": manifest_uri}}
+    names = {"#version": "version", "#previous": "previous", "#flipped_at": "flipped_at", "#manifest": "manifest",
+             "#previous_manifest": "previous_manifest", "#history": "history"}
+    values: dict[str, Any] = {":new": {"S": new_version}, ":at": {"S": flipped_at}, ":manifest": {"S": manifest_uri},
+                              ":empty": {"L": []}, ":new_list": {"L": [{"S": new_version}]}}
+    # Every flip (rollbacks included) appends to `history` in the same write, so "the last N
+    # served versions" (retention) is defined by the control item alone.
+    history = "#history = list_append(if_not_exists(#history, :empty), :new_list)"
     if expected_version is None:
-        update = "SET #version = :new, #flipped_at = :at, #manifest = :manifest REMOVE #previous"
+        update = (f"SET #version = :new, #flipped_at = :at, #manifest = :manifest, {history} "
+                  "REMOVE #previous, #previous_manifest")
         condition = "attribute_not_exists(#version)"
     else:
-        update = "SET #version = :new, #previous = :expected, #flipped_at = :at, #manifest = :manifest"
+        # `#previous_manifest = #manifest` copies the value before this update (a rollback to
+        # the previous version needs its manifest).
+        update = (f"SET #version = :new, #previous = :expected, #flipped_at = :at, "
+                  f"#previous_manifest = #manifest, #manifest = :manifest, {history}")
         condition = "#version = :expected"
         values[":expected"] = {"S": expected_version}
     try:
@@ -746,6 +758,205 @@ def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
         ) from None
     return {"version": new_version, "previous": expected_version, "flipped_at": flipped_at,
             "manifest": manifest_uri, "table": table}
+
+
+# --- rollback, retention, coverage ----------------------------------------------------------
+
+VERSION_PATTERN = re.compile(r"^[0-9]{8}t[0-9]{4}$")     # YYYYMMDDtHHMM: sorts chronologically
+
+
+class RollbackError(ServingStoreError):
+    """A rollback cannot be done as asked (nothing served, no previous version, ...)."""
+
+
+class CoverageError(ServingStoreError):
+    """The new version covers too few members compared with the served one: refuse to flip."""
+
+
+def feeds_versions(client, prefix: str | None = None) -> list[str]:
+    """Versions that have a `<prefix>feeds-<version>` table, oldest first."""
+    start = f"{_prefix(prefix)}feeds-"
+    versions = []
+    for page in client.get_paginator("list_tables").paginate():
+        for name in page.get("TableNames", []):
+            if name.startswith(start) and VERSION_PATTERN.match(name[len(start):]):
+                versions.append(name[len(start):])
+    return sorted(versions)
+
+
+def _manifest_for_version(version: str) -> str:
+    """The manifest URI of a launch version by the lake layout (feeds/dt=D/launch=HHMM)."""
+    from flashfeed import lake
+
+    day, hhmm = version.split("t")
+    return f"{lake.feeds(f'{day[:4]}-{day[4:6]}-{day[6:]}', hhmm)}/{MANIFEST_FILE}"
+
+
+def rollback(client, prefix: str | None, target_version: str | None = None, *,
+             expected_version: str | None = None, manifest_uri: str | None = None,
+             log: logging.Logger | logging.LoggerAdapter = logger) -> dict:
+    """Serve `target_version` again (default: the control item's `previous`).
+
+    The same conditional write as `flip`, expecting the version served now (or
+    `expected_version` when the caller read it earlier: a flip in between then wins and this
+    raises FlipConflictError). Refuses a target whose table is gone, naming what is retained.
+    When the target is already served, changes nothing and returns `flipped: False`.
+    Manifest recorded: `manifest_uri`, else `previous_manifest` for the previous version,
+    else the target's manifest by the lake layout.
+    """
+    served = served_version(client, prefix)
+    if served is None:
+        raise RollbackError("nothing is served yet, so there is nothing to roll back from")
+    current = served["version"]
+    if expected_version is not None and expected_version != current:
+        raise FlipConflictError(
+            f"rollback refused: expected {expected_version} to be served, but {current} is served now "
+            "(a flip happened since the rollback was planned). Nothing was changed; re-trigger the rollback",
+            served_version=current,
+        )
+    target = target_version or served.get("previous")
+    if not target:
+        raise RollbackError(
+            f"{current} is served and the control item records no previous version; give target_version "
+            f"explicitly (retained versions: {', '.join(feeds_versions(client, prefix)) or 'none'})"
+        )
+    if not VERSION_PATTERN.match(target):
+        raise ValueError(f"target version {target!r} is not YYYYMMDDtHHMM, e.g. 20261122t1100")
+    if target == current:
+        log.info("Version %s is already served (flipped at %s); nothing to roll back", target, served.get("flipped_at"))
+        return {"version": target, "previous": served.get("previous"), "flipped": False,
+                "table": feeds_table(target, prefix), "manifest": served.get("manifest")}
+    table = feeds_table(target, prefix)
+    if not table_exists(client, table):
+        retained = feeds_versions(client, prefix)
+        raise TableNotFoundError(
+            f"cannot roll back to {target}: its table {table} does not exist (or is not ACTIVE), retention "
+            f"may have deleted it. Versions that still have a table: {', '.join(retained) or 'none'}"
+        )
+    if manifest_uri is None:
+        if target == served.get("previous") and served.get("previous_manifest"):
+            manifest_uri = served["previous_manifest"]
+        else:
+            manifest_uri = _manifest_for_version(target)
+    log.info("Rolling back served version %s -> %s (table %s, manifest %s)", current, target, table, manifest_uri)
+    result = flip(client, prefix, target, manifest_uri, expected_version=current)
+    result["flipped"] = True
+    log.info("Served version is now %s again (was %s, flipped at %s)", target, current, result["flipped_at"])
+    return result
+
+
+def apply_retention(client, prefix: str | None, keep: int,
+                    log: logging.Logger | logging.LoggerAdapter = logger) -> list[str]:
+    """Delete `<prefix>feeds-*` tables except the last `keep` served versions; returns deleted tables.
+
+    Never deleted, whatever `keep` is: the served and the previous version (control item), and
+    any table newer than the served version (loaded but not flipped yet, e.g. a dry run or a
+    load in progress). "Last served" = the distinct versions of the control item's `history`,
+    newest flip first. The control item is re-read before every delete; if a flip happened
+    meanwhile, retention stops without deleting more.
+    """
+    if int(keep) < 1:
+        raise ValueError(f"serving.retain_versions must be at least 1, got {keep}")
+    keep = int(keep)
+    served = served_version(client, prefix)
+    if served is None:
+        log.info("Retention: nothing is served yet; no table is deleted")
+        return []
+    current = served["version"]
+    history = served.get("history") or []
+    if not history:
+        log.warning("Retention: the control item has no flip history (flipped before history was kept); "
+                    "keeping only the served and previous versions and anything newer")
+        history = [v for v in (served.get("previous"), current) if v]
+    recent: list[str] = []
+    for version in reversed(history):
+        if version not in recent:
+            recent.append(version)
+        if len(recent) == keep:
+            break
+    protected = set(recent) | {current}
+    if served.get("previous"):
+        protected.add(served["previous"])
+
+    versions = feeds_versions(client, prefix)
+    doomed = [v for v in versions if v not in protected and v < current]
+    kept_newer = [v for v in versions if v > current and v not in protected]
+    log.info("Retention (keep %d): served %s, previous %s, keeping %s%s; deleting %s",
+             keep, current, served.get("previous") or "-", ", ".join(sorted(protected & set(versions))) or "none",
+             f" and not-yet-flipped {', '.join(kept_newer)}" if kept_newer else "",
+             ", ".join(doomed) or "nothing")
+    deleted = []
+    for version in doomed:
+        now = served_version(client, prefix)
+        if not now or now["version"] != current or now.get("previous") != served.get("previous"):
+            log.warning("Retention stopped: the served version changed from %s to %s while deleting; "
+                        "%d old tables left for the next run", current, now and now["version"], len(doomed) - len(deleted))
+            break
+        table = feeds_table(version, prefix)
+        description = describe_table(client, table)
+        if description is None or description.get("TableStatus") == "DELETING":
+            log.info("Retention: %s is already gone or being deleted; skipped", table)
+            continue
+        try:
+            client.delete_table(TableName=table)
+        except Exception as error:
+            if _error_code(error) not in ("ResourceNotFoundException", "ResourceInUseException"):
+                raise
+            log.info("Retention: %s is already gone or busy (%s); skipped", table, _error_code(error))
+            continue
+        log.info("Retention: deleted %s (older than the last %d served versions)", table, keep)
+        deleted.append(table)
+    return deleted
+
+
+def read_manifest_uri(uri: str) -> dict:
+    """A manifest by its own URI (`.../manifest.json`, local path or s3://)."""
+    import fsspec
+
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            return json.loads(handle.read())
+    except FileNotFoundError:
+        raise ManifestError(f"no manifest at {uri}") from None
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"manifest {uri} is not valid JSON ({error})") from None
+
+
+@dataclass
+class Coverage:
+    new_members: int
+    served_members: int
+    min_ratio: float
+
+    @property
+    def ratio(self) -> float:
+        return self.new_members / self.served_members if self.served_members else 1.0
+
+    @property
+    def ok(self) -> bool:
+        return self.ratio >= self.min_ratio
+
+    def describe(self) -> str:
+        return (f"coverage {self.ratio:.1%} below {self.min_ratio:.0%}" if not self.ok else
+                f"coverage {self.ratio:.1%} (>= {self.min_ratio:.0%})") + \
+               f" ({self.new_members:,} members vs {self.served_members:,} served)"
+
+
+def _members(manifest: dict, where: str) -> int:
+    try:
+        return int(manifest["members"])
+    except (KeyError, TypeError, ValueError):
+        raise ManifestError(f"{where} has no member count ('members'); re-run the collections task") from None
+
+
+def check_coverage(new_manifest: dict, served_manifest: dict, min_ratio: float | None = None) -> Coverage:
+    """Members of the new version against the served one's; `.ok` False below `min_ratio`
+    (default config `serving.min_coverage_ratio`, 0.8)."""
+    if min_ratio is None:
+        min_ratio = float(_serving_config().get("min_coverage_ratio", 0.8))
+    return Coverage(new_members=_members(new_manifest, f"manifest of {new_manifest.get('version', '?')}"),
+                    served_members=_members(served_manifest, f"served manifest {served_manifest.get('version', '?')}"),
+                    min_ratio=float(min_ratio))
 
 
 # --- reads -----------------------------------------------------------------------------------

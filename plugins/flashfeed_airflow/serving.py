@@ -97,19 +97,56 @@ class FlipServedVersionOperator(BaseOperator):
     Returns (XCom) `{"version", "previous", "dry_run", "flipped"}`.
     """
 
-    template_fields: Sequence[str] = ("version", "manifest_uri", "dry_run")
+    template_fields: Sequence[str] = ("version", "manifest_uri", "dry_run", "allow_low_coverage")
     ui_color = "#ffe4c4"
 
-    def __init__(self, *, version: str, manifest_uri: str, dry_run: bool | str = False, **kwargs: Any) -> None:
+    def __init__(self, *, version: str, manifest_uri: str, dry_run: bool | str = False,
+                 allow_low_coverage: bool | str = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.version = version
         self.manifest_uri = manifest_uri
         self.dry_run = dry_run
+        self.allow_low_coverage = allow_low_coverage
+
+    def _check_coverage(self, store, served: dict | None, allow: bool, dry_run: bool) -> None:
+        """Refuse (unless `allow`) when the new version has fewer than `serving.min_coverage_ratio`
+        x the served version's members (manifest `members`)."""
+        if not served:
+            return
+        new_manifest = store.read_manifest_uri(self.manifest_uri)
+        served_uri = served.get("manifest")
+        try:
+            served_manifest = store.read_manifest_uri(served_uri) if served_uri else None
+        except store.ManifestError as error:
+            served_manifest = None
+            self.log.warning("Coverage check skipped: the served version's manifest cannot be read (%s)", error)
+        if served_manifest is None:
+            if not served_uri:
+                self.log.warning("Coverage check skipped: the control item records no manifest for %s",
+                                 served["version"])
+            return
+        coverage = store.check_coverage(new_manifest, served_manifest)
+        if coverage.ok:
+            self.log.info("Coverage check passed: %s %s", self.version, coverage.describe())
+            return
+        if allow:
+            self.log.warning("%s: %s, flipped because allow_low_coverage=true",
+                             self.version, coverage.describe())
+            return
+        message = (f"refusing to flip to {self.version}: {coverage.describe()} (served {served['version']}). "
+                   "Next step: check the collections export of this launch; if the drop is expected, "
+                   "re-run with allow_low_coverage=true")
+        if dry_run:
+            self.log.warning("DRY RUN: a real run would fail: %s", message)
+            return
+        self.log.error(message)
+        raise store.CoverageError(message)
 
     def execute(self, context: Any) -> dict:
         from flashfeed import serving_store as store
 
         dry_run = _as_bool(self.dry_run, "dry_run")
+        allow_low_coverage = _as_bool(self.allow_low_coverage, "allow_low_coverage")
         client = store.dynamodb_client()
         table = store.feeds_table(self.version)
         served = store.served_version(client)
@@ -125,6 +162,7 @@ class FlipServedVersionOperator(BaseOperator):
                        "Next step: run (or clear) the load task for this version first")
             self.log.error(message)
             raise store.TableNotFoundError(message)
+        self._check_coverage(store, served, allow_low_coverage, dry_run)
         if dry_run:
             self.log.info("DRY RUN: would flip served version %s -> %s (table %s, manifest %s); not flipping",
                           current or "nothing", self.version, table, self.manifest_uri)
@@ -142,3 +180,94 @@ class FlipServedVersionOperator(BaseOperator):
                       result["version"], current or "nothing", result["flipped_at"], current or "-")
         outcome["flipped"] = True
         return outcome
+
+
+def plan_rollback(target_version: str | None = None, log: Any = None) -> dict:
+    """Resolve a rollback before doing it: the version served now, the target (default: the
+    previous one) and that the target's table still exists. Raises naming what is retained."""
+    import logging
+
+    from flashfeed import serving_store as store
+
+    log = log or logging.getLogger(__name__)
+    client = store.dynamodb_client()
+    served = store.served_version(client)
+    if served is None:
+        raise store.RollbackError("nothing is served yet, so there is nothing to roll back from")
+    target = (target_version or "").strip() or served.get("previous")
+    if not target:
+        raise store.RollbackError(
+            f"{served['version']} is served and no previous version is recorded; trigger again with "
+            f"target_version (retained: {', '.join(store.feeds_versions(client)) or 'none'})"
+        )
+    table = store.feeds_table(target)
+    if target != served["version"] and not store.table_exists(client, table):
+        raise store.TableNotFoundError(
+            f"cannot roll back to {target}: its table {table} does not exist (retention may have deleted it). "
+            f"Versions that still have a table: {', '.join(store.feeds_versions(client)) or 'none'}"
+        )
+    log.info("Rollback plan: served %s -> %s (table %s)", served["version"], target, table)
+    return {"served": served["version"], "target": target, "table": table}
+
+
+class RollbackServedVersionOperator(BaseOperator):
+    """Serve an older retained version again: `serving_store.rollback`, a conditional write
+    expecting `expected_version` (the version served when the rollback was planned).
+
+    Empty `target_version` = the control item's previous version. A retry after success is a
+    no-op (the target is already served). Returns (XCom) `{"version", "previous", "flipped"}`.
+    """
+
+    template_fields: Sequence[str] = ("target_version", "expected_version")
+    ui_color = "#ffd0d0"
+
+    def __init__(self, *, target_version: str = "", expected_version: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.target_version = target_version
+        self.expected_version = expected_version
+
+    def execute(self, context: Any) -> dict:
+        from flashfeed import serving_store as store
+
+        client = store.dynamodb_client()
+        target = (self.target_version or "").strip() or None
+        expected = (self.expected_version or "").strip() or None
+        if target is not None and expected is not None:
+            served = store.served_version(client)
+            if served and served["version"] == target:
+                self.log.info("Version %s is already served; nothing to roll back", target)
+                return {"version": target, "previous": served.get("previous"), "flipped": False}
+        try:
+            result = store.rollback(client, None, target, expected_version=expected, log=self.log)
+        except store.ServingStoreError as error:
+            self.log.error("Rollback FAILED, nothing was changed: %s", error)
+            raise
+        return {"version": result["version"], "previous": result.get("previous"), "flipped": result["flipped"]}
+
+
+class ApplyRetentionOperator(BaseOperator):
+    """Delete old feeds tables: keep the last `keep` served versions (default config
+    `serving.retain_versions`), never the served, the previous, or a not-yet-flipped newer one.
+
+    Skipped (not failed) when `dry_run` is true: a dry run changes nothing in DynamoDB.
+    Returns (XCom) the deleted table names.
+    """
+
+    template_fields: Sequence[str] = ("dry_run",)
+    ui_color = "#eeeeee"
+
+    def __init__(self, *, keep: int | None = None, dry_run: bool | str = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.keep = keep
+        self.dry_run = dry_run
+
+    def execute(self, context: Any) -> list[str]:
+        if _as_bool(self.dry_run, "dry_run"):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException("dry run: nothing was flipped, so no table is deleted")
+        from flashfeed import serving_store as store
+        from flashfeed.config import load_config
+
+        keep = int(self.keep if self.keep is not None else load_config()["serving"]["retain_versions"])
+        return store.apply_retention(store.dynamodb_client(), None, keep, log=self.log)

@@ -14,8 +14,8 @@ sys.path.insert(0, str(REPO / "plugins"))
 
 from flashfeed_airflow import schedules  # noqa: E402
 
-EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds"}
-NO_RETRY_TASKS = {"flip_served_version"}  # a lost race or refused flip needs a person
+EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_rollback"}
+NO_RETRY_TASKS = {"flip_served_version", "rollback_served_version"}  # a lost race or refused flip needs a person
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +85,26 @@ def test_daily_model_shape(dagbag):
 def test_launch_feeds_shape(dagbag):
     dag = dagbag.dags["flashfeed_launch_feeds"]
     chain = ["plan_launch", "score_products", "build_collections", "wait_for_feeds",
-             "validate_feeds", "load_feeds", "flip_served_version"]
+             "validate_feeds", "load_feeds", "flip_served_version", "apply_retention"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert dag.get_task(upstream).task_id in _ancestors(dag, downstream)
     assert {"wait_for_affinity", "wait_for_sale_calendar"} <= dag.get_task("score_products").upstream_task_ids
-    assert set(dag.params.keys()) == {"launch", "dry_run"}
+    assert set(dag.params.keys()) == {"launch", "dry_run", "allow_low_coverage"}
+    assert dag.params["allow_low_coverage"] is False
+    assert dag.get_task("flip_served_version").allow_low_coverage == "{{ params.allow_low_coverage }}"
+    retention = dag.get_task("apply_retention")
+    assert retention.upstream_task_ids == {"flip_served_version"} and not retention.downstream_task_ids
+    assert retention.dry_run == "{{ params.dry_run }}"   # skipped on a dry run
+
+
+def test_rollback_shape(dagbag):
+    dag = dagbag.dags["flashfeed_rollback"]
+    assert type(dag.timetable).__name__ == "NullTimetable"   # manual trigger only
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order == ["plan_rollback", "rollback_served_version", "apply_retention"]
+    assert set(dag.params.keys()) == {"target_version"}
+    assert dag.params["target_version"] == ""
+    assert dag.get_task("rollback_served_version").retries == 0
 
 
 def _ancestors(dag, task_id):

@@ -92,7 +92,7 @@ def test_listens_on_loopback_only(home):
 
 
 def test_data_survives_stop_and_start(home):
-    endpoint, port = start_free(home)
+    endpoint, _ = start_free(home)
     client = store.dynamodb_client(endpoint)
     table = "flashfeed-feeds-20261122t1100"
     store.ensure_feeds_table(client, table)
@@ -100,7 +100,8 @@ def test_data_survives_stop_and_start(home):
                                            "payload": {"S": '{"member_id": "m-1"}'}})
     assert local.stop(home=home)
 
-    client = store.dynamodb_client(local.start(home=home, port=port))
+    # A fresh port: the old one may be taken by any process in between; the data is what matters.
+    client = store.dynamodb_client(start_free(home)[0])
     assert store.get_payload(client, table, "m-1", "brands", "card") == '{"member_id": "m-1"}'
     assert any(local.data_dir(home).iterdir())                 # the LevelDB files are on disk
 

@@ -1,0 +1,268 @@
+"""Serving benchmark (not a test): load throughput and read-API latency on a local dynalite.
+
+    .venv/bin/python bench/serving_bench.py [--payloads 20000] [--requests 2000] [--concurrency 1 8]
+
+Everything runs on 127.0.0.1 in a temporary folder and stops by itself:
+1. starts its own dynalite on a free port (`flashfeed.local_dynamodb.start/stop`);
+2. writes a feeds partition (JSON-lines files per data set + manifest.json, as the collections
+   export does) with about `--payloads` payloads;
+3. loads it with `serving_store.load_feeds` (BatchWriteItem, thread pool) and, into another
+   table on the same dynalite, with a naive one-PutItem-per-item loop; prints items/s and the ratio;
+4. flips to the loaded version, starts the read API (uvicorn, `python -m flashfeed.api`) on a
+   free port, sends a bounded number of GET /v1/members/{id}/feeds/{feed} per concurrency level
+   over keep-alive connections, prints p50/p95/p99; stops the API by its PID.
+
+Figures are for a laptop-sized local dynalite (single Node.js process), not for AWS.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import logging
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flashfeed import local_dynamodb  # noqa: E402
+from flashfeed import serving_store as store  # noqa: E402
+from flashfeed.lake import FEEDS, VARIANTS, feed_folder  # noqa: E402
+
+VERSION = "20261122t1100"
+PREFIX = "bench-"
+DIVISIONS = ("women", "men", "all")
+API_START_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def payload_line(member_id: str, feed: str, variant: str, rng: random.Random) -> str:
+    """A payload of a few KB, like a card/full collection (groups of brands with styles)."""
+    groups = 10 if variant == "card" else 25
+    record = {
+        "member_id": member_id, "feed": feed, "variant": variant, "version": VERSION,
+        "groups": [{"key": f"g{i}", "name": f"Brand {rng.randrange(10_000)}", "affinity": round(rng.random(), 4),
+                    "styles": [f"s-{rng.randrange(1_000_000)}" for _ in range(12)]} for i in range(groups)],
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
+def write_feeds(feeds_dir: Path, payloads: int, files_per_data_set: int = 2) -> dict:
+    """A feeds partition of about `payloads` payloads (members x 6 data sets + fallback)."""
+    rng = random.Random(42)
+    data_set_count = len(FEEDS) * len(VARIANTS)
+    members = max(1, payloads // data_set_count)
+    member_ids = [f"m-{i:07d}" for i in range(members)]
+    data_sets: dict[str, list[str]] = {}
+    for feed in FEEDS:
+        for variant in VARIANTS:
+            data_sets[feed_folder(feed, variant)] = [payload_line(m, feed, variant, rng) for m in member_ids]
+    data_sets["fallback"] = [payload_line(f"__fallback__#{d}", feed, variant, rng)
+                             for d in DIVISIONS for feed in FEEDS for variant in VARIANTS]
+    manifest_sets = {}
+    for name, rows in data_sets.items():
+        (feeds_dir / name).mkdir(parents=True, exist_ok=True)
+        files = []
+        chunk = -(-len(rows) // files_per_data_set)
+        for index in range(files_per_data_set):
+            part = rows[index * chunk:(index + 1) * chunk]
+            data = "".join(f"{row}\n" for row in part).encode("utf-8")
+            path = f"{name}/part-{index:05d}-bench.json"
+            (feeds_dir / path).write_bytes(data)
+            files.append({"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                          "payloads": len(part)})
+        manifest_sets[name] = {"payloads": len(rows), "files": files}
+    manifest = {"version": VERSION, "dt": "2026-11-22", "launch": "1100", "data_sets": manifest_sets,
+                "total_payloads": sum(len(rows) for rows in data_sets.values()), "members": members}
+    (feeds_dir / store.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def naive_load(client, feeds_dir: Path, manifest: dict, table: str) -> int:
+    """One PutItem per item, one thread: the baseline."""
+    store.ensure_feeds_table(client, table)
+    written = 0
+    for item in store._iter_items(str(feeds_dir), manifest):
+        client.put_item(TableName=table, Item=item)
+        written += 1
+    return written
+
+
+def percentile(sorted_values: list[float], share: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    index = max(0, min(len(sorted_values) - 1, int(round(share * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[index]
+
+
+def wait_for_api(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + API_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API exited with code {process.returncode} before answering")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v1/health")
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the API did not answer /v1/health within {API_START_TIMEOUT:.0f} s")
+
+
+def run_level(port: int, members: int, requests: int, concurrency: int) -> dict:
+    """`requests` GETs split over `concurrency` threads, each with its own keep-alive connection."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    per_thread = [requests // concurrency + (1 if i < requests % concurrency else 0) for i in range(concurrency)]
+
+    def worker(index: int, count: int) -> None:
+        rng = random.Random(index)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+        mine, codes = [], {}
+        try:
+            for _ in range(count):
+                member = f"m-{rng.randrange(members):07d}"
+                path = f"/v1/members/{member}/feeds/{rng.choice(FEEDS)}?variant={rng.choice(VARIANTS)}"
+                started = time.perf_counter()
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+                mine.append(time.perf_counter() - started)
+                codes[response.status] = codes.get(response.status, 0) + 1
+        finally:
+            conn.close()
+        with lock:
+            latencies.extend(mine)
+            for code, n in codes.items():
+                statuses[code] = statuses.get(code, 0) + n
+
+    threads = [threading.Thread(target=worker, args=(i, n)) for i, n in enumerate(per_thread)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"concurrency": concurrency, "requests": len(latencies), "statuses": statuses,
+            "rps": len(latencies) / elapsed, "p50": percentile(latencies, 0.50) * 1000,
+            "p95": percentile(latencies, 0.95) * 1000, "p99": percentile(latencies, 0.99) * 1000,
+            "mean": statistics.fmean(latencies) * 1000}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--payloads", type=int, default=20_000, help="payloads to generate and load (default 20000)")
+    parser.add_argument("--requests", type=int, default=2_000, help="API requests per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="client concurrency levels")
+    parser.add_argument("--threads", type=int, default=None, help="load_feeds threads (default serving.load_threads)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (for inspection)")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="flashfeed-bench-"))
+    home = work / "home"
+    api: subprocess.Popen | None = None
+    try:
+        config_text = (REPO / "include" / "flashfeed.yaml").read_text()
+        config_file = work / "flashfeed.yaml"
+        config_file.write_text(config_text.replace("table_prefix: flashfeed-", f"table_prefix: {PREFIX}"))
+        os.environ["FLASHFEED_CONFIG"] = str(config_file)
+        os.environ["FLASHFEED_HOME"] = str(home)
+
+        endpoint = local_dynamodb.start(home=home, port=free_port())
+        client = store.dynamodb_client(endpoint)
+        print(f"dynalite at {endpoint} (data in {home})")
+
+        feeds_dir = work / "feeds"
+        started = time.perf_counter()
+        manifest = write_feeds(feeds_dir, args.payloads)
+        total = int(manifest["total_payloads"])
+        size = sum(f.stat().st_size for f in feeds_dir.rglob("*.json"))
+        print(f"generated {total:,} payloads for {manifest['members']:,} members, {size / 1e6:.1f} MB, "
+              f"in {time.perf_counter() - started:.1f} s")
+
+        threads = int(args.threads or store._serving_config()["load_threads"])
+        table = store.feeds_table(VERSION, PREFIX)
+        naive_table = f"{PREFIX}naive-{VERSION}"
+        for name in (table, naive_table):        # created up front: timings are writes, not table creation
+            store.ensure_feeds_table(client, name)
+        quiet = logging.getLogger("flashfeed.bench")
+        quiet.setLevel(logging.ERROR)             # the table exists on purpose; keep the output to the figures
+        result = store.load_feeds(client, str(feeds_dir), manifest, table, threads=threads, log=quiet)
+        store.verify_load(client, table, manifest, str(feeds_dir), result.written, sample_members=50, seed=VERSION, log=quiet)
+        batch_rate = result.written / result.seconds   # includes its checksum pass over the files
+
+        started = time.perf_counter()
+        naive_written = naive_load(client, feeds_dir, manifest, naive_table)
+        naive_seconds = time.perf_counter() - started
+        naive_rate = naive_written / naive_seconds
+
+        print()
+        print(f"Load of {total:,} items (same dynalite, same files; tables created beforehand; load_feeds time includes its checksum pass)")
+        print(f"  {'method':<40} {'seconds':>8} {'items/s':>9}")
+        print(f"  {f'load_feeds (BatchWriteItem, {threads} threads)':<40} {result.seconds:>8.1f} {batch_rate:>9,.0f}")
+        print(f"  {'naive PutItem loop (1 thread)':<40} {naive_seconds:>8.1f} {naive_rate:>9,.0f}")
+        print(f"  ratio load_feeds / naive: {batch_rate / naive_rate:.1f}x "
+              f"({result.retried_batches} batches retried)")
+
+        store.flip(client, PREFIX, VERSION, str(feeds_dir / store.MANIFEST_FILE), expected_version=None)
+        port = free_port()
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        api_log = open(work / "api.log", "wb")
+        api = subprocess.Popen(
+            [sys.executable, "-m", "flashfeed.api", "--host", "127.0.0.1", "--port", str(port),
+             "--endpoint", endpoint],
+            cwd=str(REPO), env=env, stdin=subprocess.DEVNULL,
+            stdout=api_log, stderr=subprocess.STDOUT,
+        )
+        api_log.close()                          # the child keeps its own handle
+        wait_for_api(port, api)
+        print()
+        print(f"Read API on 127.0.0.1:{port} (uvicorn, 1 worker, pid {api.pid}); "
+              f"{args.requests:,} requests per level, keep-alive, random members/feeds/variants")
+        run_level(port, int(manifest["members"]), min(200, args.requests), 1)   # warm-up, not reported
+        print(f"  {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'mean ms':>7}  status")
+        for level in args.concurrency:
+            row = run_level(port, int(manifest["members"]), args.requests, level)
+            codes = ", ".join(f"{code}: {n}" for code, n in sorted(row["statuses"].items()))
+            print(f"  {row['concurrency']:>7} {row['requests']:>8} {row['rps']:>7.0f} {row['p50']:>7.1f} "
+                  f"{row['p95']:>7.1f} {row['p99']:>7.1f} {row['mean']:>7.1f}  {codes}")
+        return 0
+    finally:
+        if api is not None and api.poll() is None:
+            api.terminate()
+            try:
+                api.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                api.kill()
+                api.wait()
+        local_dynamodb.stop(home=home)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
