@@ -1,0 +1,66 @@
+"""The loader at scale and after a crash: 20,000+ payloads verified, and a load killed half-way."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from flashfeed import serving_store as store
+from tests.unit.test_serving_store import VERSION, count_items, write_feeds
+
+MEMBERS_FOR_20K = 3_334          # x 6 data sets + 18 fallback payloads = 20,022 payloads
+KILL_AFTER_ITEMS = 2_000
+KILL_TIMEOUT_S = 120
+
+
+@pytest.fixture
+def client(dynamodb_endpoint):
+    return store.dynamodb_client(dynamodb_endpoint)
+
+
+def test_load_of_twenty_thousand_payloads_is_verified(tmp_path, client):
+    manifest = write_feeds(tmp_path, members=MEMBERS_FOR_20K, files_per_data_set=3)
+    assert manifest["total_payloads"] >= 20_000
+    table = store.feeds_table(VERSION, f"t{uuid.uuid4().hex[:8]}-")
+    result = store.load_feeds(client, str(tmp_path), manifest, table)
+    assert result.written == manifest["total_payloads"] == count_items(client, table)
+    checked = store.verify_load(client, table, manifest, str(tmp_path), result.written, sample_members=200)
+    assert checked >= 200
+
+
+def test_load_killed_half_way_is_rerun_to_a_complete_verified_table(tmp_path, client, dynamodb_endpoint):
+    manifest = write_feeds(tmp_path, members=2_000)
+    table = store.feeds_table(VERSION, f"t{uuid.uuid4().hex[:8]}-")
+    loader = (
+        "import json, sys; from flashfeed import serving_store as s; "
+        "c = s.dynamodb_client(sys.argv[1]); m = json.load(open(sys.argv[2] + '/manifest.json')); "
+        "s.load_feeds(c, sys.argv[2], m, sys.argv[3], threads=1)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", loader, dynamodb_endpoint, str(tmp_path), table],
+                            env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + KILL_TIMEOUT_S
+    written = 0
+    while written < KILL_AFTER_ITEMS:
+        assert proc.poll() is None, "the load finished before it could be killed; raise the member count"
+        assert time.monotonic() < deadline, "the load did not make progress"
+        time.sleep(0.2)
+        if store.table_exists(client, table):
+            written = count_items(client, table)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = count_items(client, table)
+    assert 0 < partial < manifest["total_payloads"]
+    with pytest.raises(store.VerificationError):  # a half-loaded table never passes verification
+        store.verify_load(client, table, manifest, str(tmp_path), partial, sample_members=20)
+
+    result = store.load_feeds(client, str(tmp_path), manifest, table)   # the retried task
+    assert not result.created_table
+    assert result.written == manifest["total_payloads"] == count_items(client, table)  # no duplicates
+    store.verify_load(client, table, manifest, str(tmp_path), result.written, sample_members=50)
+    assert json.loads(store.get_payload(client, table, "m-001999", "products", "full"))["member_id"] == "m-001999"
