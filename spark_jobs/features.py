@@ -67,13 +67,14 @@ def main(argv: list[str] | None = None) -> None:
     # Transform: clean
     clean, rejects = cleaning.clean_events(events, catalog, config["cleaning"]["event_types"], cutoff)
     clean = clean.persist()
-    total = events.count()
     kept = clean.count()
-    reasons = cleaning.reject_summary(rejects)
-    rejected = sum(reasons.values())
-    log.info("events read: %d; kept: %d; rejected: %d %s", total, kept, rejected, reasons or "")
     with staged_partition(fs, lake.rejects(dt, root), log) as staging:
         rejects.write.mode("overwrite").parquet(staging)
+    # Counted from the small written partition, not by scanning the raw events again.
+    reasons = cleaning.reject_summary(spark.read.parquet(lake.rejects(dt, root)))
+    rejected = sum(reasons.values())
+    total = kept + rejected
+    log.info("events read: %d; kept: %d; rejected: %d %s", total, kept, rejected, reasons or "")
     cleaning.check_reject_share(total, reasons, float(config["cleaning"]["max_reject_share"]), lake.rejects(dt, root))
 
     # Transform: ratings, groups, recent interest, style activity

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
+
+from flashfeed.config import REPO_ROOT
 
 # py4j logs at INFO while the interpreter shuts down, after pytest closed its streams.
 logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -24,3 +27,34 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture
+def client(dynamodb_endpoint: str):
+    """A DynamoDB client on the session's test dynalite."""
+    from flashfeed import serving_store
+
+    return serving_store.dynamodb_client(dynamodb_endpoint)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Each test gets its own tables on the shared dynalite."""
+    return f"t{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture
+def operators(monkeypatch, tmp_path, dynamodb_endpoint, prefix):
+    """The serving operators module with env and config pointing at the test dynalite and prefix."""
+    from flashfeed import serving_store
+
+    config_text = (REPO_ROOT / "include" / "flashfeed.yaml").read_text()
+    config_text = config_text.replace("table_prefix: flashfeed-", f"table_prefix: {prefix}")
+    config_file = tmp_path / "flashfeed.yaml"
+    config_file.write_text(config_text)
+    monkeypatch.setenv("FLASHFEED_CONFIG", str(config_file))
+    monkeypatch.setenv(serving_store.ENDPOINT_ENV, dynamodb_endpoint)
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
+    from flashfeed_airflow import serving
+
+    return serving

@@ -2,25 +2,15 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 import pytest
 
 from flashfeed import serving_store as store
-from flashfeed.config import REPO_ROOT
 from test_serving_store import VERSION, make_table, write_feeds
 
 V = [f"2026112{day}t{hhmm}" for day in (1, 2) for hhmm in ("1100", "1500", "2000")]   # 6 versions, in order
 
 
-@pytest.fixture
-def client(dynamodb_endpoint: str):
-    return store.dynamodb_client(dynamodb_endpoint)
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"r{uuid.uuid4().hex[:8]}-"
 
 
 def serve_in_order(client, prefix: str, versions: list[str]) -> None:
@@ -201,18 +191,6 @@ def test_check_coverage():
 
 
 # --- the Airflow operators, executed directly --------------------------------------------------
-
-@pytest.fixture
-def operators(monkeypatch, tmp_path, dynamodb_endpoint, prefix):
-    config_text = (REPO_ROOT / "include" / "flashfeed.yaml").read_text()
-    config_text = config_text.replace("table_prefix: flashfeed-", f"table_prefix: {prefix}")
-    config_file = tmp_path / "flashfeed.yaml"
-    config_file.write_text(config_text)
-    monkeypatch.setenv("FLASHFEED_CONFIG", str(config_file))
-    monkeypatch.setenv(store.ENDPOINT_ENV, dynamodb_endpoint)
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
-    from flashfeed_airflow import serving
-    return serving
 
 
 def task_log(capsys, caplog) -> str:

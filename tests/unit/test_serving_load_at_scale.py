@@ -19,9 +19,6 @@ KILL_AFTER_ITEMS = 2_000
 KILL_TIMEOUT_S = 120
 
 
-@pytest.fixture
-def client(dynamodb_endpoint):
-    return store.dynamodb_client(dynamodb_endpoint)
 
 
 def test_load_of_twenty_thousand_payloads_is_verified(tmp_path, client):

@@ -5,14 +5,12 @@ import hashlib
 import json
 import logging
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
 from flashfeed import serving_store as store
-from flashfeed.config import REPO_ROOT
 from flashfeed.lake import FEEDS, VARIANTS, feed_folder
 
 VERSION = "20261122t1100"
@@ -63,15 +61,6 @@ def write_feeds(feeds_dir: Path, members: int, version: str = VERSION, files_per
     return manifest
 
 
-@pytest.fixture
-def client(dynamodb_endpoint: str):
-    return store.dynamodb_client(dynamodb_endpoint)
-
-
-@pytest.fixture
-def prefix() -> str:
-    """Each test gets its own tables on the shared dynalite."""
-    return f"t{uuid.uuid4().hex[:8]}-"
 
 
 def count_items(client, table: str) -> int:
@@ -330,19 +319,6 @@ def test_flip_refuses_a_missing_table(client, prefix):
 
 
 # --- the Airflow operators, executed directly --------------------------------------------------
-
-@pytest.fixture
-def operators(monkeypatch, tmp_path, dynamodb_endpoint, prefix):
-    """The operators module with env and config pointing at the test dynalite and prefix."""
-    config_text = (REPO_ROOT / "include" / "flashfeed.yaml").read_text()
-    config_text = config_text.replace("table_prefix: flashfeed-", f"table_prefix: {prefix}")
-    config_file = tmp_path / "flashfeed.yaml"
-    config_file.write_text(config_text)
-    monkeypatch.setenv("FLASHFEED_CONFIG", str(config_file))
-    monkeypatch.setenv(store.ENDPOINT_ENV, dynamodb_endpoint)
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
-    from flashfeed_airflow import serving
-    return serving
 
 
 def test_operators_load_then_flip(tmp_path, operators, client, prefix):
