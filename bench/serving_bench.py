@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             store.ensure_feeds_table(client, name)
         quiet = logging.getLogger("flashfeed.bench")
         quiet.setLevel(logging.ERROR)             # the table exists on purpose; keep the output to the figures
-        result = store.load_feeds(client, str(feeds_dir), manifest, table, threads=threads, log=quiet)
-        store.verify_load(client, table, manifest, str(feeds_dir), result.written, sample_members=50, seed=VERSION, log=quiet)
+        result = store.load_feeds(client, str(feeds_dir), manifest, PREFIX, threads=threads, log=quiet)
+        store.verify_load(client, PREFIX, manifest, str(feeds_dir), result.written, sample_members=50, seed=VERSION, log=quiet)
         batch_rate = result.written / result.seconds   # includes its checksum pass over the files
 
         started = time.perf_counter()

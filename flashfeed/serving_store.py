@@ -7,16 +7,20 @@ Tables
   Key `member_id` (S, hash) + `feed` (S, range, `<feed>#<variant>`, e.g. `brands#card`);
   attribute `payload` (S): the JSON line from the lake, verbatim. Fallback payloads are
   stored under `member_id = "__fallback__#<division>"`, the global one `__fallback__#all`.
-- `<prefix>control`: key `pk` (S). Item `pk = "served"` holds `version`, `previous`,
-  `flipped_at` (ISO UTC) and `manifest` (URI). Changing it is the flip: one conditional
-  UpdateItem on the version the caller expects to replace, so two flips can never both win.
+- `<prefix>control` (always on-demand): key `pk` (S). Item `pk = "served"` holds `version`,
+  `previous`, `flipped_at` (ISO UTC), `manifest` (URI), `history` (every flip, oldest first)
+  and `loaded`: a map of version -> {written, manifest, verified_at} for the tables that were
+  loaded AND verified. Changing `version` is the flip: one conditional UpdateItem that
+  requires the version the caller expects to replace and a `loaded` mark for the new one, so
+  two flips can never both win and nothing can flip to a table that is half-written.
 
-Load (restartable): checksums of every file against the manifest first, then
-BatchWriteItem in batches of 25 from a thread pool, retrying UnprocessedItems and
-throttling with exponential backoff and full jitter. Writes are puts on the table's key, so
-re-running a load into a table left by a failed attempt overwrites, never duplicates.
-`verify_load` then checks the count and a sample read back byte for byte; only after it
-passes may anyone call `flip`.
+Load (restartable): checksums of every file against the manifest first, then the version's
+`loaded` mark is removed, then BatchWriteItem in batches of 25 from a thread pool, retrying
+UnprocessedItems and throttling with exponential backoff and full jitter. Writes are puts on
+the table's key, so re-running a load into a table left by a failed attempt overwrites, never
+duplicates. `verify_load` then checks the count and a sample read back byte for byte, and
+only when they pass writes the `loaded` mark. With `serving.billing_mode: PROVISIONED` the
+table's write capacity is raised for the load and lowered after it.
 """
 from __future__ import annotations
 
@@ -104,6 +108,10 @@ class FlipConflictError(ServingStoreError):
 
 class TableNotFoundError(ServingStoreError):
     """A feeds table that should exist does not (or is not ACTIVE)."""
+
+
+class NotLoadedError(ServingStoreError):
+    """A version has no `loaded` mark: its load failed, is running, or was never verified."""
 
 
 # --- client and names ------------------------------------------------------------------------
@@ -201,19 +209,75 @@ def _wait_active(client, table: str, timeout: float = TABLE_ACTIVE_TIMEOUT_SECON
     raise ServingStoreError(f"table {table} is still {status} after {timeout:.0f} s; check the DynamoDB console")
 
 
+ON_DEMAND = {"BillingMode": "PAY_PER_REQUEST"}
+
+
+def feeds_billing(settings: dict | None = None) -> dict:
+    """CreateTable's billing arguments for a feeds table, from config `serving`.
+
+    PAY_PER_REQUEST (default), or PROVISIONED with `serving.provisioned.read_capacity` and
+    `load_write_capacity`: a table is created at its load capacity, lowered after the load.
+    """
+    settings = settings or _serving_config()
+    mode = settings.get("billing_mode", "PAY_PER_REQUEST")
+    if mode == "PAY_PER_REQUEST":
+        return dict(ON_DEMAND)
+    if mode != "PROVISIONED":
+        raise ServingStoreError(f"serving.billing_mode is {mode!r}; use PAY_PER_REQUEST or PROVISIONED")
+    capacity = provisioned_capacity(settings)
+    return {"BillingMode": "PROVISIONED",
+            "ProvisionedThroughput": {"ReadCapacityUnits": capacity["read_capacity"],
+                                      "WriteCapacityUnits": capacity["load_write_capacity"]}}
+
+
+def provisioned_capacity(settings: dict | None = None) -> dict[str, int] | None:
+    """`serving.provisioned` as positive ints when billing_mode is PROVISIONED, else None."""
+    settings = settings or _serving_config()
+    if settings.get("billing_mode", "PAY_PER_REQUEST") != "PROVISIONED":
+        return None
+    section = settings.get("provisioned") or {}
+    capacity = {}
+    for name in ("read_capacity", "load_write_capacity", "serving_write_capacity"):
+        value = section.get(name)
+        if not isinstance(value, int) or value < 1:
+            raise ServingStoreError(
+                f"serving.provisioned.{name} must be a positive integer with billing_mode PROVISIONED, got {value!r}"
+            )
+        capacity[name] = value
+    return capacity
+
+
+def set_write_capacity(client, table: str, units: int, why: str,
+                       log: logging.Logger | logging.LoggerAdapter = logger) -> bool:
+    """Set a provisioned table's write capacity (read capacity unchanged) and wait until it is
+    ACTIVE again; True when it changed. An on-demand table is left alone."""
+    description = describe_table(client, table)
+    if description is None:
+        raise TableNotFoundError(f"cannot set the write capacity of {table}: it does not exist")
+    if description.get("BillingModeSummary", {}).get("BillingMode") == "PAY_PER_REQUEST":
+        log.info("%s is on-demand: no write capacity to set %s", table, why)
+        return False
+    throughput = description.get("ProvisionedThroughput") or {}
+    current = int(throughput.get("WriteCapacityUnits") or 0)
+    if current == units:
+        return False
+    log.info("Setting write capacity of %s from %d to %d units %s", table, current, units, why)
+    client.update_table(TableName=table, ProvisionedThroughput={
+        "ReadCapacityUnits": int(throughput["ReadCapacityUnits"]), "WriteCapacityUnits": units})
+    _wait_active(client, table)
+    return True
+
+
 def _ensure_table(client, table: str, key_schema: list, attributes: list,
-                  billing_mode: str, log: logging.Logger | logging.LoggerAdapter) -> bool:
+                  billing: dict, log: logging.Logger | logging.LoggerAdapter) -> bool:
     """Create `table` unless it exists with the same key schema; True when it was created."""
-    if billing_mode != "PAY_PER_REQUEST":
-        raise ServingStoreError(
-            f"serving.billing_mode {billing_mode!r} is not supported: feeds tables are on-demand "
-            "(PAY_PER_REQUEST), so a load never waits for provisioned capacity"
-        )
     try:
-        client.create_table(TableName=table, KeySchema=key_schema,
-                            AttributeDefinitions=attributes, BillingMode=billing_mode)
+        client.create_table(TableName=table, KeySchema=key_schema, AttributeDefinitions=attributes, **billing)
         created = True
-        log.info("Created table %s (on-demand); waiting until it is ACTIVE", table)
+        log.info("Created table %s (%s); waiting until it is ACTIVE", table,
+                 "on-demand" if billing["BillingMode"] == "PAY_PER_REQUEST" else
+                 "provisioned, {ReadCapacityUnits} read / {WriteCapacityUnits} write units".format(
+                     **billing["ProvisionedThroughput"]))
     except Exception as error:
         if _error_code(error) != "ResourceInUseException":
             raise
@@ -231,18 +295,16 @@ def _ensure_table(client, table: str, key_schema: list, attributes: list,
     return created
 
 
-def ensure_feeds_table(client, table: str, *, billing_mode: str | None = None,
-                       log: logging.Logger | logging.LoggerAdapter = logger) -> bool:
-    return _ensure_table(client, table, FEEDS_KEY_SCHEMA, FEEDS_ATTRIBUTES,
-                         billing_mode or _serving_config()["billing_mode"], log)
+def ensure_feeds_table(client, table: str, *, log: logging.Logger | logging.LoggerAdapter = logger) -> bool:
+    return _ensure_table(client, table, FEEDS_KEY_SCHEMA, FEEDS_ATTRIBUTES, feeds_billing(), log)
 
 
 def ensure_control_table(client, prefix: str | None = None,
                          log: logging.Logger | logging.LoggerAdapter = logger) -> str:
     table = control_table(prefix)
     if not table_exists(client, table):
-        _ensure_table(client, table, CONTROL_KEY_SCHEMA, CONTROL_ATTRIBUTES,
-                      _serving_config()["billing_mode"], log)
+        # One small item read by every API process: on-demand whatever the feeds tables use.
+        _ensure_table(client, table, CONTROL_KEY_SCHEMA, CONTROL_ATTRIBUTES, ON_DEMAND, log)
     return table
 
 
@@ -459,6 +521,7 @@ class _Counters:
         self.written = 0
         self.batches = 0
         self.retries = 0
+        self.rate = 0.0       # items/s over the writing phase, set when it ends
 
     def add(self, written: int = 0, batches: int = 0, retries: int = 0) -> None:
         with self._lock:
@@ -535,26 +598,65 @@ def _log_progress(log, table: str, written: int, expected: int, started: float) 
              table, f"{written:,}", f"{expected:,}", share, f"{rate:,.0f}", eta)
 
 
-def load_feeds(client, feeds_dir: str, manifest: dict, table: str, *,
+def load_feeds(client, feeds_dir: str, manifest: dict, prefix: str | None = None, *,
                threads: int | None = None,
                log: logging.Logger | logging.LoggerAdapter = logger) -> LoadResult:
-    """Load every payload listed in `manifest` from `feeds_dir` into `table` (created if missing).
+    """Load every payload listed in `manifest` from `feeds_dir` into `<prefix>feeds-<version>`
+    (created if missing).
 
-    Checksums are verified first; items are checked (shape, data set, 400 KB) before they are
-    written. Idempotent: keys are (member, feed#variant), so a re-run overwrites.
+    Checksums are verified first; the version's `loaded` mark is removed before the first
+    write (it comes back only from `verify_load`); items are checked (shape, data set,
+    400 KB) before they are written. Idempotent: keys are (member, feed#variant), so a re-run
+    overwrites. Provisioned tables get `load_write_capacity` for the load and
+    `serving_write_capacity` after it, also when it fails.
     """
     check_manifest(manifest)
     threads = int(threads or _serving_config()["load_threads"])
     version = manifest["version"]
+    table = feeds_table(version, prefix)
     expected = int(manifest["total_payloads"])
+    capacity = provisioned_capacity()
     started = time.monotonic()
 
     verify_checksums(feeds_dir, manifest, log)
+    clear_loaded(client, prefix, version, log=log)
     created = ensure_feeds_table(client, table, log=log)
     if not created:
         log.warning("Table %s already exists (earlier attempt?): rewriting every item, same keys overwrite", table)
+    try:
+        if capacity:
+            set_write_capacity(client, table, capacity["load_write_capacity"], "for the load", log)
+        counters = _write_all(client, feeds_dir, manifest, table, threads, log)
+    finally:
+        if capacity:
+            _lower_after_load(client, table, capacity["serving_write_capacity"], log)
+    seconds = time.monotonic() - started
+    result = LoadResult(table=table, version=version, written=counters.written, expected=expected,
+                        batches=counters.batches, retried_batches=counters.retries,
+                        seconds=round(seconds, 3), created_table=created)
+    log.info("Loaded %s: %s payloads written (manifest: %s) in %d batches, %d retried, "
+             "%s total, %s items/s", table, f"{result.written:,}", f"{expected:,}",
+             result.batches, result.retried_batches, _duration(seconds), f"{counters.rate:,.0f}")
+    return result
+
+
+def _lower_after_load(client, table: str, units: int, log) -> None:
+    """Best effort: a failure here must not hide the load's own outcome, but costs money."""
+    try:
+        set_write_capacity(client, table, units, "after the load", log)
+    except Exception as error:
+        log.warning(
+            "Could not lower the write capacity of %s to %d units (%s: %s). The feeds are unaffected, but "
+            "the table keeps its load capacity: lower it by hand (aws dynamodb update-table --table-name %s "
+            "--provisioned-throughput ...); AWS allows a limited number of decreases per day",
+            table, units, type(error).__name__, error, table)
+
+
+def _write_all(client, feeds_dir: str, manifest: dict, table: str, threads: int, log) -> "_Counters":
+    """BatchWriteItem every item from a bounded thread pool, logging progress every few seconds."""
+    expected = int(manifest["total_payloads"])
     log.info("Writing %s payloads of %s into %s with %d threads, batches of %d",
-             f"{expected:,}", version, table, threads, BATCH_SIZE)
+             f"{expected:,}", manifest["version"], table, threads, BATCH_SIZE)
 
     counters = _Counters()
     write_started = time.monotonic()
@@ -586,16 +688,8 @@ def load_feeds(client, feeds_dir: str, manifest: dict, table: str, *,
             for future in pending:
                 future.cancel()      # stop queued batches; running ones finish their call
             raise
-
-    seconds = time.monotonic() - started
-    result = LoadResult(table=table, version=version, written=counters.written, expected=expected,
-                        batches=counters.batches, retried_batches=counters.retries,
-                        seconds=round(seconds, 3), created_table=created)
-    rate = counters.written / max(time.monotonic() - write_started, 1e-6)
-    log.info("Loaded %s: %s payloads written (manifest: %s) in %d batches, %d retried, "
-             "%s total, %s items/s", table, f"{result.written:,}", f"{expected:,}",
-             result.batches, result.retried_batches, _duration(seconds), f"{rate:,.0f}")
-    return result
+    counters.rate = counters.written / max(time.monotonic() - write_started, 1e-6)
+    return counters
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -636,7 +730,7 @@ def _sample_lines(feeds_dir: str, manifest: dict, sample_members: int, seed) -> 
     return samples
 
 
-def verify_load(client, table: str, manifest: dict, feeds_dir: str, written: int,
+def verify_load(client, prefix: str | None, manifest: dict, feeds_dir: str, written: int,
                 sample_members: int | None = None, seed=None,
                 log: logging.Logger | logging.LoggerAdapter = logger) -> int:
     """Refuse a table whose count or sample disagrees with the manifest; returns items checked.
@@ -645,9 +739,11 @@ def verify_load(client, table: str, manifest: dict, feeds_dir: str, written: int
     - `sample_members` payloads drawn at random (seeded: the same sample for the same seed,
       default the version) plus every fallback payload, read back with a consistent GetItem,
       equal the lake's line byte for byte.
+    When both pass, the version gets its `loaded` mark: from then on it may be flipped to.
     """
     expected = int(manifest["total_payloads"])
     version = manifest["version"]
+    table = feeds_table(version, prefix)
     if written != expected:
         raise VerificationError(
             f"table {table} is not safe to serve: the loader wrote {written:,} payloads but the "
@@ -681,25 +777,79 @@ def verify_load(client, table: str, manifest: dict, feeds_dir: str, written: int
     log.info("Verified %s: count %s equals the manifest, %d sampled payloads (seed %r) and all "
              "fallback payloads match the lake byte for byte", table, f"{written:,}", len(samples),
              version if seed is None else seed)
+    mark_loaded(client, prefix, version, written, _join(feeds_dir, MANIFEST_FILE))
+    log.info("Marked %s as loaded and verified in %s: it may be flipped to", version, control_table(prefix))
     return len(samples)
+
+
+# --- loaded marks ----------------------------------------------------------------------------
+
+LOADED = "loaded"
+
+
+def _served_key() -> dict:
+    return {"pk": {"S": SERVED_KEY}}
+
+
+def _control_item(client, prefix: str | None) -> dict:
+    """The raw control item (consistent read); {} when the table or the item does not exist."""
+    try:
+        response = client.get_item(TableName=control_table(prefix), Key=_served_key(), ConsistentRead=True)
+    except Exception as error:
+        if _error_code(error) == "ResourceNotFoundException":
+            return {}
+        raise
+    return response.get("Item") or {}
+
+
+def _ensure_loaded_map(client, prefix: str | None) -> None:
+    # A nested path can only be set or removed once its parent map exists.
+    ensure_control_table(client, prefix)
+    client.update_item(TableName=control_table(prefix), Key=_served_key(),
+                       UpdateExpression="SET #loaded = if_not_exists(#loaded, :empty)",
+                       ExpressionAttributeNames={"#loaded": LOADED},
+                       ExpressionAttributeValues={":empty": {"M": {}}})
+
+
+def mark_loaded(client, prefix: str | None, version: str, written: int, manifest_uri: str) -> None:
+    """Record that `<prefix>feeds-<version>` holds exactly `written` verified payloads."""
+    _ensure_loaded_map(client, prefix)
+    mark = {"written": {"N": str(int(written))}, "manifest": {"S": manifest_uri},
+            "verified_at": {"S": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
+    client.update_item(TableName=control_table(prefix), Key=_served_key(),
+                       UpdateExpression="SET #loaded.#version = :mark",
+                       ExpressionAttributeNames={"#loaded": LOADED, "#version": version},
+                       ExpressionAttributeValues={":mark": {"M": mark}})
+
+
+def clear_loaded(client, prefix: str | None, version: str,
+                 log: logging.Logger | logging.LoggerAdapter = logger) -> None:
+    """Remove a version's `loaded` mark: done before its table is written or deleted."""
+    if version in loaded_versions(client, prefix):
+        log.info("Removing the loaded mark of %s until it is verified again", version)
+    _ensure_loaded_map(client, prefix)
+    client.update_item(TableName=control_table(prefix), Key=_served_key(),
+                       UpdateExpression="REMOVE #loaded.#version",
+                       ExpressionAttributeNames={"#loaded": LOADED, "#version": version})
+
+
+def loaded_versions(client, prefix: str | None = None) -> dict[str, dict]:
+    """version -> {written, manifest, verified_at} of every loaded and verified version."""
+    marks = _control_item(client, prefix).get(LOADED, {}).get("M", {})
+    return {version: {"written": int(mark["M"]["written"]["N"]), "manifest": mark["M"]["manifest"]["S"],
+                      "verified_at": mark["M"]["verified_at"]["S"]}
+            for version, mark in marks.items()}
 
 
 # --- served pointer --------------------------------------------------------------------------
 
 def served_version(client, prefix: str | None = None) -> dict | None:
     """The control item: {version, previous, flipped_at, manifest, table}, or None if nothing is served."""
-    try:
-        response = client.get_item(TableName=control_table(prefix), Key={"pk": {"S": SERVED_KEY}},
-                                   ConsistentRead=True)
-    except Exception as error:
-        if _error_code(error) == "ResourceNotFoundException":
-            return None
-        raise
-    item = response.get("Item")
-    if not item or "version" not in item:
+    item = _control_item(client, prefix)
+    if "version" not in item:
         return None
     values = {name: item[name].get("S")
-              for name in ("version", "previous", "flipped_at", "manifest", "previous_manifest") if name in item}
+              for name in ("version", "previous", "flipped_at", "manifest") if name in item}
     values.setdefault("previous", None)
     values["history"] = [entry["S"] for entry in item.get("history", {}).get("L", []) if "S" in entry]
     values["table"] = feeds_table(values["version"], prefix)
@@ -711,7 +861,9 @@ def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
     """Serve `new_version` if and only if `expected_version` is served now (None: nothing yet).
 
     One conditional UpdateItem: of two concurrent flips from the same expected version, one
-    wins and the other gets FlipConflictError naming the version actually served.
+    wins and the other gets FlipConflictError naming the version actually served. The same
+    condition requires the new version's `loaded` mark (NotLoadedError otherwise), so a load
+    that restarts meanwhile cannot be flipped to.
     """
     if new_version == expected_version:
         raise ValueError(f"{new_version} is already the expected served version; nothing to flip")
@@ -721,10 +873,11 @@ def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
             f"refusing to flip to {new_version}: its table {table} does not exist (or is not ACTIVE); "
             "load and verify it first"
         )
-    ensure_control_table(client, prefix)
+    _ensure_loaded_map(client, prefix)
     flipped_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     names = {"#version": "version", "#previous": "previous", "#flipped_at": "flipped_at", "#manifest": "manifest",
-             "#previous_manifest": "previous_manifest", "#history": "history"}
+             "#history": "history",
+             "#loaded": LOADED, "#new": new_version}
     values: dict[str, Any] = {":new": {"S": new_version}, ":at": {"S": flipped_at}, ":manifest": {"S": manifest_uri},
                               ":empty": {"L": []}, ":new_list": {"L": [{"S": new_version}]}}
     # Every flip (rollbacks included) appends to `history` in the same write, so "the last N
@@ -732,14 +885,12 @@ def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
     history = "#history = list_append(if_not_exists(#history, :empty), :new_list)"
     if expected_version is None:
         update = (f"SET #version = :new, #flipped_at = :at, #manifest = :manifest, {history} "
-                  "REMOVE #previous, #previous_manifest")
-        condition = "attribute_not_exists(#version)"
+                  "REMOVE #previous")
+        condition = "attribute_not_exists(#version) AND attribute_exists(#loaded.#new)"
     else:
-        # `#previous_manifest = #manifest` copies the value before this update (a rollback to
-        # the previous version needs its manifest).
         update = (f"SET #version = :new, #previous = :expected, #flipped_at = :at, "
-                  f"#previous_manifest = #manifest, #manifest = :manifest, {history}")
-        condition = "#version = :expected"
+                  f"#manifest = :manifest, {history}")
+        condition = "#version = :expected AND attribute_exists(#loaded.#new)"
         values[":expected"] = {"S": expected_version}
     try:
         client.update_item(TableName=control_table(prefix), Key={"pk": {"S": SERVED_KEY}},
@@ -750,6 +901,12 @@ def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
             raise
         actual = served_version(client, prefix)
         actual_version = actual["version"] if actual else None
+        if actual_version == expected_version:
+            raise NotLoadedError(
+                f"refusing to flip to {new_version}: it has no loaded mark in {control_table(prefix)}, so its "
+                "table is not known to be complete (its load failed, is running, or never passed "
+                "verification). Nothing was changed; run (or clear) the load task of this version"
+            ) from None
         raise FlipConflictError(
             f"flip to {new_version} refused: expected {expected_version or 'nothing'} to be served, "
             f"but {actual_version or 'nothing'} is served now (another flip or a rollback won). "
@@ -784,14 +941,6 @@ def feeds_versions(client, prefix: str | None = None) -> list[str]:
     return sorted(versions)
 
 
-def _manifest_for_version(version: str) -> str:
-    """The manifest URI of a launch version by the lake layout (feeds/dt=D/launch=HHMM)."""
-    from flashfeed import lake
-
-    day, hhmm = version.split("t")
-    return f"{lake.feeds(f'{day[:4]}-{day[4:6]}-{day[6:]}', hhmm)}/{MANIFEST_FILE}"
-
-
 def rollback(client, prefix: str | None, target_version: str | None = None, *,
              expected_version: str | None = None, manifest_uri: str | None = None,
              log: logging.Logger | logging.LoggerAdapter = logger) -> dict:
@@ -801,8 +950,7 @@ def rollback(client, prefix: str | None, target_version: str | None = None, *,
     `expected_version` when the caller read it earlier: a flip in between then wins and this
     raises FlipConflictError). Refuses a target whose table is gone, naming what is retained.
     When the target is already served, changes nothing and returns `flipped: False`.
-    Manifest recorded: `manifest_uri`, else `previous_manifest` for the previous version,
-    else the target's manifest by the lake layout.
+    Manifest recorded: `manifest_uri`, else the one of the target's `loaded` mark.
     """
     served = served_version(client, prefix)
     if served is None:
@@ -833,11 +981,13 @@ def rollback(client, prefix: str | None, target_version: str | None = None, *,
             f"cannot roll back to {target}: its table {table} does not exist (or is not ACTIVE), retention "
             f"may have deleted it. Versions that still have a table: {', '.join(retained) or 'none'}"
         )
-    if manifest_uri is None:
-        if target == served.get("previous") and served.get("previous_manifest"):
-            manifest_uri = served["previous_manifest"]
-        else:
-            manifest_uri = _manifest_for_version(target)
+    mark = loaded_versions(client, prefix).get(target)
+    if mark is None:
+        raise NotLoadedError(
+            f"cannot roll back to {target}: its table exists but has no loaded mark (a reload of it failed "
+            f"or is running). Loaded versions: {', '.join(sorted(loaded_versions(client, prefix))) or 'none'}"
+        )
+    manifest_uri = manifest_uri or mark["manifest"]
     log.info("Rolling back served version %s -> %s (table %s, manifest %s)", current, target, table, manifest_uri)
     result = flip(client, prefix, target, manifest_uri, expected_version=current)
     result["flipped"] = True
@@ -897,6 +1047,7 @@ def apply_retention(client, prefix: str | None, keep: int,
         if description is None or description.get("TableStatus") == "DELETING":
             log.info("Retention: %s is already gone or being deleted; skipped", table)
             continue
+        clear_loaded(client, prefix, version, log=log)   # first: never a mark without its table
         try:
             client.delete_table(TableName=table)
         except Exception as error:

@@ -35,7 +35,9 @@ class LoadFeedsOperator(BaseOperator):
     versioned table `<prefix>feeds-<version>` and verify it against the manifest.
 
     Returns (XCom) `{"table": ..., "written": ..., "version": ...}`. Restartable: a retry
-    rewrites the same keys. Never flips; `FlipServedVersionOperator` does that afterwards.
+    rewrites the same keys. The version is marked loaded (and so may be flipped to) only after
+    its verification passes; the mark is removed as soon as a load of it starts. Never flips;
+    `FlipServedVersionOperator` does that afterwards.
     """
 
     template_fields: Sequence[str] = ("feeds_uri", "version")
@@ -71,9 +73,9 @@ class LoadFeedsOperator(BaseOperator):
             if served and served["version"] == self.version:
                 self.log.warning("Version %s is served right now: this load rewrites the live table in place",
                                  self.version)
-            result = store.load_feeds(client, self.feeds_uri, manifest, table,
+            result = store.load_feeds(client, self.feeds_uri, manifest,
                                       threads=int(config["load_threads"]), log=self.log)
-            store.verify_load(client, table, manifest, self.feeds_uri, result.written,
+            store.verify_load(client, None, manifest, self.feeds_uri, result.written,
                               int(config["verify_sample_members"]), seed=self.version, log=self.log)
         except store.ServingStoreError as error:
             self.log.error("Load of %s into %s FAILED, nothing was flipped: %s", self.version, table, error)
@@ -162,6 +164,12 @@ class FlipServedVersionOperator(BaseOperator):
                        "Next step: run (or clear) the load task for this version first")
             self.log.error(message)
             raise store.TableNotFoundError(message)
+        if self.version not in store.loaded_versions(client):
+            message = (f"cannot flip to {self.version}: table {table} exists but is not marked loaded and "
+                       "verified (its load failed, is still running, or was never verified). "
+                       "Next step: clear the load task for this version; it rewrites and verifies the table")
+            self.log.error(message)
+            raise store.NotLoadedError(message)
         self._check_coverage(store, served, allow_low_coverage, dry_run)
         if dry_run:
             self.log.info("DRY RUN: would flip served version %s -> %s (table %s, manifest %s); not flipping",
@@ -175,6 +183,9 @@ class FlipServedVersionOperator(BaseOperator):
         except store.FlipConflictError as error:
             self.log.error("%s. Next step: if %s should still be served, check the control item "
                            "(%s) and clear this task", error, self.version, store.control_table())
+            raise
+        except store.NotLoadedError as error:   # a reload of this version started after the check above
+            self.log.error("%s", error)
             raise
         self.log.info("Served version is now %s (previous %s, flipped at %s); roll back by flipping to %s",
                       result["version"], current or "nothing", result["flipped_at"], current or "-")

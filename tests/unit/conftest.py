@@ -44,16 +44,30 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def operators(monkeypatch, tmp_path, dynamodb_endpoint, prefix):
-    """The serving operators module with env and config pointing at the test dynalite and prefix."""
+def serving_config(monkeypatch, tmp_path, dynamodb_endpoint, prefix):
+    """Point config and endpoint at the test dynalite and prefix; call it with
+    {"old text": "new text"} to change more of the config file (the call can repeat)."""
     from flashfeed import serving_store
 
-    config_text = (REPO_ROOT / "include" / "flashfeed.yaml").read_text()
-    config_text = config_text.replace("table_prefix: flashfeed-", f"table_prefix: {prefix}")
-    config_file = tmp_path / "flashfeed.yaml"
-    config_file.write_text(config_text)
-    monkeypatch.setenv("FLASHFEED_CONFIG", str(config_file))
     monkeypatch.setenv(serving_store.ENDPOINT_ENV, dynamodb_endpoint)
+
+    def write(replacements: dict[str, str] | None = None):
+        config_text = (REPO_ROOT / "include" / "flashfeed.yaml").read_text()
+        for old, new in {"table_prefix: flashfeed-": f"table_prefix: {prefix}", **(replacements or {})}.items():
+            assert old in config_text, f"{old!r} is not in include/flashfeed.yaml"
+            config_text = config_text.replace(old, new)
+        config_file = tmp_path / f"flashfeed-{uuid.uuid4().hex[:6]}.yaml"
+        config_file.write_text(config_text)
+        monkeypatch.setenv("FLASHFEED_CONFIG", str(config_file))
+        return config_file
+
+    write()
+    return write
+
+
+@pytest.fixture
+def operators(monkeypatch, serving_config):
+    """The serving operators module with env and config pointing at the test dynalite and prefix."""
     monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
     from flashfeed_airflow import serving
 

@@ -55,8 +55,8 @@ def served(dynamodb_endpoint, tmp_path_factory):
     feeds_dir = tmp_path_factory.mktemp("feeds")
     manifest = write_small_feeds(feeds_dir)
     table = store.feeds_table(VERSION, prefix)
-    result = store.load_feeds(client, str(feeds_dir), manifest, table, threads=2)
-    store.verify_load(client, table, manifest, str(feeds_dir), result.written, sample_members=2, seed=1)
+    result = store.load_feeds(client, str(feeds_dir), manifest, prefix, threads=2)
+    store.verify_load(client, prefix, manifest, str(feeds_dir), result.written, sample_members=2, seed=1)
     store.flip(client, prefix, VERSION, str(feeds_dir / "manifest.json"), expected_version=None)
     return client, prefix
 
@@ -127,8 +127,9 @@ def test_missing_served_table_is_503(dynamodb_endpoint):
     prefix = f"gone{uuid.uuid4().hex[:8]}-"
     table = store.feeds_table(VERSION, prefix)
     store.ensure_feeds_table(client, table)
+    store.mark_loaded(client, prefix, VERSION, 0, "m")
     store.flip(client, prefix, VERSION, "m", expected_version=None)
-    client.delete_table(TableName=table)
+    client.delete_table(TableName=table)      # by hand: retention never deletes the served table
     api = TestClient(create_app(client=client, prefix=prefix))
     health = api.get("/v1/health")
     assert health.status_code == 503 and health.json()["error"] == "served table missing"

@@ -36,12 +36,12 @@ def remaining(client, prefix: str) -> list[str]:
 
 # --- history -----------------------------------------------------------------------------------
 
-def test_flip_appends_to_history_and_records_previous_manifest(client, prefix):
+def test_flip_appends_to_history(client, prefix):
     serve_in_order(client, prefix, V[:3])
     served = store.served_version(client, prefix)
     assert served["history"] == V[:3]
     assert (served["version"], served["previous"]) == (V[2], V[1])
-    assert (served["manifest"], served["previous_manifest"]) == (f"m-{V[2]}", f"m-{V[1]}")
+    assert served["manifest"] == f"m-{V[2]}"
 
     # A lost flip leaves the history untouched (same single conditional write).
     with pytest.raises(store.FlipConflictError):
@@ -131,7 +131,7 @@ def test_rollback_to_previous_then_to_an_explicit_version(client, prefix):
     assert result["flipped"] and result["version"] == V[1]
     served = store.served_version(client, prefix)
     assert (served["version"], served["previous"]) == (V[1], V[2])
-    assert served["manifest"] == f"m-{V[1]}"            # the previous version's manifest was kept
+    assert served["manifest"] == f"m-{V[1]}"            # from the target's loaded mark
 
     result = store.rollback(client, prefix, V[0], manifest_uri="explicit")
     served = store.served_version(client, prefix)
@@ -143,17 +143,18 @@ def test_rollback_to_previous_then_to_an_explicit_version(client, prefix):
     assert store.served_version(client, prefix)["history"][-1] == V[0]
 
 
-def test_rollback_to_another_version_derives_the_manifest_from_the_lake_layout(client, prefix, monkeypatch, tmp_path):
-    monkeypatch.setenv("FLASHFEED_LAKE", str(tmp_path / "lake"))
+def test_rollback_refuses_a_version_whose_reload_did_not_finish(client, prefix):
     serve_in_order(client, prefix, V[:3])
-    store.rollback(client, prefix, V[0])
-    assert store.served_version(client, prefix)["manifest"] == \
-        f"{tmp_path}/lake/feeds/dt=2026-11-21/launch=1100/manifest.json"
+    store.clear_loaded(client, prefix, V[0])              # as a reload of V0 does when it starts
+    with pytest.raises(store.NotLoadedError, match=f"roll back to {V[0]}: .* Loaded versions: {V[1]}, {V[2]}"):
+        store.rollback(client, prefix, V[0])
+    assert store.served_version(client, prefix)["version"] == V[2]
 
 
 def test_rollback_refuses_a_missing_table_and_names_retained_versions(client, prefix):
     serve_in_order(client, prefix, V[:4])
     store.apply_retention(client, prefix, keep=2)       # deletes V0, V1
+    assert sorted(store.loaded_versions(client, prefix)) == V[2:4]   # with their loaded marks
     with pytest.raises(store.TableNotFoundError) as refused:
         store.rollback(client, prefix, V[0])
     message = str(refused.value)

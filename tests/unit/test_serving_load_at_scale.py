@@ -24,22 +24,27 @@ KILL_TIMEOUT_S = 120
 def test_load_of_twenty_thousand_payloads_is_verified(tmp_path, client):
     manifest = write_feeds(tmp_path, members=MEMBERS_FOR_20K, files_per_data_set=3)
     assert manifest["total_payloads"] >= 20_000
-    table = store.feeds_table(VERSION, f"t{uuid.uuid4().hex[:8]}-")
-    result = store.load_feeds(client, str(tmp_path), manifest, table)
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    table = store.feeds_table(VERSION, prefix)
+    result = store.load_feeds(client, str(tmp_path), manifest, prefix)
     assert result.written == manifest["total_payloads"] == count_items(client, table)
-    checked = store.verify_load(client, table, manifest, str(tmp_path), result.written, sample_members=200)
+    checked = store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=200)
     assert checked >= 200
+    assert store.loaded_versions(client, prefix)[VERSION]["written"] == manifest["total_payloads"]
 
 
 def test_load_killed_half_way_is_rerun_to_a_complete_verified_table(tmp_path, client, dynamodb_endpoint):
     manifest = write_feeds(tmp_path, members=2_000)
-    table = store.feeds_table(VERSION, f"t{uuid.uuid4().hex[:8]}-")
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    table = store.feeds_table(VERSION, prefix)
+    # As if an earlier load of this version had been verified: the reload must take the mark away.
+    store.mark_loaded(client, prefix, VERSION, manifest["total_payloads"], "earlier")
     loader = (
         "import json, sys; from flashfeed import serving_store as s; "
         "c = s.dynamodb_client(sys.argv[1]); m = json.load(open(sys.argv[2] + '/manifest.json')); "
         "s.load_feeds(c, sys.argv[2], m, sys.argv[3], threads=1)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", loader, dynamodb_endpoint, str(tmp_path), table],
+    proc = subprocess.Popen([sys.executable, "-c", loader, dynamodb_endpoint, str(tmp_path), prefix],
                             env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + KILL_TIMEOUT_S
     written = 0
@@ -53,11 +58,19 @@ def test_load_killed_half_way_is_rerun_to_a_complete_verified_table(tmp_path, cl
     proc.wait()
     partial = count_items(client, table)
     assert 0 < partial < manifest["total_payloads"]
-    with pytest.raises(store.VerificationError):  # a half-loaded table never passes verification
-        store.verify_load(client, table, manifest, str(tmp_path), partial, sample_members=20)
+    # The killed load left no loaded mark, so nothing can flip to the half-written table ...
+    assert VERSION not in store.loaded_versions(client, prefix)
+    with pytest.raises(store.NotLoadedError, match="no loaded mark"):
+        store.flip(client, prefix, VERSION, "m", expected_version=None)
+    assert store.served_version(client, prefix) is None
+    # ... and it never passes verification.
+    with pytest.raises(store.VerificationError):
+        store.verify_load(client, prefix, manifest, str(tmp_path), partial, sample_members=20)
+    assert VERSION not in store.loaded_versions(client, prefix)
 
-    result = store.load_feeds(client, str(tmp_path), manifest, table)   # the retried task
+    result = store.load_feeds(client, str(tmp_path), manifest, prefix)   # the retried task
     assert not result.created_table
     assert result.written == manifest["total_payloads"] == count_items(client, table)  # no duplicates
-    store.verify_load(client, table, manifest, str(tmp_path), result.written, sample_members=50)
+    store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=50)
+    store.flip(client, prefix, VERSION, "m", expected_version=None)
     assert json.loads(store.get_payload(client, table, "m-001999", "products", "full"))["member_id"] == "m-001999"

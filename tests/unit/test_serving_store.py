@@ -95,13 +95,13 @@ def test_load_verify_and_idempotent_reload(tmp_path, client, prefix, caplog):
     table = store.feeds_table(VERSION, prefix)
 
     with caplog.at_level(logging.INFO, logger=store.logger.name):
-        result = store.load_feeds(client, str(tmp_path), manifest, table, threads=4)
+        result = store.load_feeds(client, str(tmp_path), manifest, prefix, threads=4)
     assert result.written == result.expected == manifest["total_payloads"]
     assert result.created_table and result.table == table
     assert count_items(client, table) == manifest["total_payloads"]
     assert "Checksums OK" in caplog.text and "Loaded" in caplog.text
 
-    checked = store.verify_load(client, table, manifest, str(tmp_path), result.written,
+    checked = store.verify_load(client, prefix, manifest, str(tmp_path), result.written,
                                 sample_members=40, seed=VERSION)
     assert checked == 40 + len(DIVISIONS) * 6
 
@@ -113,7 +113,7 @@ def test_load_verify_and_idempotent_reload(tmp_path, client, prefix, caplog):
     assert store.get_payload(client, table, "m-999999", "brands", "card") is None
 
     # A restarted load into the existing table overwrites: same count, no duplicates.
-    again = store.load_feeds(client, str(tmp_path), manifest, table, threads=2)
+    again = store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
     assert not again.created_table
     assert again.written == manifest["total_payloads"]
     assert count_items(client, table) == manifest["total_payloads"]
@@ -122,15 +122,15 @@ def test_load_verify_and_idempotent_reload(tmp_path, client, prefix, caplog):
 def test_verify_refuses_wrong_count_and_changed_payload(tmp_path, client, prefix):
     manifest = write_feeds(tmp_path, members=30, files_per_data_set=1)
     table = store.feeds_table(VERSION, prefix)
-    result = store.load_feeds(client, str(tmp_path), manifest, table, threads=2)
+    result = store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
 
     with pytest.raises(store.VerificationError, match="wrote 10 payloads but the manifest"):
-        store.verify_load(client, table, manifest, str(tmp_path), 10, sample_members=5, seed=1)
+        store.verify_load(client, prefix, manifest, str(tmp_path), 10, sample_members=5, seed=1)
 
     client.put_item(TableName=table, Item={"member_id": {"S": "__fallback__#men"}, "feed": {"S": "brands#full"},
                                            "payload": {"S": "{}"}})
     with pytest.raises(store.VerificationError, match="member __fallback__#men feed brands#full"):
-        store.verify_load(client, table, manifest, str(tmp_path), result.written, sample_members=5, seed=1)
+        store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=5, seed=1)
 
 
 def test_sample_is_deterministic(tmp_path):
@@ -148,7 +148,7 @@ def test_oversized_item_is_rejected_before_writing(tmp_path, client, prefix):
     rows[2] = big
     manifest = write_feeds(tmp_path, members=5, files_per_data_set=1, lines={("products", "full"): rows})
     with pytest.raises(store.PayloadTooLargeError, match=r"member m-000002 feed products#full .* over DynamoDB"):
-        store.load_feeds(client, str(tmp_path), manifest, store.feeds_table(VERSION, prefix), threads=2)
+        store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
 
 
 def test_checksum_mismatch_is_refused_before_anything_is_written(tmp_path, client, prefix):
@@ -158,7 +158,7 @@ def test_checksum_mismatch_is_refused_before_anything_is_written(tmp_path, clien
     target.write_bytes(data.replace(b"Gracia", b"Grazia", 1))          # same size, other bytes
     table = store.feeds_table(VERSION, prefix)
     with pytest.raises(store.ChecksumMismatchError, match=r"brands_card.*sha256"):
-        store.load_feeds(client, str(tmp_path), manifest, table, threads=2)
+        store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
     assert store.describe_table(client, table) is None                  # refused before creating
 
 
@@ -176,7 +176,7 @@ def test_duplicate_member_in_a_data_set_is_refused(tmp_path, client, prefix):
     rows = [payload_line("m-000001", "brands", "card"), payload_line("m-000001", "brands", "card")]
     manifest = write_feeds(tmp_path, members=2, files_per_data_set=1, lines={("brands", "card"): rows})
     with pytest.raises(store.PayloadError, match="m-000001 feed brands#card appears twice"):
-        store.load_feeds(client, str(tmp_path), manifest, store.feeds_table(VERSION, prefix), threads=2)
+        store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
 
 
 # --- retries (fault injection: dynalite never throttles) -------------------------------------------
@@ -232,26 +232,137 @@ def test_unprocessed_items_and_throttling_are_retried(tmp_path, client, prefix, 
     manifest = write_feeds(tmp_path, members=200)
     flaky = FlakyClient(client)
     table = store.feeds_table(VERSION, prefix)
-    result = store.load_feeds(flaky, str(tmp_path), manifest, table, threads=4)
+    result = store.load_feeds(flaky, str(tmp_path), manifest, prefix, threads=4)
     assert flaky.unprocessed_returned > 0 and flaky.throttled > 0
     assert result.retried_batches > 0
     assert result.written == manifest["total_payloads"]
     assert count_items(client, table) == manifest["total_payloads"]
-    store.verify_load(client, table, manifest, str(tmp_path), result.written, sample_members=30, seed=7)
+    store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=30, seed=7)
 
 
 def test_retries_are_bounded(tmp_path, client, prefix, no_backoff):
     manifest = write_feeds(tmp_path, members=3, files_per_data_set=1)
     flaky = FlakyClient(client, always_unprocessed=True)
     with pytest.raises(store.LoadError, match=r"still unwritten .* after 10 attempts.*re-run the load task"):
-        store.load_feeds(flaky, str(tmp_path), manifest, store.feeds_table(VERSION, prefix), threads=2)
+        store.load_feeds(flaky, str(tmp_path), manifest, prefix, threads=2)
+
+
+# --- the loaded mark: only a verified table can be flipped to -----------------------------------
+
+def test_only_a_verified_load_is_marked_and_a_failed_reload_removes_the_mark(tmp_path, client, prefix, no_backoff):
+    manifest = write_feeds(tmp_path, members=20, files_per_data_set=1)
+    result = store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
+    assert store.loaded_versions(client, prefix) == {}              # written, not yet verified
+    with pytest.raises(store.NotLoadedError, match="no loaded mark"):
+        store.flip(client, prefix, VERSION, "m", expected_version=None)
+    with pytest.raises(store.VerificationError):
+        store.verify_load(client, prefix, manifest, str(tmp_path), result.written - 1, sample_members=5)
+    assert store.loaded_versions(client, prefix) == {}              # a failed verification marks nothing
+
+    store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=5)
+    mark = store.loaded_versions(client, prefix)[VERSION]
+    assert mark["written"] == manifest["total_payloads"] == 20 * 6 + 18
+    assert mark["manifest"] == f"{tmp_path}/manifest.json" and mark["verified_at"].endswith("+00:00")
+
+    # A reload of the same version that fails half-way (DynamoDB never takes the items) leaves
+    # the table unmarked: the flip refuses it although every item of the earlier load is there.
+    with pytest.raises(store.LoadError):
+        store.load_feeds(FlakyClient(client, always_unprocessed=True), str(tmp_path), manifest, prefix, threads=2)
+    assert VERSION not in store.loaded_versions(client, prefix)
+    with pytest.raises(store.NotLoadedError, match=f"refusing to flip to {VERSION}"):
+        store.flip(client, prefix, VERSION, "m", expected_version=None)
+    assert store.served_version(client, prefix) is None
+
+
+class CapacityProbe:
+    """Records the write capacity DynamoDB reports when the first batch is written, every
+    UpdateTable, and can refuse capacity decreases as AWS does after too many in a day."""
+
+    def __init__(self, real, refuse_decrease: bool = False):
+        self._real = real
+        self.capacity_while_writing: int | None = None
+        self.updates: list[int] = []
+        self.refuse_decrease = refuse_decrease
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def batch_write_item(self, RequestItems):
+        if self.capacity_while_writing is None:
+            (table,) = RequestItems
+            throughput = self._real.describe_table(TableName=table)["Table"]["ProvisionedThroughput"]
+            self.capacity_while_writing = throughput["WriteCapacityUnits"]
+        return self._real.batch_write_item(RequestItems=RequestItems)
+
+    def update_table(self, TableName, ProvisionedThroughput):
+        units = ProvisionedThroughput["WriteCapacityUnits"]
+        self.updates.append(units)
+        current = self._real.describe_table(TableName=TableName)["Table"]["ProvisionedThroughput"]
+        if self.refuse_decrease and units < current["WriteCapacityUnits"]:
+            raise ClientError({"Error": {"Code": "LimitExceededException", "Message": "injected: too many decreases"}},
+                              "UpdateTable")
+        return self._real.update_table(TableName=TableName, ProvisionedThroughput=ProvisionedThroughput)
+
+
+PROVISIONED = {"billing_mode: PAY_PER_REQUEST": "billing_mode: PROVISIONED",
+               "load_write_capacity: 1000": "load_write_capacity: 400",
+               "serving_write_capacity: 1 ": "serving_write_capacity: 2 ",
+               "read_capacity: 100": "read_capacity: 30"}
+
+
+def test_provisioned_tables_get_load_capacity_for_the_load_only(tmp_path, client, prefix, serving_config, caplog):
+    serving_config(PROVISIONED)
+    manifest = write_feeds(tmp_path, members=30, files_per_data_set=1)
+    table = store.feeds_table(VERSION, prefix)
+
+    probe = CapacityProbe(client)
+    with caplog.at_level(logging.INFO, logger=store.logger.name):
+        result = store.load_feeds(probe, str(tmp_path), manifest, prefix, threads=2)
+    assert result.written == manifest["total_payloads"]
+    assert probe.capacity_while_writing == 400            # created at the load capacity
+    assert probe.updates == [2]                           # one decrease, after the load
+    throughput = store.describe_table(client, table)["ProvisionedThroughput"]
+    assert (throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"]) == (30, 2)
+    assert "provisioned, 30 read / 400 write units" in caplog.text
+
+    # A re-run finds the table at serving capacity: raised for the load, lowered again.
+    again = CapacityProbe(client)
+    store.load_feeds(again, str(tmp_path), manifest, prefix, threads=2)
+    assert again.capacity_while_writing == 400 and again.updates == [400, 2]
+
+    # The control table stays on-demand whatever the feeds tables use.
+    control = store.describe_table(client, store.control_table(prefix))
+    assert control["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_a_refused_capacity_decrease_is_a_warning_not_a_failed_load(tmp_path, client, prefix, serving_config, caplog):
+    serving_config(PROVISIONED)
+    manifest = write_feeds(tmp_path, members=5, files_per_data_set=1)
+    probe = CapacityProbe(client, refuse_decrease=True)
+    with caplog.at_level(logging.INFO, logger=store.logger.name):
+        result = store.load_feeds(probe, str(tmp_path), manifest, prefix, threads=2)
+    assert result.written == manifest["total_payloads"]
+    assert "Could not lower the write capacity" in caplog.text and "LimitExceededException" in caplog.text
+    assert store.describe_table(client, store.feeds_table(VERSION, prefix))["ProvisionedThroughput"][
+        "WriteCapacityUnits"] == 400
+
+
+def test_provisioned_mode_needs_positive_capacities(serving_config):
+    serving_config({**PROVISIONED, "read_capacity: 100": "read_capacity: 0"})
+    with pytest.raises(store.ServingStoreError, match="serving.provisioned.read_capacity must be a positive"):
+        store.feeds_billing()
+    serving_config({"billing_mode: PAY_PER_REQUEST": "billing_mode: ON_DEMAND"})
+    with pytest.raises(store.ServingStoreError, match="use PAY_PER_REQUEST or PROVISIONED"):
+        store.feeds_billing()
 
 
 # --- flip --------------------------------------------------------------------------------------
 
 def make_table(client, prefix: str, version: str) -> str:
+    """An (empty) feeds table with a loaded mark, as a verified load leaves it."""
     table = store.feeds_table(version, prefix)
     store.ensure_feeds_table(client, table)
+    store.mark_loaded(client, prefix, version, 0, f"m-{version}")
     return table
 
 
@@ -348,3 +459,12 @@ def test_operators_load_then_flip(tmp_path, operators, client, prefix):
                                                   manifest_uri="m")
     with pytest.raises(store.TableNotFoundError):
         missing.execute({})
+
+    unverified = "20261122t2000"
+    store.ensure_feeds_table(client, store.feeds_table(unverified, prefix))   # a load that died half-way
+    for dry_run in ("True", "False"):
+        refused = operators.FlipServedVersionOperator(task_id="flip", version=unverified, manifest_uri="m",
+                                                      dry_run=dry_run)
+        with pytest.raises(store.NotLoadedError, match="not marked loaded .* clear the load task"):
+            refused.execute({})
+    assert store.served_version(client, prefix)["version"] == VERSION
