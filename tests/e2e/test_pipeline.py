@@ -133,3 +133,13 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch):
         assert unknown.status_code == 200 and unknown.json()["member_id"].startswith(lake.FALLBACK_MEMBER_PREFIX)
 
     assert served[1]["previous"] == served[0]["version"]  # the 15:00 flip replaced the 11:00 version
+
+    # Rollback through Airflow: the manual DAG with its default target (the previous version)
+    # serves the 11:00 version again, and the API follows within its pointer cache.
+    rolled_back_at = datetime.combine(datetime.fromisoformat(DAY), time(16), NY)
+    _dag_test("flashfeed_rollback", rolled_back_at, env)
+    pointer = serving_store.served_version(_client(env), None)
+    assert (pointer["version"], pointer["previous"]) == (served[0]["version"], served[1]["version"])
+    assert pointer["history"][-3:] == [served[0]["version"], served[1]["version"], served[0]["version"]]
+    response = _api_get(env, "/v1/members/m-not-a-member/feeds/brands?variant=full", monkeypatch)
+    assert response.status_code == 200 and response.headers["x-feed-version"] == served[0]["version"]

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,16 +19,20 @@ from tests.unit.test_serving_store import VERSION, count_items, write_feeds
 MEMBERS_FOR_20K = 3_334          # x 6 data sets + 18 fallback payloads = 20,022 payloads
 KILL_AFTER_ITEMS = 2_000
 KILL_TIMEOUT_S = 120
+PROGRESS = re.compile(r"Loading \S+: ([\d,]+) / [\d,]+ payloads written \([\d.]+ %\), [\d,]+ items/s, ETA \S+")
 
 
-
-
-def test_load_of_twenty_thousand_payloads_is_verified(tmp_path, client):
+def test_load_of_twenty_thousand_payloads_is_verified(tmp_path, client, monkeypatch, caplog):
     manifest = write_feeds(tmp_path, members=MEMBERS_FOR_20K, files_per_data_set=3)
     assert manifest["total_payloads"] >= 20_000
     prefix = f"t{uuid.uuid4().hex[:8]}-"
     table = store.feeds_table(VERSION, prefix)
-    result = store.load_feeds(client, str(tmp_path), manifest, prefix)
+    monkeypatch.setattr(store, "PROGRESS_LOG_SECONDS", 0.5)     # several progress lines in a short load
+    with caplog.at_level(logging.INFO, logger=store.logger.name):
+        result = store.load_feeds(client, str(tmp_path), manifest, prefix)
+    progress = [int(m.group(1).replace(",", "")) for m in
+                (PROGRESS.search(r.getMessage()) for r in caplog.records) if m]
+    assert len(progress) >= 2 and progress == sorted(progress) and progress[-1] <= manifest["total_payloads"]
     assert result.written == manifest["total_payloads"] == count_items(client, table)
     checked = store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=200)
     assert checked >= 200
