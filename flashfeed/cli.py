@@ -7,12 +7,36 @@
     flashfeed airflow-ui                Airflow UI + scheduler on 127.0.0.1:8080 (`make airflow`)
     flashfeed api                       the read API on 127.0.0.1:8088
     flashfeed show-member MEMBER_ID     print a member's served payload through the read API
+    flashfeed import --events F --items F --lake URI
+                                        users' own CSV files -> the lake's raw inputs
+    flashfeed uci-to-csv --csv F --out DIR
+                                        the UCI Online Retail sample -> events.csv, items.csv
+    flashfeed evaluate --lake URI --out metrics.json [--split time|stratified]
+                                        popularity vs global ALS vs per-group ALS (+ boost)
+    flashfeed tune --lake URI [--groups G ...]
+                                        grid of rank, regParam, alpha per group -> results table
+
+Every command takes --help.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+
+# command -> module whose main(argv) runs it (imported only when the command is used)
+MODULE_COMMANDS = {
+    "airflow-ui": "flashfeed.airflow_local",
+    "demo": "flashfeed.demo",
+    "demo-data": "flashfeed.demo_data",
+    "dynamodb": "flashfeed.local_dynamodb",
+    "api": "flashfeed.api",
+    "import": "flashfeed.importer",
+    "uci-to-csv": "flashfeed.uci",
+    "evaluate": "spark_jobs.evaluate",
+    "tune": "spark_jobs.tune",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,26 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(project_env())
     if command == "airflow":
         os.execvp("airflow", ["airflow", *rest])  # replaces this process: never returns
-    if command == "airflow-ui":
-        from flashfeed import airflow_local
+    if command in MODULE_COMMANDS:
+        import importlib
 
-        return airflow_local.main(rest)
-    if command == "demo":
-        from flashfeed import demo
-
-        return demo.main(rest)
-    if command == "demo-data":
-        from flashfeed import demo_data
-
-        return demo_data.main(rest) or 0
-    if command == "dynamodb":
-        from flashfeed import local_dynamodb
-
-        return local_dynamodb.main(rest) or 0
-    if command == "api":
-        from flashfeed import api
-
-        return api.main(rest) or 0
+        return importlib.import_module(MODULE_COMMANDS[command]).main(rest) or 0
     if command == "show-member":
         from flashfeed import demo
 

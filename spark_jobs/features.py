@@ -82,15 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     in_lookback = clean.where(F.col("occurred_at") >= F.lit(lookback_since))
     rated = ratings.implicit_ratings(in_lookback, catalog, feats["event_weights"])
     names = catalog_t.subclass_brands(catalog)
-    by_division = rated.join(names.select("subclass_brand_id", "division"), "subclass_brand_id")
-    profiles = groups.member_profiles(
-        by_division, in_lookback.select("member_id", "event_type", "price"),
-        float(feats["spend_percentile"]), int(feats["spend_buckets"]),
-    )
-    divisions = [r["division"] for r in names.select("division").distinct().collect()]
-    codes = groups.division_codes(feats["division_codes"], divisions)
-    members, grouping = groups.assign_groups(profiles, codes, int(feats["min_group_members"]), int(feats["spend_buckets"]))
-    members = groups.with_member_sk(members).persist()
+    members, grouping, codes = groups.member_groups(rated, in_lookback, names, feats)
+    members = members.persist()
     member_ratings = rated.join(members.select("member_id", "member_sk", "group"), "member_id")
     interest = groups.recent_interest(
         clean, catalog, cutoff - timedelta(days=int(feats["recent_days"])),

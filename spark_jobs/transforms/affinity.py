@@ -6,6 +6,8 @@ import math
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from spark_jobs.transforms.evaluation import dot_scores
+
 
 def user_blocks(members: int, threshold: int, divisor_small: int, divisor_large: int) -> tuple[int, int]:
     """(user blocks, divisor used): small groups use the small divisor, large ones the large."""
@@ -27,14 +29,9 @@ def top_k_affinities(user_factors: DataFrame, item_factors: DataFrame, k: int) -
     """(member_sk, subclass_brand_id, affinity, affinity_rank) for each member's top k candidates.
 
     `item_factors` holds only the candidates, so no affinity is spent on subclass-brands that
-    have nothing on sale. The dot product uses Spark built-ins (no Python UDF).
+    have nothing on sale.
     """
-    dot = F.aggregate(
-        F.zip_with(F.col("u.features"), F.col("i.features"), lambda x, y: x * y), F.lit(0.0), lambda acc, v: acc + v
-    )
-    scored = user_factors.alias("u").crossJoin(F.broadcast(item_factors.alias("i"))).select(
-        F.col("u.id").alias("member_sk"), F.col("i.id").alias("subclass_brand_id"), dot.alias("affinity")
-    )
+    scored = dot_scores(user_factors, item_factors).withColumnRenamed("score", "affinity")
     order = Window.partitionBy("member_sk").orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
     return scored.withColumn("affinity_rank", F.row_number().over(order)).where(F.col("affinity_rank") <= k)
 

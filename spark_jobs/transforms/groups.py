@@ -126,6 +126,21 @@ def assign_groups(profiles: DataFrame, codes: dict[str, int], min_members: int, 
     return members, {"merged": merged, "sizes": dict(sorted(sizes.items()))}
 
 
+def member_groups(rated: DataFrame, events: DataFrame, names: DataFrame, feats: dict) -> tuple[DataFrame, dict, dict]:
+    """(members: member_id, division, price_level, spend_bucket, group, member_sk; grouping
+    {merged, sizes}; division codes) from implicit ratings, the clean events they came from and
+    the subclass-brand names (for divisions). `feats`: config section `features`."""
+    by_division = rated.join(names.select("subclass_brand_id", "division"), "subclass_brand_id")
+    profiles = member_profiles(
+        by_division, events.select("member_id", "event_type", "price"),
+        float(feats["spend_percentile"]), int(feats["spend_buckets"]),
+    )
+    divisions = [r["division"] for r in names.select("division").distinct().collect()]
+    codes = division_codes(feats["division_codes"], divisions)
+    members, grouping = assign_groups(profiles, codes, int(feats["min_group_members"]), int(feats["spend_buckets"]))
+    return with_member_sk(members), grouping, codes
+
+
 def with_member_sk(members: DataFrame) -> DataFrame:
     """ALS needs integer user ids: number members by id (stable within one run's features)."""
     return members.withColumn("member_sk", F.row_number().over(Window.orderBy("member_id")).cast("int"))
