@@ -9,8 +9,12 @@ to the subclass-brands on sale today.
    catalog and sale calendar of D.
 3. `build_features` (Spark): cleaning, implicit ratings, member groups -> `features/dt=D`.
 4. `discover_groups` reads the groups of the day; `train_group_als` is one Spark application
-   per member group (mapped) -> `models/dt=D/group=G`, `affinity/dt=D/group=G`.
-5. `publish_affinity` seals `affinity/dt=D/_SUCCESS`, which the launch feeds wait for.
+   per member group (mapped) -> `models/dt=D/group=G`, `affinity/dt=D/group=G`. Each first
+   passes a quality gate (NDCG@k on a time holdout against popularity): a group that fails
+   it, or whose training fails, is served from its last good model, or from popularity.
+5. `report_quality` logs which groups fell back and why, and writes `models/dt=D/metrics.json`
+   and `models/dt=D/report.png`.
+6. `publish_affinity` seals `affinity/dt=D/_SUCCESS`, which the launch feeds wait for.
 
 Re-running a day (clear + re-run, or a backfill) overwrites that day's partitions only.
 Param `groups` retrains only the listed groups (the others keep the day's earlier output).
@@ -93,10 +97,16 @@ with DAG(
     ).expand(application_args=groups)
 
     @task
+    def report_quality(plan: dict) -> dict:
+        from flashfeed_airflow.planning import report_quality
+
+        return report_quality(plan["models"], plan["features"], plan["dt"])
+
+    @task
     def publish_affinity(plan: dict) -> list[str]:
         from flashfeed_airflow.planning import publish_affinity
 
         return publish_affinity(plan["affinity"], plan["features"])
 
     plan >> waits >> features >> groups
-    train >> publish_affinity(plan)
+    train >> report_quality(plan) >> publish_affinity(plan)

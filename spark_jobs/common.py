@@ -62,6 +62,9 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
         .config("spark.sql.adaptive.enabled", "true")
+        # Takes effect when this process starts the JVM (the `flashfeed evaluate/tune` commands);
+        # under spark-submit the driver is already running with --driver-memory.
+        .config("spark.driver.memory", str(spark_cfg["driver_memory"]))
         # group=13 is a name, not a number: keep partition values as strings.
         .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
         .getOrCreate()
@@ -131,6 +134,13 @@ class LakeFS:
             return []
         names = [str(status.getPath().toString()) for status in fs.listStatus(path) if status.isFile()]
         return sorted(n for n in names if n.endswith(suffix))
+
+    def list_dirs(self, uri: str) -> list[str]:
+        """Names (not paths) of the folders directly under `uri`, sorted; [] when it is missing."""
+        path, fs = self._path(uri)
+        if not fs.exists(path):
+            return []
+        return sorted(str(status.getPath().getName()) for status in fs.listStatus(path) if status.isDirectory())
 
     def file_digest(self, uri: str) -> tuple[int, str, int]:
         """(bytes, sha256, lines) of one file, streamed by the driver through fsspec."""

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -29,7 +28,7 @@ from flashfeed import lake
 from flashfeed.config import group_settings, lake_root, load_config
 from flashfeed.metrics import METRICS
 from spark_jobs.common import LakeFS, get_logger, spark_session
-from spark_jobs.transforms import affinity as affinity_t
+from spark_jobs.transforms import als
 from spark_jobs.transforms import catalog as catalog_t
 from spark_jobs.transforms import cleaning, evaluation, groups, ratings
 
@@ -94,13 +93,14 @@ def prepare(spark: SparkSession, config: dict, root: str, dt: date, split: str, 
     weights = feats["event_weights"]
     rated = ratings.implicit_ratings(train, catalog, weights)
     members, grouping, _ = groups.member_groups(rated, train, catalog_t.subclass_brands(catalog), feats)
-    train_ratings = rated.join(members.select("member_id", "member_sk", "group"), "member_id").persist()
+    # Checkpointed: every model and grid point builds on these, and their plans would grow huge.
+    train_ratings = rated.join(members.select("member_id", "member_sk", "group"), "member_id").localCheckpoint()
     test_ratings = ratings.implicit_ratings(test, catalog, weights)
-    relevant = evaluation.relevant_items(train_ratings, test_ratings, exclude_seen).persist()
-    candidates = test_ratings.select("subclass_brand_id").distinct().persist() if live_only else None
+    relevant = evaluation.relevant_items(train_ratings, test_ratings, exclude_seen).localCheckpoint()
+    candidates = test_ratings.select("subclass_brand_id").distinct().localCheckpoint() if live_only else None
     newest_train = train.agg(F.max("occurred_at")).first()[0]
     interest = groups.recent_interest(train, catalog, newest_train - timedelta(days=int(feats["recent_days"])),
-                                      int(config["collections"]["boost_top_subclasses"]))
+                                      int(config["collections"]["boost_top_subclasses"])).localCheckpoint()
     described.update({
         "dt": dt.isoformat(), "exclude_seen": exclude_seen,
         "candidates": "live in the test part" if live_only else "all",
@@ -118,32 +118,13 @@ def prepare(spark: SparkSession, config: dict, root: str, dt: date, split: str, 
                     candidates=candidates, split=described)
 
 
-def fit_als(ratings_df: DataFrame, params: dict) -> "ALSModel":  # noqa: F821 (pyspark's type)
-    blocks, _ = affinity_t.user_blocks(
-        ratings_df.select("member_sk").distinct().count(), int(params["user_blocks_threshold"]),
-        int(params["user_blocks_divisor_small"]), int(params["user_blocks_divisor_large"]))
-    return ALS(
-        rank=int(params["rank"]), maxIter=int(params["max_iter"]), regParam=float(params["reg_param"]),
-        alpha=float(params["alpha"]), implicitPrefs=True, userCol="member_sk", itemCol="subclass_brand_id",
-        ratingCol="rating", numUserBlocks=blocks, numItemBlocks=int(params["item_blocks"]),
-        checkpointInterval=int(params["checkpoint_interval"]), seed=int(params["seed"]),
-    ).fit(ratings_df)
-
-
-def als_scores(model, ratings_df: DataFrame, members: DataFrame) -> DataFrame:
-    """(member_id, subclass_brand_id, score) of every item for the given members (member_id)."""
-    ids = ratings_df.select("member_id", "member_sk").distinct().join(members, "member_id", "left_semi")
-    users = model.userFactors.join(ids.withColumnRenamed("member_sk", "id"), "id", "left_semi")
-    return evaluation.dot_scores(users, model.itemFactors).join(ids, "member_sk").drop("member_sk")
-
-
 def group_scores(prepared: Prepared, config: dict, group: str, params: dict | None = None) -> DataFrame:
     """Scores of one group's ALS for that group's evaluated members."""
     group_ratings = prepared.train_ratings.where(F.col("group") == group)
-    model = fit_als(group_ratings, params or group_settings(config, "als", group))
+    model = als.fit(group_ratings, params or group_settings(config, "als", group))
     evaluated = prepared.relevant.select("member_id").distinct().join(
         group_ratings.select("member_id").distinct(), "member_id", "left_semi")
-    return als_scores(model, group_ratings, evaluated)
+    return als.member_scores(model, group_ratings, evaluated)
 
 
 def run_models(spark: SparkSession, prepared: Prepared, config: dict, k: int,
@@ -157,8 +138,8 @@ def run_models(spark: SparkSession, prepared: Prepared, config: dict, k: int,
                                                               prepared.candidates)
     if "global_als" in models:
         started = time.monotonic()
-        model = fit_als(prepared.train_ratings, group_settings(config, "als", "global"))
-        rankings["global_als"] = als_scores(model, prepared.train_ratings, evaluated)
+        model = als.fit(prepared.train_ratings, group_settings(config, "als", "global"))
+        rankings["global_als"] = als.member_scores(model, prepared.train_ratings, evaluated)
         log.info("global ALS trained in %.1f s", time.monotonic() - started)
     if {"group_als", "group_als_boosted"} & set(models):
         group_keys = sorted(r["group"] for r in prepared.train_ratings.select("group").distinct().collect())

@@ -1,7 +1,8 @@
 """Features for day D: clean events, implicit ratings, member groups, recent interest, style activity.
 
 Reads   raw/events and raw/returns for the look-back days before D (UTC dates), raw/catalog/dt=D
-Writes  features/dt=D/{ratings (by group), members, recent_interest, style_activity, groups.json}
+Writes  features/dt=D/{ratings (by group), members, recent_interest, style_activity, groups.json,
+        gate/{train_ratings, relevant (by group), candidates}: the quality gate's time split}
         rejects/dt=D/ (every rejected event with its reason)
 Re-run  `spark-submit spark_jobs/features.py --dt D` replaces both partitions of day D only.
 """
@@ -22,7 +23,7 @@ from spark_jobs.common import (
     timed,
 )
 from spark_jobs.transforms import catalog as catalog_t
-from spark_jobs.transforms import cleaning, groups, ratings, scoring
+from spark_jobs.transforms import cleaning, evaluation, groups, ratings, scoring
 
 log = get_logger("features")
 DAYS_PER_MONTH = 30
@@ -35,6 +36,19 @@ def read_daily(spark, fs: LakeFS, dataset: str, days: list[date], root: str):
     paths = [lake.raw(dataset, d, root) for d in days if fs.exists(lake.success(lake.raw(dataset, d, root)))]
     log.info("reading %s: %d of %d daily partitions present (%s .. %s)", dataset, len(paths), len(days), days[-1], days[0])
     return spark.read.parquet(*paths)
+
+
+def quality_gate_split(events, catalog, members, weights: dict, holdout_days: int):
+    """The daily quality gate's time split (each member's last `holdout_days` held out), as
+    (training ratings with member_sk and group, relevant pairs with group, live candidates):
+    each group's model is trained on the first and must find the second (evaluation.py)."""
+    keyed = evaluation.with_keys(events, catalog)
+    train, test = (part.drop("subclass_brand_id", "subclass_key") for part in evaluation.time_split(keyed, holdout_days))
+    train_ratings = ratings.implicit_ratings(train, catalog, weights).join(
+        members.select("member_id", "member_sk", "group"), "member_id")
+    test_ratings = ratings.implicit_ratings(test, catalog, weights)
+    relevant = evaluation.relevant_items(train_ratings, test_ratings).join(members.select("member_id", "group"), "member_id")
+    return train_ratings, relevant, test_ratings.select("subclass_brand_id").distinct()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     members, grouping, codes = groups.member_groups(rated, in_lookback, names, feats)
     members = members.persist()
     member_ratings = rated.join(members.select("member_id", "member_sk", "group"), "member_id")
+    gate_train, gate_relevant, gate_candidates = quality_gate_split(
+        in_lookback, catalog, members, feats["event_weights"], int(config["evaluation"]["gate_holdout_days"]))
     interest = groups.recent_interest(
         clean, catalog, cutoff - timedelta(days=int(feats["recent_days"])),
         int(config["collections"]["boost_top_subclasses"]),
@@ -98,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     with timed(log, f"writing features for {dt}"), staged_partition(fs, partition, log) as staging:
         member_ratings.write.partitionBy("group").parquet(f"{staging}/ratings")
         members.write.parquet(f"{staging}/members")
+        gate_train.write.partitionBy("group").parquet(f"{staging}/gate/train_ratings")
+        gate_relevant.write.partitionBy("group").parquet(f"{staging}/gate/relevant")
+        gate_candidates.write.parquet(f"{staging}/gate/candidates")
         interest.write.parquet(f"{staging}/recent_interest")
         activity.write.parquet(f"{staging}/style_activity")
         per_group = {

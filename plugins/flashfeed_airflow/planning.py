@@ -53,6 +53,7 @@ def plan_model_day(when: datetime) -> dict[str, Any]:
             "sale_calendar": lake.raw("sale_calendar", dt, root),
         },
         "features": lake.features(dt, root),
+        "models": lake.models(dt, root=root),
         "affinity": lake.affinity(dt, root=root),
     }
     log.info("daily model for %s: reads events up to %s, writes %s and %s",
@@ -119,6 +120,14 @@ def publish_affinity(affinity_day: str, features: str) -> list[str]:
     _write_text(lake.success(affinity_day), "")
     log.info("affinities of %d groups sealed: %s", len(groups), lake.success(affinity_day))
     return groups
+
+
+def report_quality(models_day: str, features: str, dt: str) -> dict:
+    """Log which groups serve today's model and which fell back (and why); write the day's
+    models/dt=D/metrics.json and report.png."""
+    from flashfeed.quality_report import write_report
+
+    return write_report(models_day, _read_json(f"{features}/groups.json")["groups"], dt, log)
 
 
 def validate_feeds(feeds: str, version: str) -> dict[str, Any]:

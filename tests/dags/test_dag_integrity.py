@@ -80,6 +80,9 @@ def test_daily_model_shape(dagbag):
     assert "build_features" in upstream_of_groups  # groups are only known after features ran
     sensors = {t.task_id for t in dag.tasks if t.task_id.startswith("wait_for_")}
     assert sensors == {"wait_for_events", "wait_for_returns", "wait_for_catalog", "wait_for_sale_calendar"}
+    # The quality report sees every group's outcome before the day's affinities are sealed.
+    assert dag.get_task("report_quality").upstream_task_ids == {"train_group_als", "plan_model_day"}
+    assert "report_quality" in dag.get_task("publish_affinity").upstream_task_ids
 
 
 def test_launch_feeds_shape(dagbag):

@@ -1,0 +1,82 @@
+"""The daily quality gate and its fallbacks, running the real Spark jobs on a small generated world.
+
+train_group is run as its own process (as spark-submit would), with configs that force each path:
+1. training fails on the first day and nothing earlier exists -> the group is served from popularity;
+2. the gate passes (margin 1.0: any model is good enough) -> served from the day's model;
+3. training fails the next day -> served from the last good model, the day before.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flashfeed import lake
+from flashfeed.config import REPO_ROOT
+from flashfeed.env import project_env
+
+DAY1, DAY2 = "2026-11-22", "2026-11-23"
+MEMBERS, DAYS, SEED = 500, 14, 5
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(args: list[str], env: dict) -> str:
+    result = subprocess.run([sys.executable, *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def _config(tmp_path: Path, name: str, replacements: dict[str, str]) -> str:
+    text = (REPO_ROOT / "include" / "flashfeed.yaml").read_text()
+    for old, new in replacements.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _metrics(root: str, day: str, group: str) -> dict:
+    return json.loads(Path(lake.models(day, group, root), "metrics.json").read_text())
+
+
+def test_gate_and_fallbacks(tmp_path):
+    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(tmp_path / "home")})
+    root = env["FLASHFEED_LAKE"]
+    _run(["-m", "flashfeed.cli", "demo-data", "--lake", root, "--members", str(MEMBERS), "--days", str(DAYS),
+          "--end-date", DAY2, "--seed", str(SEED)], env)
+    _run(["-m", "spark_jobs.features", "--dt", DAY1], env)
+    group = json.loads(Path(lake.features(DAY1, root), "groups.json").read_text())["groups"][0]
+    broken = _config(tmp_path, "broken", {"  group_overrides: {}\n\ncollections:":
+                                          f"  group_overrides: {{\"{group}\": {{rank: 0}}}}\n\ncollections:"})
+    lenient = _config(tmp_path, "lenient", {"gate_ndcg_margin: 0.0": "gate_ndcg_margin: 1.0"})
+    train = ["-m", "spark_jobs.train_group", "--group", group]
+
+    # 1. Training fails, no earlier model: popularity, and the reason is recorded.
+    log = _run([*train, "--dt", DAY1], {**env, "FLASHFEED_CONFIG": broken})
+    first = _metrics(root, DAY1, group)
+    assert first["served_from"] == "popularity"
+    assert first["fallback_reason"].startswith("training failed: ") and "rank" in first["fallback_reason"]
+    assert "FAILED" in log and "falls back" in log
+    assert first["affinity_rows"] > 0 and Path(lake.success(lake.affinity(DAY1, group, root))).exists()
+
+    # 2. The gate passes: the day's model is served and becomes the last good one.
+    _run([*train, "--dt", DAY1], {**env, "FLASHFEED_CONFIG": lenient})
+    good = _metrics(root, DAY1, group)
+    assert good["served_from"] == "model" and good["fallback_reason"] is None
+    assert good["gate"]["evaluated"] and good["gate"]["passed"] and good["gate"]["model"]["members"] > 0
+    assert Path(lake.models(DAY1, group, root), "model").is_dir()
+
+    # 3. Next day training fails: the day before's model serves today's members.
+    _run(["-m", "spark_jobs.features", "--dt", DAY2], env)
+    _run([*train, "--dt", DAY2], {**env, "FLASHFEED_CONFIG": broken})
+    second = _metrics(root, DAY2, group)
+    assert second["served_from"] == f"last_good_model:{DAY1}"
+    assert second["fallback_reason"].startswith("training failed: ")
+    assert 0 < second["members_scored"] <= second["members"]
