@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flashfeed import lake
 from flashfeed.config import REPO_ROOT
@@ -32,13 +33,12 @@ def _run(args: list[str], env: dict) -> str:
     return result.stdout + result.stderr
 
 
-def _config(tmp_path: Path, name: str, replacements: dict[str, str]) -> str:
-    text = (REPO_ROOT / "include" / "flashfeed.yaml").read_text()
-    for old, new in replacements.items():
-        assert old in text
-        text = text.replace(old, new)
+def _config(tmp_path: Path, name: str, change) -> str:
+    """The project config with `change(config)` applied, written to a file of its own."""
+    config = yaml.safe_load((REPO_ROOT / "include" / "flashfeed.yaml").read_text())
+    change(config)
     path = tmp_path / f"{name}.yaml"
-    path.write_text(text)
+    path.write_text(yaml.safe_dump(config))
     return str(path)
 
 
@@ -53,9 +53,8 @@ def test_gate_and_fallbacks(tmp_path):
           "--end-date", DAY2, "--seed", str(SEED)], env)
     _run(["-m", "spark_jobs.features", "--dt", DAY1], env)
     group = json.loads(Path(lake.features(DAY1, root), "groups.json").read_text())["groups"][0]
-    broken = _config(tmp_path, "broken", {"  group_overrides: {}\n\ncollections:":
-                                          f"  group_overrides: {{\"{group}\": {{rank: 0}}}}\n\ncollections:"})
-    lenient = _config(tmp_path, "lenient", {"gate_ndcg_margin: 0.0": "gate_ndcg_margin: 1.0"})
+    broken = _config(tmp_path, "broken", lambda c: c["als"]["group_overrides"].update({group: {"rank": 0}}))
+    lenient = _config(tmp_path, "lenient", lambda c: c["evaluation"].update(gate_ndcg_margin=1.0))
     train = ["-m", "spark_jobs.train_group", "--group", group]
 
     # 1. Training fails, no earlier model: popularity, and the reason is recorded.
