@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 PORT_ATTEMPTS = 3
+# The UCI Online Retail sample (CC BY 4.0) ships next to the repository, in ../shared/data/.
+UCI_SAMPLE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "uci-online-retail-sample"
+              / "online_retail_rows_500000_541908.csv")
 
 
 def free_port() -> int:

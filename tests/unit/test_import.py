@@ -13,10 +13,10 @@ import pytest
 from flashfeed import importer, uci
 from flashfeed.config import load_config
 from flashfeed.demo_data import PART_FILE, SCHEMAS
+from tests.conftest import UCI_SAMPLE
 
 UTC = timezone.utc
 SETTINGS = load_config()["import"]
-UCI_SAMPLE = Path("/work/shared/data/uci-online-retail-sample/online_retail_rows_500000_541908.csv")
 LENIENT = {"max_bad_row_share": 0.9}   # tiny files: a single bad row is a large share
 
 ITEMS = """\
