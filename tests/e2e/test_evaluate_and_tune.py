@@ -54,7 +54,8 @@ def test_evaluate_and_tune_on_the_uci_sample(tmp_path):
     # One grid point for one group: a row per grid point plus the group's popularity baseline.
     results = tmp_path / "tune.csv"
     group = next(iter(report["split"]["groups"]))
-    _flashfeed(["tune", "--lake", lake, "--groups", group, "--rank", "5", "--reg-param", "0.1",
+    _flashfeed(["tune", "--lake", lake, "--split", "stratified", "--ratio", "0.75", "--seed", "3",
+                "--groups", group, "--rank", "5", "--reg-param", "0.1",
                 "--alpha", "0.05", "1.0", "--out", str(results)], env)
     with open(results, newline="") as handle:
         rows = list(csv.DictReader(handle))
