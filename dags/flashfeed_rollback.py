@@ -35,10 +35,11 @@ with DAG(
     default_args=default_args(retry_delay=timedelta(minutes=1)),
     params={
         "target_version": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],   # null (left empty in the form) = the previous version
             pattern=r"^$|^[0-9]{8}t[0-9]{4}$",
-            description="Version to serve again (YYYYMMDDtHHMM); empty = the previous served version.",
+            description="Version to serve again, as YYYYMMDDtHHMM (e.g. 20261122t1100); leave empty "
+                        "to serve the previous version again.",
         ),
     },
     tags=["flashfeed", "dynamodb", "rollback"],

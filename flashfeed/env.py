@@ -47,6 +47,10 @@ def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
+    # Task processes report to the api-server's execution API; Airflow's default URL assumes
+    # port 8080, so follow the configured host and port.
+    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+                   f"http://{env['AIRFLOW__API__HOST']}:{env['AIRFLOW__API__PORT']}/execution/")
     # spark-submit and airflow must come from the project's environment.
     if not env.get("PATH", "").startswith(venv_bin):
         env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"

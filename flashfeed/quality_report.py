@@ -53,7 +53,7 @@ def report_png(summary: dict, title: str) -> bytes:
     import matplotlib.pyplot as plt
 
     evaluated = {g: m["gate"] for g, m in sorted(summary["groups"].items()) if (m.get("gate") or {}).get("evaluated")}
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, axes = plt.subplots(1, 2, figsize=(max(11.0, 2.2 * len(evaluated)), 4.2))
     k = next(iter(evaluated.values()))["k"] if evaluated else "k"
     positions = range(len(evaluated))
     width = 0.38
@@ -62,9 +62,9 @@ def report_png(summary: dict, title: str) -> bytes:
         baseline = [gate["popularity"][metric] for gate in evaluated.values()]
         axis.bar([p - width / 2 for p in positions], model, width, label="group ALS", color="#1f77b4")
         axis.bar([p + width / 2 for p in positions], baseline, width, label="popularity", color="#bbbbbb")
-        labels = [f"{g}\n{'model' if summary['groups'][g]['served_from'] == 'model' else 'FELL BACK'}"
+        labels = [f"{g}\n{'model' if summary['groups'][g]['served_from'] == 'model' else 'fallback'}"
                   for g in evaluated]
-        axis.set_xticks(list(positions), labels)
+        axis.set_xticks(list(positions), labels, fontsize=8)
         axis.set_title(metric.replace("@k", f"@{k}"))
         axis.set_xlabel("member group")
         axis.legend()

@@ -19,6 +19,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame, SparkSession
@@ -196,6 +197,8 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
 def open_lake(args: argparse.Namespace, app: str) -> tuple[SparkSession, dict, str, date]:
     config = load_config()
     root = (args.lake or lake_root()).rstrip("/")
+    if "://" not in root:
+        root = str(Path(root).resolve())     # Spark and fsspec agree on an absolute local path
     dt = date.fromisoformat(args.dt) if args.dt else newest_catalog_date(root)
     if not 0 < args.ratio < 1:
         raise SystemExit(f"--ratio must be between 0 and 1, got {args.ratio}")

@@ -106,7 +106,11 @@ def test_rollback_shape(dagbag):
     order = [t.task_id for t in dag.topological_sort()]
     assert order == ["plan_rollback", "rollback_served_version", "apply_retention"]
     assert set(dag.params.keys()) == {"target_version"}
-    assert dag.params["target_version"] == ""
+    target = dag.params.get_param("target_version")
+    assert target.resolve(None) is None                          # empty in the form: the previous version
+    assert target.resolve("20261122t1100") == "20261122t1100"
+    with pytest.raises(Exception, match="does not match"):        # refused at trigger time
+        target.resolve("yesterday")
     assert dag.get_task("rollback_served_version").retries == 0
 
 

@@ -1,0 +1,258 @@
+"""The Airflow UI in a real browser (issue 6, item 6).
+
+Starts Airflow as `make airflow` does (`flashfeed airflow-ui`, everything on 127.0.0.1) on a fresh
+SQLite home, opens the UI in headless Chromium (Debian's chromium + chromedriver, see .ci/run),
+and does what a person does:
+1. finds both pipeline DAGs in the DAG list;
+2. opens flashfeed_rollback, clicks Trigger and types a wrong target_version: the form refuses
+   it with a message and no run is created;
+3. triggers it again with a valid target_version, an older version that the test served before
+   in a real DynamoDB (dynalite), waits for the run to succeed, checks that the older version is
+   served again, and saves a screenshot of the finished run's graph.
+
+Screenshots go to the test's tmp_path and to test-output/airflow-ui/ (git-ignored).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flashfeed.env import project_env
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-output" / "airflow-ui"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+BROWSER_ARGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900")
+
+PIPELINE_DAGS = ("flashfeed_daily_model", "flashfeed_launch_feeds")
+DAG_ID = "flashfeed_rollback"
+SERVED_BEFORE = "20261121t1100"     # served first ...
+SERVED_NOW = "20261122t1100"        # ... then this one: the rollback serves SERVED_BEFORE again
+WRONG_TARGET = "yesterday"          # violates the param's YYYYMMDDtHHMM pattern
+
+START_TIMEOUT_S = 180
+STOP_TIMEOUT_S = 60
+RUN_TIMEOUT_S = 150
+UI_TIMEOUT_S = 30
+POLL_S = 2
+MIN_SCREENSHOT_BYTES = 20 * 1024    # a blank or error page is a few KB; the graph is far more
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served_versions(tmp_path_factory, dynamodb_endpoint) -> dict[str, str]:
+    """A real DynamoDB where SERVED_NOW is served and SERVED_BEFORE was served before it.
+
+    The tables are empty but marked loaded: rollback and retention only read the control item
+    and check that the target's table exists. Own table prefix, so other tests are untouched.
+    """
+    from flashfeed import serving_store as store
+
+    prefix = f"ui{uuid.uuid4().hex[:8]}-"
+    config = tmp_path_factory.mktemp("ui-config") / "flashfeed.yaml"
+    default = (REPO / "include" / "flashfeed.yaml").read_text()
+    assert "table_prefix: flashfeed-" in default
+    config.write_text(default.replace("table_prefix: flashfeed-", f"table_prefix: {prefix}"))
+
+    client = store.dynamodb_client(dynamodb_endpoint)
+    expected = None
+    for version in (SERVED_BEFORE, SERVED_NOW):
+        store.ensure_feeds_table(client, store.feeds_table(version, prefix))
+        store.mark_loaded(client, prefix, version, written=0, manifest_uri=f"memory://{version}/_manifest.json")
+        store.flip(client, prefix, version, f"memory://{version}/_manifest.json", expected_version=expected)
+        expected = version
+    assert store.served_version(client, prefix)["previous"] == SERVED_BEFORE
+    return {"endpoint": dynamodb_endpoint, "prefix": prefix, "config": str(config)}
+
+
+@pytest.fixture(scope="module")
+def airflow_url(tmp_path_factory, served_versions):
+    """`flashfeed airflow-ui` on a free 127.0.0.1 port, stopped by its own PID at the end."""
+    home = tmp_path_factory.mktemp("airflow-ui-home")
+    port = free_port()
+    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
+                       "AIRFLOW__API__PORT": str(port),   # project_env derives the execution API URL
+                       "FLASHFEED_DYNAMODB_ENDPOINT": served_versions["endpoint"],
+                       "FLASHFEED_CONFIG": served_versions["config"]})
+    log_path = home / "airflow-ui.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["flashfeed", "airflow-ui"], env=env, cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, f"flashfeed airflow-ui exited early:\n{_tail(log_path)}"
+            try:
+                dags = {d["dag_id"] for d in _get(url, "/api/v2/dags")["dags"]}
+                if {*PIPELINE_DAGS, DAG_ID} <= dags:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"Airflow did not list the DAGs in time:\n{_tail(log_path)}"
+            time.sleep(POLL_S)
+        yield url
+    finally:
+        # airflow-ui stops its components (each in its own process group) on SIGTERM.
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium driven by Debian's chromedriver (no driver or browser download)."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)     # CI must run this test, never skip it
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in BROWSER_ARGS:
+        options.add_argument(argument)
+    log = tmp_path_factory.mktemp("chromedriver") / "chromedriver.log"
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER), log_output=str(log)),
+                              options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def _get(url: str, path: str) -> dict:
+    with urllib.request.urlopen(url + path, timeout=10) as response:
+        return json.load(response)
+
+
+def _runs(url: str) -> dict[str, dict]:
+    return {run["dag_run_id"]: run for run in _get(url, f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]}
+
+
+def _wait(browser, condition, what: str, timeout: float = UI_TIMEOUT_S):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.5).until(condition, message=what)
+
+
+def _trigger_dialog(browser):
+    """The trigger form's modal (other dialogs, e.g. popovers, have no such title)."""
+    from selenium.webdriver.common.by import By
+
+    for dialog in browser.find_elements(By.CSS_SELECTOR, "[role='dialog']"):
+        if dialog.is_displayed() and f"Trigger Dag - {DAG_ID}" in dialog.text:
+            return dialog
+    return None
+
+
+def _submit_trigger_form(browser, url: str, target_version: str) -> None:
+    """Open the DAG's page, click Trigger, type target_version, click the form's Trigger."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{url}/dags/{DAG_ID}")
+    _wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "button[aria-label='Trigger Dag']"),
+          "the DAG page's Trigger button").click()
+    field = _wait(browser, lambda b: b.find_element(By.ID, "element_target_version"),
+                  "the target_version field of the trigger form")
+    field.send_keys(Keys.CONTROL, "a")   # the form may remember an earlier value
+    field.send_keys(Keys.DELETE)
+    field.send_keys(target_version)
+    dialog = _trigger_dialog(browser)
+    assert dialog is not None and "Version to serve again" in dialog.text, "the param's description is not shown"
+    _wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "button[data-testid='trigger-dag-submit']").is_enabled()
+          and b.find_element(By.CSS_SELECTOR, "button[data-testid='trigger-dag-submit']"),
+          "an enabled submit button").click()
+
+
+def _save_screenshot(browser, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / name
+    assert browser.save_screenshot(str(shot)), f"no screenshot {shot}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(shot, ARTIFACTS / name)
+    return shot
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+def test_dag_list_shows_both_pipeline_dags(airflow_url, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{airflow_url}/dags")
+    for dag_id in PIPELINE_DAGS:
+        link = _wait(browser, lambda b, d=dag_id: b.find_element(By.CSS_SELECTOR, f"a[href$='/dags/{d}']"),
+                     f"a link to {dag_id} in the DAG list")
+        assert link.text.strip() == dag_id
+
+
+def test_trigger_form_refuses_a_wrong_param_and_creates_no_run(airflow_url, browser, tmp_path):
+    before = set(_runs(airflow_url))
+    _submit_trigger_form(browser, airflow_url, WRONG_TARGET)
+    refusal = _wait(browser, lambda b: (d := _trigger_dialog(b)) and "Invalid input for param target_version" in d.text
+                    and d.text, "the form's refusal of the wrong target_version")
+    assert WRONG_TARGET in refusal
+    _save_screenshot(browser, tmp_path, "flashfeed_rollback-refused-param.png")
+    time.sleep(POLL_S)   # a run created anyway would show up in the API by now
+    assert set(_runs(airflow_url)) == before, "a refused trigger created a run"
+
+
+def test_triggered_run_succeeds_and_its_graph_is_saved(airflow_url, browser, served_versions, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from flashfeed import serving_store as store
+
+    before = set(_runs(airflow_url))
+    _submit_trigger_form(browser, airflow_url, SERVED_BEFORE)
+    _wait(browser, lambda b: set(_runs(airflow_url)) - before, "a new run after submitting the form")
+    (run_id,) = set(_runs(airflow_url)) - before
+    assert _runs(airflow_url)[run_id]["conf"] == {"target_version": SERVED_BEFORE}
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while (state := _runs(airflow_url)[run_id]["state"]) not in ("success", "failed"):
+        assert time.monotonic() < deadline, f"run {run_id} still {state} after {RUN_TIMEOUT_S}s"
+        time.sleep(POLL_S)
+    quoted = urllib.parse.quote(run_id, safe="")
+    tasks = {t["task_id"]: t["state"]
+             for t in _get(airflow_url, f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances")["task_instances"]}
+    assert state == "success", f"run {run_id} {state}: {tasks}"
+    served = store.served_version(store.dynamodb_client(served_versions["endpoint"]), served_versions["prefix"])
+    assert (served["version"], served["previous"]) == (SERVED_BEFORE, SERVED_NOW)
+
+    # The run's page in the graph view (the UI keeps the chosen view in localStorage).
+    browser.get(f"{airflow_url}/dags/{DAG_ID}/runs/{quoted}")
+    browser.execute_script("window.localStorage.setItem('default_dag_view', JSON.stringify('graph'))")
+    browser.refresh()
+    nodes = _wait(browser, lambda b: (n := b.find_elements(By.CSS_SELECTOR, ".react-flow__node")) and
+                  len(n) == len(tasks) and all("success" in node.text for node in n) and n,
+                  "every task of the run in the graph, marked success")
+    assert {node.text.split("\n")[0] for node in nodes} == set(tasks)
+    shot = _save_screenshot(browser, tmp_path, "flashfeed_rollback-run-graph.png")
+    assert shot.stat().st_size > MIN_SCREENSHOT_BYTES, f"{shot} is only {shot.stat().st_size} bytes"
+    assert (ARTIFACTS / shot.name).stat().st_size == shot.stat().st_size
