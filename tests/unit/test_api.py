@@ -54,7 +54,6 @@ def served(dynamodb_endpoint, tmp_path_factory):
     prefix = f"api{uuid.uuid4().hex[:8]}-"
     feeds_dir = tmp_path_factory.mktemp("feeds")
     manifest = write_small_feeds(feeds_dir)
-    table = store.feeds_table(VERSION, prefix)
     result = store.load_feeds(client, str(feeds_dir), manifest, prefix, threads=2)
     store.verify_load(client, prefix, manifest, str(feeds_dir), result.written, sample_members=2, seed=1)
     store.flip(client, prefix, VERSION, str(feeds_dir / "manifest.json"), expected_version=None)
