@@ -6,15 +6,19 @@ PID at the end. Tests isolate themselves with their own table prefix.
 """
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import pytest
 
 PORT_ATTEMPTS = 3
-# The UCI Online Retail sample (CC BY 4.0) ships next to the repository, in ../shared/data/.
-UCI_SAMPLE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "uci-online-retail-sample"
-              / "online_retail_rows_500000_541908.csv")
+# The UCI Online Retail sample (CC BY 4.0) ships next to the project's checkout, in
+# ../shared/data/; FLASHFEED_UCI_SAMPLE points elsewhere (e.g. for a clone in another folder).
+_UCI_RELATIVE = Path("shared", "data", "uci-online-retail-sample", "online_retail_rows_500000_541908.csv")
+_UCI_CANDIDATES = [Path(p) for p in [os.environ.get("FLASHFEED_UCI_SAMPLE")] if p] + [
+    Path(__file__).resolve().parents[2] / _UCI_RELATIVE, Path("/work") / _UCI_RELATIVE]
+UCI_SAMPLE = next((c for c in _UCI_CANDIDATES if c.is_file()), _UCI_CANDIDATES[0])
 
 
 def free_port() -> int:
