@@ -941,28 +941,18 @@ def feeds_versions(client, prefix: str | None = None) -> list[str]:
     return sorted(versions)
 
 
-def rollback(client, prefix: str | None, target_version: str | None = None, *,
-             expected_version: str | None = None, manifest_uri: str | None = None,
-             log: logging.Logger | logging.LoggerAdapter = logger) -> dict:
-    """Serve `target_version` again (default: the control item's `previous`).
+def rollback_target(client, prefix: str | None, target_version: str | None = None) -> tuple[dict, str, dict | None]:
+    """(served control item, target version, target's loaded mark) of a rollback, checked.
 
-    The same conditional write as `flip`, expecting the version served now (or
-    `expected_version` when the caller read it earlier: a flip in between then wins and this
-    raises FlipConflictError). Refuses a target whose table is gone, naming what is retained.
-    When the target is already served, changes nothing and returns `flipped: False`.
-    Manifest recorded: `manifest_uri`, else the one of the target's `loaded` mark.
+    Target: `target_version`, else the control item's `previous`. Refused, naming what can be
+    served instead: nothing served, no target, a malformed one, or (unless the target is served
+    already, when the mark is None) a target whose table is gone or has no loaded mark.
     """
     served = served_version(client, prefix)
     if served is None:
         raise RollbackError("nothing is served yet, so there is nothing to roll back from")
     current = served["version"]
-    if expected_version is not None and expected_version != current:
-        raise FlipConflictError(
-            f"rollback refused: expected {expected_version} to be served, but {current} is served now "
-            "(a flip happened since the rollback was planned). Nothing was changed; re-trigger the rollback",
-            served_version=current,
-        )
-    target = target_version or served.get("previous")
+    target = (target_version or "").strip() or served.get("previous")
     if not target:
         raise RollbackError(
             f"{current} is served and the control item records no previous version; give target_version "
@@ -971,9 +961,7 @@ def rollback(client, prefix: str | None, target_version: str | None = None, *,
     if not VERSION_PATTERN.match(target):
         raise ValueError(f"target version {target!r} is not YYYYMMDDtHHMM, e.g. 20261122t1100")
     if target == current:
-        log.info("Version %s is already served (flipped at %s); nothing to roll back", target, served.get("flipped_at"))
-        return {"version": target, "previous": served.get("previous"), "flipped": False,
-                "table": feeds_table(target, prefix), "manifest": served.get("manifest")}
+        return served, target, None
     table = feeds_table(target, prefix)
     if not table_exists(client, table):
         retained = feeds_versions(client, prefix)
@@ -981,14 +969,42 @@ def rollback(client, prefix: str | None, target_version: str | None = None, *,
             f"cannot roll back to {target}: its table {table} does not exist (or is not ACTIVE), retention "
             f"may have deleted it. Versions that still have a table: {', '.join(retained) or 'none'}"
         )
-    mark = loaded_versions(client, prefix).get(target)
-    if mark is None:
+    marks = loaded_versions(client, prefix)
+    if target not in marks:
         raise NotLoadedError(
             f"cannot roll back to {target}: its table exists but has no loaded mark (a reload of it failed "
-            f"or is running). Loaded versions: {', '.join(sorted(loaded_versions(client, prefix))) or 'none'}"
+            f"or is running). Loaded versions: {', '.join(sorted(marks)) or 'none'}"
+        )
+    return served, target, marks[target]
+
+
+def rollback(client, prefix: str | None, target_version: str | None = None, *,
+             expected_version: str | None = None, manifest_uri: str | None = None,
+             log: logging.Logger | logging.LoggerAdapter = logger) -> dict:
+    """Serve `target_version` again (default: the control item's `previous`), checked by
+    `rollback_target`.
+
+    When the target is already served, changes nothing and returns `flipped: False` (so a
+    retried rollback task is a no-op). Otherwise the same conditional write as `flip`,
+    expecting the version served now (or `expected_version` when the caller read it earlier: a
+    flip in between then wins and this raises FlipConflictError). Manifest recorded:
+    `manifest_uri`, else the one of the target's `loaded` mark.
+    """
+    served, target, mark = rollback_target(client, prefix, target_version)
+    current = served["version"]
+    if target == current:
+        log.info("Version %s is already served (flipped at %s); nothing to roll back", target, served.get("flipped_at"))
+        return {"version": target, "previous": served.get("previous"), "flipped": False,
+                "table": feeds_table(target, prefix), "manifest": served.get("manifest")}
+    if expected_version is not None and expected_version != current:
+        raise FlipConflictError(
+            f"rollback refused: expected {expected_version} to be served, but {current} is served now "
+            "(a flip happened since the rollback was planned). Nothing was changed; re-trigger the rollback",
+            served_version=current,
         )
     manifest_uri = manifest_uri or mark["manifest"]
-    log.info("Rolling back served version %s -> %s (table %s, manifest %s)", current, target, table, manifest_uri)
+    log.info("Rolling back served version %s -> %s (table %s, manifest %s)", current, target,
+             feeds_table(target, prefix), manifest_uri)
     result = flip(client, prefix, target, manifest_uri, expected_version=current)
     result["flipped"] = True
     log.info("Served version is now %s again (was %s, flipped at %s)", target, current, result["flipped_at"])

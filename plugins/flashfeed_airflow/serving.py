@@ -194,29 +194,15 @@ class FlipServedVersionOperator(BaseOperator):
 
 
 def plan_rollback(target_version: str | None = None, log: Any = None) -> dict:
-    """Resolve a rollback before doing it: the version served now, the target (default: the
-    previous one) and that the target's table still exists. Raises naming what is retained."""
+    """Resolve a rollback before doing it (`serving_store.rollback_target`): the version served
+    now, the target (default: the previous one), checked to still be servable."""
     import logging
 
     from flashfeed import serving_store as store
 
     log = log or logging.getLogger(__name__)
-    client = store.dynamodb_client()
-    served = store.served_version(client)
-    if served is None:
-        raise store.RollbackError("nothing is served yet, so there is nothing to roll back from")
-    target = (target_version or "").strip() or served.get("previous")
-    if not target:
-        raise store.RollbackError(
-            f"{served['version']} is served and no previous version is recorded; trigger again with "
-            f"target_version (retained: {', '.join(store.feeds_versions(client)) or 'none'})"
-        )
+    served, target, _ = store.rollback_target(store.dynamodb_client(), None, target_version)
     table = store.feeds_table(target)
-    if target != served["version"] and not store.table_exists(client, table):
-        raise store.TableNotFoundError(
-            f"cannot roll back to {target}: its table {table} does not exist (retention may have deleted it). "
-            f"Versions that still have a table: {', '.join(store.feeds_versions(client)) or 'none'}"
-        )
     log.info("Rollback plan: served %s -> %s (table %s)", served["version"], target, table)
     return {"served": served["version"], "target": target, "table": table}
 
@@ -240,16 +226,10 @@ class RollbackServedVersionOperator(BaseOperator):
     def execute(self, context: Any) -> dict:
         from flashfeed import serving_store as store
 
-        client = store.dynamodb_client()
         target = (self.target_version or "").strip() or None
         expected = (self.expected_version or "").strip() or None
-        if target is not None and expected is not None:
-            served = store.served_version(client)
-            if served and served["version"] == target:
-                self.log.info("Version %s is already served; nothing to roll back", target)
-                return {"version": target, "previous": served.get("previous"), "flipped": False}
         try:
-            result = store.rollback(client, None, target, expected_version=expected, log=self.log)
+            result = store.rollback(store.dynamodb_client(), None, target, expected_version=expected, log=self.log)
         except store.ServingStoreError as error:
             self.log.error("Rollback FAILED, nothing was changed: %s", error)
             raise
