@@ -6,6 +6,7 @@ and nothing else.
 """
 from __future__ import annotations
 
+import json
 from datetime import date
 
 from flashfeed.config import lake_root
@@ -69,3 +70,25 @@ def feed_folder(feed: str, variant: str) -> str:
 def fsspec_url(uri: str) -> str:
     """fsspec names Hadoop's `s3a://` scheme `s3://`; local paths pass through."""
     return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
+
+
+# --- small files through fsspec (local folders and s3://), for plain-Python tasks -------------
+
+def filesystem(uri: str):
+    """(fsspec filesystem, path) of a lake URI. fsspec is imported here, not at DAG parse time."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(fsspec_url(uri))
+
+
+def read_json(uri: str):
+    fs, path = filesystem(uri)
+    with fs.open(path, "r") as handle:
+        return json.load(handle)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    fs, path = filesystem(uri)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    with fs.open(path, "wb") as handle:
+        handle.write(data)

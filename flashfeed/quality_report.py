@@ -10,9 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import Any
-
-import fsspec
 
 from flashfeed import lake
 
@@ -21,23 +18,11 @@ SUMMARY_FILE = "metrics.json"
 REPORT_FILE = "report.png"
 
 
-def _read_json(uri: str) -> Any:
-    with fsspec.open(lake.fsspec_url(uri), "r") as handle:
-        return json.load(handle)
-
-
-def _write_bytes(uri: str, data: bytes) -> None:
-    fs, path = fsspec.core.url_to_fs(lake.fsspec_url(uri))
-    fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(path, "wb") as handle:
-        handle.write(data)
-
-
 def summarise(models_day: str, groups: list[str]) -> dict:
     """Collect the groups' metrics into one summary (see module docstring); returns it."""
     per_group = {}
     for group in groups:
-        metrics = _read_json(f"{models_day}/group={group}/{SUMMARY_FILE}")
+        metrics = lake.read_json(f"{models_day}/group={group}/{SUMMARY_FILE}")
         per_group[group] = {key: metrics.get(key) for key in
                             ("members", "served_from", "fallback_reason", "gate", "params")}
     fell_back = {g: m["fallback_reason"] for g, m in per_group.items() if m["served_from"] != "model"}
@@ -87,8 +72,8 @@ def write_report(models_day: str, groups: list[str], dt: str,
         else:
             logger.warning("group %s: FELL BACK to %s because %s", group, entry["served_from"],
                            entry["fallback_reason"])
-    _write_bytes(f"{models_day}/{SUMMARY_FILE}", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-    _write_bytes(f"{models_day}/{REPORT_FILE}", report_png(summary, f"flashfeed daily model {dt}: quality gate"))
+    lake.write_bytes(f"{models_day}/{SUMMARY_FILE}", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    lake.write_bytes(f"{models_day}/{REPORT_FILE}", report_png(summary, f"flashfeed daily model {dt}: quality gate"))
     logger.info("%d of %d groups serve today's model; fell back: %s. Summary %s, picture %s",
                 len(summary["served_from_model"]), len(groups),
                 ", ".join(f"{g} ({r})" for g, r in summary["fell_back"].items()) or "none",

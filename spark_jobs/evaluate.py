@@ -51,9 +51,7 @@ class Prepared:
 
 def newest_catalog_date(root: str) -> date:
     """The newest raw/catalog/dt=… partition with _SUCCESS: the default evaluation date."""
-    import fsspec
-
-    fs, base = fsspec.core.url_to_fs(lake.fsspec_url(f"{root}/raw/catalog"))
+    fs, base = lake.filesystem(f"{root}/raw/catalog")
     days = sorted(entry.rstrip("/").rsplit("dt=", 1)[-1] for entry in fs.ls(base, detail=False) if "dt=" in entry)
     for day in reversed(days):
         if fs.exists(f"{base}/dt={day}/{lake.SUCCESS}"):

@@ -9,29 +9,10 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-import fsspec
-
 from flashfeed import calendar, lake
 from flashfeed.config import lake_root
 
 log = logging.getLogger(__name__)
-
-
-def _fs(uri: str):
-    return fsspec.core.url_to_fs(lake.fsspec_url(uri))
-
-
-def _read_json(uri: str) -> Any:
-    fs, path = _fs(uri)
-    with fs.open(path, "r") as handle:
-        return json.load(handle)
-
-
-def _write_text(uri: str, text: str) -> None:
-    fs, path = _fs(uri)
-    fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(path, "w") as handle:
-        handle.write(text)
 
 
 def run_date(logical_date: datetime | None, run_after: datetime) -> datetime:
@@ -84,7 +65,7 @@ def plan_launch(when: datetime, launch: str | None = None) -> dict[str, Any]:
 
 def discover_groups(features: str, only: list[str] | None = None) -> list[str]:
     """The member groups of a day, read from features' groups.json (optionally a subset)."""
-    summary = _read_json(f"{features}/groups.json")
+    summary = lake.read_json(f"{features}/groups.json")
     groups = summary["groups"]
     for group in groups:
         counts = summary["per_group"][group]
@@ -103,8 +84,8 @@ def publish_affinity(affinity_day: str, features: str) -> list[str]:
 
     Groups that no longer exist (e.g. merged today) are removed so readers never mix days.
     """
-    groups = _read_json(f"{features}/groups.json")["groups"]
-    fs, base = _fs(affinity_day)
+    groups = lake.read_json(f"{features}/groups.json")["groups"]
+    fs, base = lake.filesystem(affinity_day)
     missing = [g for g in groups if not fs.exists(f"{base}/group={g}/{lake.SUCCESS}")]
     if missing:
         raise FileNotFoundError(
@@ -116,8 +97,8 @@ def publish_affinity(affinity_day: str, features: str) -> list[str]:
         if name.startswith("group=") and name[len("group="):] not in groups:
             log.info("removing stale affinity partition %s", entry)
             fs.rm(entry, recursive=True)
-    _write_text(f"{affinity_day}/groups.json", json.dumps({"groups": groups}, indent=2) + "\n")
-    _write_text(lake.success(affinity_day), "")
+    lake.write_bytes(f"{affinity_day}/groups.json", (json.dumps({"groups": groups}, indent=2) + "\n").encode())
+    lake.write_bytes(lake.success(affinity_day), b"")
     log.info("affinities of %d groups sealed: %s", len(groups), lake.success(affinity_day))
     return groups
 
@@ -127,12 +108,12 @@ def report_quality(models_day: str, features: str, dt: str) -> dict:
     models/dt=D/metrics.json and report.png."""
     from flashfeed.quality_report import write_report
 
-    return write_report(models_day, _read_json(f"{features}/groups.json")["groups"], dt, log)
+    return write_report(models_day, lake.read_json(f"{features}/groups.json")["groups"], dt, log)
 
 
 def validate_feeds(feeds: str, version: str) -> dict[str, Any]:
     """Refuse to load a feeds partition whose manifest is incomplete or inconsistent."""
-    manifest = _read_json(f"{feeds}/manifest.json")
+    manifest = lake.read_json(f"{feeds}/manifest.json")
     problems = []
     if manifest.get("version") != version:
         problems.append(f"manifest version {manifest.get('version')!r} is not {version!r}")

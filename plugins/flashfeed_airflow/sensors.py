@@ -15,12 +15,10 @@ class SuccessMarkerSensor(BaseSensorOperator):
         self.partition = partition
 
     def poke(self, context) -> bool:
-        import fsspec
-
         from flashfeed import lake
 
         marker = lake.success(self.partition)
-        fs, path = fsspec.core.url_to_fs(lake.fsspec_url(marker))
+        fs, path = lake.filesystem(marker)
         if fs.exists(path):
             self.log.info("found %s", marker)
             return True
