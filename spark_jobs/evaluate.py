@@ -76,19 +76,19 @@ def prepare(spark: SparkSession, config: dict, root: str, dt: date, split: str, 
     catalog = catalog_t.with_subclass_brand(spark.read.parquet(lake.raw("catalog", dt, root))).cache()
     clean, _ = cleaning.clean_events(read_daily(spark, fs, "events", days, root), catalog,
                                      config["cleaning"]["event_types"], cutoff)
-    keyed = evaluation.with_keys(clean, catalog).persist()
+    clean = clean.persist()
 
     if split == "time":
-        train, test = evaluation.time_split(keyed, holdout_days)
+        train, test = evaluation.time_split(clean, holdout_days)
         described = {"type": "time", "holdout_days": holdout_days}
     elif split == "stratified":
-        train, test = evaluation.stratified_split(keyed, ratio, seed)
+        # Split per subclass-brand; the pipeline's transforms below add the keys themselves.
+        train, test = (part.select(*clean.columns) for part in
+                       evaluation.stratified_split(evaluation.with_keys(clean, catalog), ratio, seed))
         described = {"type": "stratified", "ratio": ratio, "seed": seed}
     else:
         raise ValueError(f"unknown split {split!r}: use time or stratified")
-    # The pipeline's transforms add the subclass-brand keys themselves.
-    train = train.drop("subclass_brand_id", "subclass_key").persist()
-    test = test.drop("subclass_brand_id", "subclass_key")
+    train = train.persist()
     weights = feats["event_weights"]
     rated = ratings.implicit_ratings(train, catalog, weights)
     members, grouping, _ = groups.member_groups(rated, train, catalog_t.subclass_brands(catalog), feats)

@@ -42,8 +42,7 @@ def quality_gate_split(events, catalog, members, weights: dict, holdout_days: in
     """The daily quality gate's time split (each member's last `holdout_days` held out), as
     (training ratings with member_sk and group, relevant pairs with group, live candidates):
     each group's model is trained on the first and must find the second (evaluation.py)."""
-    keyed = evaluation.with_keys(events, catalog)
-    train, test = (part.drop("subclass_brand_id", "subclass_key") for part in evaluation.time_split(keyed, holdout_days))
+    train, test = evaluation.time_split(events, holdout_days)
     train_ratings = ratings.implicit_ratings(train, catalog, weights).join(
         members.select("member_id", "member_sk", "group"), "member_id")
     test_ratings = ratings.implicit_ratings(test, catalog, weights)

@@ -18,9 +18,9 @@ from flashfeed.metrics import mean_metrics
 
 
 def with_keys(events: DataFrame, catalog_keyed: DataFrame) -> DataFrame:
-    """Clean events with their subclass-brand and subclass key (events of unknown styles drop out:
-    cleaning has already rejected and counted those)."""
-    return events.join(catalog_keyed.select("style_id", "subclass_brand_id", "subclass_key"), "style_id")
+    """Clean events with their subclass-brand (events of unknown styles drop out: cleaning has
+    already rejected and counted those)."""
+    return events.join(catalog_keyed.select("style_id", "subclass_brand_id"), "style_id")
 
 
 def time_split(events: DataFrame, holdout_days: int) -> tuple[DataFrame, DataFrame]:
