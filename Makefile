@@ -9,7 +9,7 @@ FLASHFEED := $(VENV)/bin/flashfeed
 PYSPARK_VERSION := $(shell sed -n 's/^pyspark==//p' requirements.txt)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test airflow api dynamodb-start dynamodb-stop clean
+.PHONY: install browser demo test airflow api dynamodb-start dynamodb-stop clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -32,7 +32,16 @@ node_modules/.installed: package.json package-lock.json
 demo: install
 	$(FLASHFEED) demo
 
-test: install
+# The browser test drives Debian's Chromium through Debian's chromedriver (same version,
+# nothing downloaded at test time): installed from apt when missing (root, or sudo).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
+
+test: install browser
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 airflow: install
