@@ -4,20 +4,25 @@
 Once a day at 05:00 America/New_York, before the first launch, learns every member's affinity
 to the subclass-brands on sale today.
 
-1. `plan_model_day` names the day D (local date) and the partitions this run owns.
-2. `wait_for_*` wait for the day's raw inputs (`_SUCCESS`): events and returns of D-1,
-   catalog and sale calendar of D.
-3. `build_features` (Spark): cleaning, implicit ratings, member groups -> `features/dt=D`.
-4. `discover_groups` reads the groups of the day; `train_group_als` is one Spark application
-   per member group (mapped) -> `models/dt=D/group=G`, `affinity/dt=D/group=G`. Each first
-   passes a quality gate (NDCG@k on a time holdout against popularity): a group that fails
-   it, or whose training fails, is served from its last good model, or from popularity.
-5. `report_quality` logs which groups fell back and why, and writes `models/dt=D/metrics.json`
-   and `models/dt=D/report.png`.
-6. `publish_affinity` seals `affinity/dt=D/_SUCCESS`, which the launch feeds wait for.
+`plan_model_day` names the day D (local date of the run) and the partitions this run owns.
+Then one task group per stage:
 
-Re-running a day (clear + re-run, or a backfill) overwrites that day's partitions only.
-Param `groups` retrains only the listed groups (the others keep the day's earlier output).
+1. **inputs**: `wait_for_*` wait for the day's raw inputs (`_SUCCESS`): events and returns of
+   D-1, catalog and sale calendar of D.
+2. **features**: `build_features` (Spark): cleaning, implicit ratings, member groups ->
+   `features/dt=D`.
+3. **train**: `discover_groups` reads the groups of the day; `train_group_als` is one Spark
+   application per member group (mapped) -> `models/dt=D/group=G`, `affinity/dt=D/group=G`.
+   Each first passes a quality gate (NDCG@k on a time holdout against popularity): a group
+   that fails it, or whose training fails, is served from its last good model, or from popularity.
+4. **publish**: `report_quality` logs which groups fell back and why, and writes
+   `models/dt=D/metrics.json` and `report.png`; `publish_affinity` seals
+   `affinity/dt=D/_SUCCESS`, which the launch feeds wait for.
+
+Re-running a day (clear + re-run, or a backfill) overwrites that day's partitions only; a
+backfill reads each day's own raw partitions. Param `groups` retrains only the listed groups
+(the others keep the day's earlier output). Every Spark application takes a slot of the
+`flashfeed_spark` pool; a task that fails for good alerts (log + FLASHFEED_ALERT_WEBHOOK).
 """
 from __future__ import annotations
 
@@ -25,8 +30,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, CronTriggerTimetable, Param, task
-from flashfeed_airflow.schedules import DAILY_MODEL_CRON, START_DATE, TIMEZONE, default_args
+from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, task
+from flashfeed_airflow.schedules import (
+    DAILY_MODEL_CRON, NO_RETRIES, SPARK_DAILY_TIMEOUT, SPARK_POOL, START_DATE, TIMEZONE, default_args,
+)
 from flashfeed_airflow.sensors import SuccessMarkerSensor
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
@@ -46,67 +53,105 @@ with DAG(
             [],
             type="array",
             items={"type": "string", "pattern": "^[0-9]{2,3}$"},
-            description="Member groups to retrain (e.g. [\"13\", \"21\"]); empty = every group of the day.",
+            uniqueItems=True,
+            title="Member groups to retrain",
+            description="Group keys of 2-3 digits, one per line (e.g. 13 = women, spend bucket 3); "
+                        "empty = every group of the day. The other groups keep the day's earlier output.",
         ),
     },
     tags=["flashfeed", "model", "spark"],
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task(retries=NO_RETRIES)  # pure date arithmetic: a retry cannot change it
     def plan_model_day(logical_date=None, dag_run=None) -> dict:
+        """Names the model day D and the lake partitions this run reads and writes (XCom)."""
         from flashfeed_airflow.planning import plan_model_day, run_date
 
         return plan_model_day(run_date(logical_date, dag_run.run_after))
 
     plan = plan_model_day()
 
-    waits = [
-        SuccessMarkerSensor(
-            task_id=f"wait_for_{name}",
-            partition=f"{{{{ {PLAN}['raw']['{name}'] }}}}",
-            mode="reschedule",
-            poke_interval=300,
-            timeout=int(timedelta(hours=5).total_seconds()),
+    with TaskGroup("inputs", tooltip="Wait for the day's raw partitions (_SUCCESS)"):
+        waits = [
+            SuccessMarkerSensor(
+                task_id=f"wait_for_{name}",
+                partition=f"{{{{ {PLAN}['raw']['{name}'] }}}}",
+                mode="reschedule",
+                poke_interval=300,
+                timeout=int(timedelta(hours=5).total_seconds()),
+                retries=NO_RETRIES,  # timed out = the data is not there; waiting again is a re-run
+            )
+            for name in RAW_INPUTS
+        ]
+
+    with TaskGroup("features", tooltip="Cleaning, implicit ratings, member groups"):
+        features = SparkSubmitOperator(
+            task_id="build_features",
+            application=str(SPARK_JOBS / "features.py"),
+            application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
+            name="flashfeed-features",
+            conn_id="spark_default",
+            pool=SPARK_POOL,
+            execution_timeout=SPARK_DAILY_TIMEOUT,
+            doc_md="""
+Spark job `spark_jobs/features.py --dt D`. **Reads** raw events and returns up to D-1 (the
+look-back window), catalog and sale calendar of D. **Writes** `features/dt=D` (ratings,
+`groups.json`, quality-gate split) and counted rejects under `rejects/dt=D`. Fails when more
+than `cleaning.max_reject_share` of the input is rejected. **Re-run**: clear this task; it
+overwrites `features/dt=D` only, then clear the train stage.
+""",
         )
-        for name in RAW_INPUTS
-    ]
 
-    features = SparkSubmitOperator(
-        task_id="build_features",
-        application=str(SPARK_JOBS / "features.py"),
-        application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
-        name="flashfeed-features",
-        conn_id="spark_default",
-    )
+    with TaskGroup("train", tooltip="One ALS model per member group, behind a quality gate"):
 
-    @task
-    def discover_groups(plan: dict, params=None) -> list[list[str]]:
-        from flashfeed_airflow.planning import discover_groups
+        @task
+        def discover_groups(plan: dict, params=None) -> list[list[str]]:
+            """Reads `features/dt=D/groups.json`; returns the spark-submit arguments per group."""
+            from flashfeed_airflow.planning import discover_groups
 
-        groups = discover_groups(plan["features"], params.get("groups") or None)
-        return [["--dt", plan["dt"], "--group", group] for group in groups]
+            groups = discover_groups(plan["features"], params.get("groups") or None)
+            return [["--dt", plan["dt"], "--group", group] for group in groups]
 
-    groups = discover_groups(plan)
-    train = SparkSubmitOperator.partial(
-        task_id="train_group_als",
-        application=str(SPARK_JOBS / "train_group.py"),
-        name="flashfeed-als",
-        conn_id="spark_default",
-        map_index_template="group {{ task.application_args[-1] }}",
-    ).expand(application_args=groups)
+        groups = discover_groups(plan)
+        train = SparkSubmitOperator.partial(
+            task_id="train_group_als",
+            application=str(SPARK_JOBS / "train_group.py"),
+            name="flashfeed-als",
+            conn_id="spark_default",
+            pool=SPARK_POOL,
+            execution_timeout=SPARK_DAILY_TIMEOUT,
+            map_index_template="group {{ task.application_args[-1] }}",
+            doc_md="""
+Spark job `spark_jobs/train_group.py --dt D --group G`, one mapped task per member group.
+**Reads** `features/dt=D` (the group's ratings and gate split). **Writes**
+`models/dt=D/group=G` (factors, `metrics.json` with the gate's NDCG figures) and
+`affinity/dt=D/group=G`. A group that fails the gate serves its last good model or popularity
+(the task still succeeds; see report_quality). **Re-run**: clear one map index to retrain one
+group, or trigger the DAG with param `groups`.
+""",
+        ).expand(application_args=groups)
 
-    @task
-    def report_quality(plan: dict) -> dict:
-        from flashfeed_airflow.planning import report_quality
+    with TaskGroup("publish", tooltip="Quality report, then seal the day's affinities"):
 
-        return report_quality(plan["models"], plan["features"], plan["dt"])
+        @task
+        def report_quality(plan: dict) -> dict:
+            """Logs which groups serve today's model and which fell back; writes
+            `models/dt=D/metrics.json` and `report.png`."""
+            from flashfeed_airflow.planning import report_quality
 
-    @task
-    def publish_affinity(plan: dict) -> list[str]:
-        from flashfeed_airflow.planning import publish_affinity
+            return report_quality(plan["models"], plan["features"], plan["dt"])
 
-        return publish_affinity(plan["affinity"], plan["features"])
+        @task
+        def publish_affinity(plan: dict) -> list[str]:
+            """Seals `affinity/dt=D/_SUCCESS` once every group of the day has its affinities;
+            the launch feeds of day D wait for it."""
+            from flashfeed_airflow.planning import publish_affinity
+
+            return publish_affinity(plan["affinity"], plan["features"])
+
+        quality = report_quality(plan)
+        quality >> publish_affinity(plan)
 
     plan >> waits >> features >> groups
-    train >> report_quality(plan) >> publish_affinity(plan)
+    train >> quality

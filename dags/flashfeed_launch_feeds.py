@@ -5,19 +5,30 @@ Ahead of each launch (11:00, 15:00 and 20:00 America/New_York, 45 minutes early)
 member's six collections for the products on sale in [launch, launch + 24 h), loads them into a
 new versioned DynamoDB table and flips the served version to it.
 
-1. `plan_launch` names the launch slot (date, `HHMM`, version `YYYYMMDDtHHMM`).
-2. Waits for the day's affinities (`flashfeed_daily_model`) and sale calendar.
-3. `score_products` (Spark) -> `products/dt=D/launch=HHMM`; `build_collections` (Spark) ->
-   `feeds/dt=D/launch=HHMM` with `manifest.json`.
-4. `validate_feeds` checks the manifest, `load_feeds` writes the table `<prefix>feeds-<version>`
-   and verifies it, `flip_served_version` points the API at it (conditional write) unless the new
-   version has fewer than `serving.min_coverage_ratio` x the served version's members.
-5. `apply_retention` deletes feeds tables older than the last `serving.retain_versions` served
-   versions (skipped on a dry run). Roll back with the `flashfeed_rollback` DAG.
+`plan_launch` names the launch slot (date, `HHMM`, version `YYYYMMDDtHHMM`). Then one task
+group per stage:
 
-Params: `launch` forces a slot of the run's day; `dry_run` loads and verifies without flipping;
-`allow_low_coverage` flips even when the coverage check fails (logged with the figures).
-Re-running a slot overwrites that slot's partitions and reloads its table.
+1. **inputs**: wait for the day's affinities (`flashfeed_daily_model`) and sale calendar.
+2. **build**: `score_products` (Spark) -> `products/dt=D/launch=HHMM`; `build_collections`
+   (Spark) -> `feeds/dt=D/launch=HHMM` with `manifest.json`.
+3. **serve**: `validate_feeds` checks the manifest, `load_feeds` writes the table
+   `<prefix>feeds-<version>` and verifies it, `flip_served_version` points the API at it
+   (conditional write) unless the new version has fewer than `serving.min_coverage_ratio` x
+   the served version's members; `apply_retention` deletes feeds tables older than the last
+   `serving.retain_versions` served versions (skipped on a dry run).
+
+**Params**: `launch` forces a slot of the run's day; `dry_run` loads and verifies without
+flipping; `allow_low_coverage` flips even when the coverage check fails (logged with the
+figures); `allow_older_version` serves a slot older than the served version.
+
+**Backfills** (`airflow backfill create`, or Backfill in the UI) rebuild each slot's feeds from
+that day's data, byte for byte as the first time. A slot older than the served version is
+neither loaded nor flipped (those tasks are skipped, saying why) unless `allow_older_version`
+is set. Re-running a slot overwrites that slot's partitions and reloads its table.
+
+**Alerts**: a task that fails for good is logged and posted to FLASHFEED_ALERT_WEBHOOK;
+`flashfeed_launch_watch` alerts when a launch is not flipped 15 minutes before it goes live.
+Roll back with the `flashfeed_rollback` DAG.
 """
 from __future__ import annotations
 
@@ -25,14 +36,18 @@ from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, task
-from flashfeed_airflow.schedules import LAUNCH_TIMES, START_DATE, TIMEZONE, default_args, launch_crons
+from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, TaskGroup, task
+from flashfeed_airflow.schedules import (
+    LAUNCH_TIMES, LOAD_TIMEOUT, NO_RETRIES, SPARK_LAUNCH_TIMEOUT, SPARK_POOL, START_DATE, TIMEZONE,
+    default_args, launch_crons,
+)
 from flashfeed_airflow.sensors import SuccessMarkerSensor
 from flashfeed_airflow.serving import ApplyRetentionOperator, FlipServedVersionOperator, LoadFeedsOperator
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 PLAN = "ti.xcom_pull(task_ids='plan_launch')"
 SLOT_ARGS = ["--dt", f"{{{{ {PLAN}['dt'] }}}}", "--launch", f"{{{{ {PLAN}['launch'] }}}}"]
+SLOTS = [t.replace(":", "") for t in LAUNCH_TIMES]
 
 with DAG(
     dag_id="flashfeed_launch_feeds",
@@ -46,68 +61,115 @@ with DAG(
         "launch": Param(
             "",
             type="string",
-            enum=["", *[t.replace(":", "") for t in LAUNCH_TIMES]],
-            description="Launch slot HHMM to build; empty = the next launch after the run's logical date.",
+            enum=["", *SLOTS],
+            title="Launch slot",
+            description=f"Launch slot HHMM to build ({', '.join(SLOTS)}); empty = the next launch after "
+                        "the run's logical date.",
         ),
-        "dry_run": Param(False, type="boolean", description="Load and verify the new table, but do not flip."),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Build, load and verify the new table, but do not flip or delete anything."),
         "allow_low_coverage": Param(
-            False, type="boolean",
+            False, type="boolean", title="Allow low coverage",
             description="Flip even if the new version has fewer than serving.min_coverage_ratio x the "
                         "served version's members.",
+        ),
+        "allow_older_version": Param(
+            False, type="boolean", title="Allow an older version",
+            description="Load and serve this slot even if it is older than the served version (e.g. to "
+                        "serve a backfilled day again). Off: an older slot is built in the lake only.",
         ),
     },
     tags=["flashfeed", "feeds", "spark", "dynamodb"],
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task(retries=NO_RETRIES)  # pure date arithmetic: a retry cannot change it
     def plan_launch(logical_date=None, dag_run=None, params=None) -> dict:
+        """Names the launch slot and the lake partitions this run reads and writes (XCom)."""
         from flashfeed_airflow.planning import plan_launch, run_date
 
         return plan_launch(run_date(logical_date, dag_run.run_after), params.get("launch") or None)
 
     plan = plan_launch()
 
-    wait_affinity = SuccessMarkerSensor(
-        task_id="wait_for_affinity", partition=f"{{{{ {PLAN}['affinity'] }}}}",
-        mode="reschedule", poke_interval=120, timeout=int(timedelta(hours=3).total_seconds()),
-    )
-    wait_calendar = SuccessMarkerSensor(
-        task_id="wait_for_sale_calendar", partition=f"{{{{ {PLAN}['sale_calendar'] }}}}",
-        mode="reschedule", poke_interval=120, timeout=int(timedelta(hours=3).total_seconds()),
-    )
-    score = SparkSubmitOperator(
-        task_id="score_products", application=str(SPARK_JOBS / "score_products.py"),
-        application_args=SLOT_ARGS, name="flashfeed-score-products", conn_id="spark_default",
-    )
-    collections = SparkSubmitOperator(
-        task_id="build_collections", application=str(SPARK_JOBS / "build_collections.py"),
-        application_args=SLOT_ARGS, name="flashfeed-collections", conn_id="spark_default",
-    )
-    wait_feeds = SuccessMarkerSensor(
-        task_id="wait_for_feeds", partition=f"{{{{ {PLAN}['feeds'] }}}}",
-        mode="reschedule", poke_interval=30, timeout=int(timedelta(minutes=30).total_seconds()),
-    )
+    with TaskGroup("inputs", tooltip="Wait for the day's affinities and sale calendar (_SUCCESS)"):
+        waits = [
+            SuccessMarkerSensor(
+                task_id=f"wait_for_{name}", partition=f"{{{{ {PLAN}['{name}'] }}}}",
+                mode="reschedule", poke_interval=120, timeout=int(timedelta(hours=3).total_seconds()),
+                retries=NO_RETRIES,  # timed out = the data is not there; waiting again is a re-run
+            )
+            for name in ("affinity", "sale_calendar")
+        ]
 
-    @task
-    def validate_feeds(plan: dict) -> dict:
-        from flashfeed_airflow.planning import validate_feeds
+    with TaskGroup("build", tooltip="Score the products on sale, build six collections per member"):
+        score = SparkSubmitOperator(
+            task_id="score_products", application=str(SPARK_JOBS / "score_products.py"),
+            application_args=SLOT_ARGS, name="flashfeed-score-products", conn_id="spark_default",
+            pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,
+            doc_md="""
+Spark job `spark_jobs/score_products.py --dt D --launch HHMM`. **Reads** the sale calendar and
+catalog of D and six months of interactions. **Writes** `products/dt=D/launch=HHMM`: the
+in-stock products on sale in [launch, launch + 24 h) with their scores. **Re-run**: clear it
+(and downstream); it overwrites this slot's partition only.
+""",
+        )
+        collections = SparkSubmitOperator(
+            task_id="build_collections", application=str(SPARK_JOBS / "build_collections.py"),
+            application_args=SLOT_ARGS, name="flashfeed-collections", conn_id="spark_default",
+            pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,
+            doc_md="""
+Spark job `spark_jobs/build_collections.py --dt D --launch HHMM`. **Reads** `affinity/dt=D` and
+`products/dt=D/launch=HHMM`. **Writes** `feeds/dt=D/launch=HHMM`: six JSON-lines data sets
+(products, brands, categories x full, card), the fallback payloads and `manifest.json`
+(counts, sizes, sha256 per file). **Re-run**: clear it (and downstream); same inputs give the
+same bytes.
+""",
+        )
+        wait_feeds = SuccessMarkerSensor(
+            task_id="wait_for_feeds", partition=f"{{{{ {PLAN}['feeds'] }}}}",
+            mode="reschedule", poke_interval=30, timeout=int(timedelta(minutes=30).total_seconds()),
+            retries=NO_RETRIES,
+        )
+        score >> collections >> wait_feeds
 
-        return validate_feeds(plan["feeds"], plan["version"])
+    with TaskGroup("serve", tooltip="Validate, load into DynamoDB, flip the served version, retention"):
 
-    load = LoadFeedsOperator(
-        task_id="load_feeds", feeds_uri=f"{{{{ {PLAN}['feeds'] }}}}", version=f"{{{{ {PLAN}['version'] }}}}",
-    )
-    flip = FlipServedVersionOperator(
-        task_id="flip_served_version",
-        version=f"{{{{ {PLAN}['version'] }}}}",
-        manifest_uri=f"{{{{ {PLAN}['feeds'] }}}}/manifest.json",
-        dry_run="{{ params.dry_run }}",
-        allow_low_coverage="{{ params.allow_low_coverage }}",
-        retries=0,  # a lost race or a refused flip needs a person, not a retry
-    )
+        @task(retries=NO_RETRIES)  # a bad manifest stays bad: rebuild the collections instead
+        def validate_feeds(plan: dict) -> dict:
+            """Refuses an incomplete or inconsistent `manifest.json` before anything is loaded."""
+            from flashfeed_airflow.planning import validate_feeds
 
-    retention = ApplyRetentionOperator(task_id="apply_retention", dry_run="{{ params.dry_run }}")
+            return validate_feeds(plan["feeds"], plan["version"])
 
-    plan >> [wait_affinity, wait_calendar] >> score >> collections >> wait_feeds
-    wait_feeds >> validate_feeds(plan) >> load >> flip >> retention
+        load = LoadFeedsOperator(
+            task_id="load_feeds", feeds_uri=f"{{{{ {PLAN}['feeds'] }}}}", version=f"{{{{ {PLAN}['version'] }}}}",
+            allow_older_version="{{ params.allow_older_version }}", execution_timeout=LOAD_TIMEOUT,
+            doc_md="""
+**Reads** `feeds/dt=D/launch=HHMM` (manifest and files). **Writes** the DynamoDB table
+`<prefix>feeds-<version>` (batch writes, retried with backoff), then verifies item count and a
+byte-for-byte sample and marks the version loaded. Skipped for a slot older than the served
+version unless `allow_older_version`. **Re-run**: clear it; it rewrites the same keys.
+""",
+        )
+        flip = FlipServedVersionOperator(
+            task_id="flip_served_version",
+            version=f"{{{{ {PLAN}['version'] }}}}",
+            manifest_uri=f"{{{{ {PLAN}['feeds'] }}}}/manifest.json",
+            dry_run="{{ params.dry_run }}",
+            allow_low_coverage="{{ params.allow_low_coverage }}",
+            allow_older_version="{{ params.allow_older_version }}",
+            retries=NO_RETRIES,  # a lost race or a refused flip needs a person, not a retry
+            doc_md="""
+One conditional write on the control item makes the API serve this version. Refuses an
+unloaded version, a coverage drop (param `allow_low_coverage`) and an older version than the
+served one (param `allow_older_version`); `dry_run` only logs. **Re-run**: clear it; flipping
+to the served version is a no-op. Roll back with `flashfeed_rollback`.
+""",
+        )
+        retention = ApplyRetentionOperator(task_id="apply_retention", dry_run="{{ params.dry_run }}")
+        validated = validate_feeds(plan)
+        validated >> load >> flip >> retention
+
+    plan >> waits >> score
+    wait_feeds >> validated

@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import DAG, Param, task
-from flashfeed_airflow.schedules import START_DATE, default_args
+from flashfeed_airflow.schedules import NO_RETRIES, START_DATE, default_args
 from flashfeed_airflow.serving import ApplyRetentionOperator, RollbackServedVersionOperator
 
 PLAN = "ti.xcom_pull(task_ids='plan_rollback')"
@@ -38,6 +38,7 @@ with DAG(
             None,
             type=["null", "string"],   # null (left empty in the form) = the previous version
             pattern=r"^$|^[0-9]{8}t[0-9]{4}$",
+            title="Version to serve again",
             description="Version to serve again, as YYYYMMDDtHHMM (e.g. 20261122t1100); leave empty "
                         "to serve the previous version again.",
         ),
@@ -48,6 +49,7 @@ with DAG(
 
     @task
     def plan_rollback(params=None) -> dict:
+        """Reads the control item: the served version and the checked target (XCom)."""
         from flashfeed_airflow.serving import plan_rollback
 
         return plan_rollback(params.get("target_version") or None)
@@ -56,7 +58,10 @@ with DAG(
         task_id="rollback_served_version",
         target_version=f"{{{{ {PLAN}['target'] }}}}",
         expected_version=f"{{{{ {PLAN}['served'] }}}}",
-        retries=0,  # a lost race or a refused rollback needs a person, not a retry
+        retries=NO_RETRIES,  # a lost race or a refused rollback needs a person, not a retry
+        doc_md="One conditional write on the control item, expecting the version `plan_rollback` read: "
+               "if a launch flipped in between, it fails and changes nothing. **Re-run**: trigger the DAG "
+               "again with an explicit `target_version`.",
     )
     retention = ApplyRetentionOperator(task_id="apply_retention")
 

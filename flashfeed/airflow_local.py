@@ -7,12 +7,14 @@ Ctrl-C (or SIGTERM) stops every component by its own process group.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 log = logging.getLogger("flashfeed.airflow")
 STOP_TIMEOUT_S = 30
@@ -42,10 +44,37 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
             proc.wait()
 
 
+def init_airflow() -> None:
+    """`flashfeed airflow-init`: what Airflow needs before the DAGs can run, idempotent.
+
+    Migrates the metadata database and creates (or resizes) the pool that bounds concurrent
+    Spark applications; tasks of a pool that does not exist are never scheduled.
+    """
+    from flashfeed.config import load_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    from flashfeed_airflow.schedules import SPARK_POOL
+
+    slots = int(load_config()["airflow"]["spark_pool_slots"])
+    subprocess.run(["airflow", "db", "migrate"], check=True)
+    subprocess.run(["airflow", "pools", "set", SPARK_POOL, str(slots),
+                    "Concurrent flashfeed Spark applications (config airflow.spark_pool_slots)"],
+                   check=True, stdout=subprocess.DEVNULL)
+    log.info("Airflow database ready; pool %s has %d slots", SPARK_POOL, slots)
+
+
+def init_main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="flashfeed airflow-init", description=init_airflow.__doc__.splitlines()[0]
+                            ).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    init_airflow()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
     port = os.environ.get("AIRFLOW__API__PORT", "8080")
-    subprocess.run(["airflow", "db", "migrate"], check=True)
+    init_airflow()
     processes: dict[str, subprocess.Popen] = {}
 
     def on_signal(signum, _frame):

@@ -46,7 +46,8 @@ def launch_hhmms(config: dict | None = None) -> list[str]:
 def slot(dt: date | str, hhmm: str, config: dict | None = None) -> LaunchSlot:
     cal = _calendar(config)
     if hhmm not in launch_hhmms(config):
-        raise ValueError(f"launch {hhmm!r} is not a configured launch time {launch_hhmms(config)}")
+        raise ValueError(f"launch {hhmm!r} is not a configured launch time {launch_hhmms(config)}: set param "
+                         "launch (or --launch) to one of them, HHMM local time")
     day = date.fromisoformat(dt) if isinstance(dt, str) else dt
     return LaunchSlot(day, hhmm, ZoneInfo(cal["timezone"]), int(cal["window_hours"]))
 

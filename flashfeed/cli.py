@@ -4,8 +4,11 @@
     flashfeed demo-data [...]           generate the synthetic flash-sale world into the lake
     flashfeed dynamodb start|stop|status
     flashfeed airflow ARGS...           the airflow CLI in the project's environment
+    flashfeed airflow-init              Airflow's database and the flashfeed_spark pool (idempotent)
     flashfeed airflow-ui                Airflow UI + scheduler on 127.0.0.1:8080 (`make airflow`)
     flashfeed api                       the read API on 127.0.0.1:8088
+    flashfeed spark-cluster start|stop|status
+                                        a Spark standalone master + worker on 127.0.0.1 (cluster mode)
     flashfeed show-member MEMBER_ID     print a member's served payload through the read API
     flashfeed import --events F --items F --lake URI
                                         users' own CSV files -> the lake's raw inputs
@@ -25,13 +28,15 @@ import argparse
 import os
 import sys
 
-# command -> module whose main(argv) runs it (imported only when the command is used)
+# command -> module[:function] whose main(argv) (or function(argv)) runs it, imported only when used
 MODULE_COMMANDS = {
+    "airflow-init": "flashfeed.airflow_local:init_main",
     "airflow-ui": "flashfeed.airflow_local",
     "demo": "flashfeed.demo",
     "demo-data": "flashfeed.demo_data",
     "dynamodb": "flashfeed.local_dynamodb",
     "api": "flashfeed.api",
+    "spark-cluster": "flashfeed.spark_standalone",
     "import": "flashfeed.importer",
     "uci-to-csv": "flashfeed.uci",
     "evaluate": "spark_jobs.evaluate",
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if command in MODULE_COMMANDS:
         import importlib
 
-        return importlib.import_module(MODULE_COMMANDS[command]).main(rest) or 0
+        module, _, function = MODULE_COMMANDS[command].partition(":")
+        return getattr(importlib.import_module(module), function or "main")(rest) or 0
     if command == "show-member":
         from flashfeed import demo
 

@@ -40,8 +40,9 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def airflow_db_ready() -> None:
-    """`airflow db migrate` is idempotent: it creates the SQLite database or upgrades it."""
-    _run(["airflow", "db", "migrate"], "preparing Airflow's database")
+    """`flashfeed airflow-init` is idempotent: it creates or upgrades the SQLite database and
+    the Spark pool."""
+    _run(["flashfeed", "airflow-init"], "preparing Airflow's database and pool")
 
 
 def run_dag(dag_id: str, logical_date: datetime, conf: dict | None = None) -> None:

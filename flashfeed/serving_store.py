@@ -204,7 +204,10 @@ def _wait_active(client, table: str, timeout: float = TABLE_ACTIVE_TIMEOUT_SECON
         if status == "ACTIVE":
             return
         if status in (None, "DELETING"):
-            raise TableNotFoundError(f"table {table} is {status or 'gone'} while waiting for it to be ACTIVE")
+            raise TableNotFoundError(
+                f"table {table} is {status or 'gone'} while waiting for it to be ACTIVE: something else deleted it "
+                "(retention, or by hand). Clear this task to create it again"
+            )
         time.sleep(TABLE_POLL_SECONDS)
     raise ServingStoreError(f"table {table} is still {status} after {timeout:.0f} s; check the DynamoDB console")
 
@@ -253,7 +256,8 @@ def set_write_capacity(client, table: str, units: int, why: str,
     ACTIVE again; True when it changed. An on-demand table is left alone."""
     description = describe_table(client, table)
     if description is None:
-        raise TableNotFoundError(f"cannot set the write capacity of {table}: it does not exist")
+        raise TableNotFoundError(f"cannot set the write capacity of {table}: it does not exist; clear the load task "
+                                 "of its version to create it")
     if description.get("BillingModeSummary", {}).get("BillingMode") == "PAY_PER_REQUEST":
         log.info("%s is on-demand: no write capacity to set %s", table, why)
         return False
@@ -335,28 +339,30 @@ def read_manifest(feeds_dir: str) -> dict:
 
 def check_manifest(manifest: dict, where: str = "manifest") -> None:
     """The fields and invariants the loader relies on; raises ManifestError naming the first gap."""
+    rerun = "; re-run the collections task for this launch"
     for field in ("version", "data_sets", "total_payloads"):
         if field not in manifest:
-            raise ManifestError(f"{where} has no {field!r}")
+            raise ManifestError(f"{where} has no {field!r}{rerun}")
     total = 0
     for name, data_set in manifest["data_sets"].items():
         _data_set_feed(name)   # validates the name
         files = data_set.get("files")
         if not isinstance(files, list):
-            raise ManifestError(f"{where}: data set {name} has no file list")
+            raise ManifestError(f"{where}: data set {name} has no file list{rerun}")
+        for entry in files:
+            for field in ("path", "sha256", "payloads"):
+                if field not in entry:
+                    raise ManifestError(f"{where}: a file of data set {name} has no {field!r}: {entry}{rerun}")
         listed = sum(int(f["payloads"]) for f in files)
         if listed != int(data_set.get("payloads", listed)):
             raise ManifestError(
                 f"{where}: data set {name} says {data_set['payloads']} payloads but its files add up to {listed}"
+                f"{rerun}"
             )
-        for entry in files:
-            for field in ("path", "sha256", "payloads"):
-                if field not in entry:
-                    raise ManifestError(f"{where}: a file of data set {name} has no {field!r}: {entry}")
         total += listed
     if total != int(manifest["total_payloads"]):
         raise ManifestError(
-            f"{where}: total_payloads is {manifest['total_payloads']} but the data sets add up to {total}"
+            f"{where}: total_payloads is {manifest['total_payloads']} but the data sets add up to {total}{rerun}"
         )
 
 
@@ -370,7 +376,8 @@ def _data_set_feed(name: str) -> tuple[str, str] | None:
                 return feed, variant
     raise ManifestError(
         f"unknown data set {name!r} in the manifest; expected <feed>_<variant> with feed in "
-        f"{FEEDS} and variant in {VARIANTS}, or {FALLBACK_DATA_SET!r}"
+        f"{FEEDS} and variant in {VARIANTS}, or {FALLBACK_DATA_SET!r}. The export and the loader disagree: "
+        "deploy the same flashfeed version to both, then re-run the collections task"
     )
 
 
@@ -442,36 +449,45 @@ def item_size(member_id: str, feed: str, payload: str) -> int:
     return sum(len(s.encode("utf-8")) for s in ("member_id", member_id, "feed", feed, "payload", payload))
 
 
+# Every line was written by the collections export: a bad one means a bug or a hand-edited file.
+BAD_LINE_NEXT_STEP = "; re-run the collections task for this launch (and report it if it happens again)"
+
+
 def _item_from_line(line: bytes, data_set: str, uri: str, line_no: int, version: str) -> dict:
     """One lake line -> one table item, checked against the data set it came from."""
     where = f"{uri} line {line_no}"
+    rerun = BAD_LINE_NEXT_STEP
     try:
         payload = line.decode("utf-8")
         record = json.loads(payload)
         member_id, feed, variant = record["member_id"], record["feed"], record["variant"]
     except UnicodeDecodeError as error:
-        raise PayloadError(f"{where} is not UTF-8 ({error})") from None
+        raise PayloadError(f"{where} is not UTF-8 ({error}){rerun}") from None
     except (json.JSONDecodeError, TypeError, KeyError) as error:
-        raise PayloadError(f"{where} is not a payload object with member_id, feed and variant ({error!r})") from None
+        raise PayloadError(
+            f"{where} is not a payload object with member_id, feed and variant ({error!r}){rerun}") from None
     if not isinstance(member_id, str) or not member_id:
-        raise PayloadError(f"{where} has no member_id string")
+        raise PayloadError(f"{where} has no member_id string{rerun}")
     expected = _data_set_feed(data_set)
     is_fallback = member_id.startswith(FALLBACK_MEMBER_PREFIX)
     if expected is None and not is_fallback:
-        raise PayloadError(f"{where}: member {member_id} in the fallback data set lacks {FALLBACK_MEMBER_PREFIX!r}")
+        raise PayloadError(
+            f"{where}: member {member_id} in the fallback data set lacks {FALLBACK_MEMBER_PREFIX!r}{rerun}")
     if expected is not None and (is_fallback or (feed, variant) != expected):
-        raise PayloadError(f"{where}: member {member_id} feed {feed}#{variant} does not belong in data set {data_set}")
+        raise PayloadError(
+            f"{where}: member {member_id} feed {feed}#{variant} does not belong in data set {data_set}{rerun}")
     if feed not in FEEDS or variant not in VARIANTS:
-        raise PayloadError(f"{where}: member {member_id} has unknown feed {feed!r} or variant {variant!r}")
+        raise PayloadError(f"{where}: member {member_id} has unknown feed {feed!r} or variant {variant!r}{rerun}")
     if record.get("version", version) != version:
-        raise PayloadError(f"{where}: member {member_id} payload has version {record['version']}, expected {version}")
+        raise PayloadError(
+            f"{where}: member {member_id} payload has version {record['version']}, expected {version}{rerun}")
     key = feed_key(feed, variant)
     size = item_size(member_id, key, payload)
     if size > MAX_ITEM_BYTES:
         raise PayloadTooLargeError(
             f"payload of member {member_id} feed {key} is {size:,} bytes, over DynamoDB's item limit "
-            f"of {MAX_ITEM_BYTES:,} bytes ({where}); lower collections.products_per_member or "
-            "card sizes for this feed and re-run the collections task"
+            f"of {MAX_ITEM_BYTES:,} bytes ({where}); lower collections.max_payload_bytes (the export truncates "
+            "payloads to it) and re-run the collections task"
         )
     return {"member_id": {"S": member_id}, "feed": {"S": key}, "payload": {"S": payload}}
 
@@ -856,6 +872,12 @@ def served_version(client, prefix: str | None = None) -> dict | None:
     return values
 
 
+def is_older_than_served(version: str, served: dict | None) -> bool:
+    """True when `version` is older than the served one: versions are YYYYMMDDtHHMM, so their
+    order as strings is their order in time."""
+    return bool(served) and version < served["version"]
+
+
 def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
          expected_version: str | None) -> dict:
     """Serve `new_version` if and only if `expected_version` is served now (None: nothing yet).
@@ -950,7 +972,8 @@ def rollback_target(client, prefix: str | None, target_version: str | None = Non
     """
     served = served_version(client, prefix)
     if served is None:
-        raise RollbackError("nothing is served yet, so there is nothing to roll back from")
+        raise RollbackError("nothing is served yet, so there is nothing to roll back from; a first version is "
+                            "served by flashfeed_launch_feeds")
     current = served["version"]
     target = (target_version or "").strip() or served.get("previous")
     if not target:
@@ -959,7 +982,9 @@ def rollback_target(client, prefix: str | None, target_version: str | None = Non
             f"explicitly (retained versions: {', '.join(feeds_versions(client, prefix)) or 'none'})"
         )
     if not VERSION_PATTERN.match(target):
-        raise ValueError(f"target version {target!r} is not YYYYMMDDtHHMM, e.g. 20261122t1100")
+        retained = ", ".join(feeds_versions(client, prefix)) or "none"
+        raise ValueError(f"target version {target!r} is not YYYYMMDDtHHMM, e.g. 20261122t1100: set param "
+                         f"target_version to a retained version ({retained}) or leave it empty for the previous one")
     if target == current:
         return served, target, None
     table = feeds_table(target, prefix)
@@ -1084,9 +1109,11 @@ def read_manifest_uri(uri: str) -> dict:
         with fsspec.open(uri, "rb") as handle:
             return json.loads(handle.read())
     except FileNotFoundError:
-        raise ManifestError(f"no manifest at {uri}") from None
+        raise ManifestError(f"no manifest at {uri}: it was moved or deleted since that launch's export; re-run "
+                            "the collections task of that launch") from None
     except json.JSONDecodeError as error:
-        raise ManifestError(f"manifest {uri} is not valid JSON ({error})") from None
+        raise ManifestError(f"manifest {uri} is not valid JSON ({error}); re-run the collections task of that "
+                            "launch") from None
 
 
 @dataclass

@@ -8,7 +8,7 @@ Re-run  `spark-submit spark_jobs/build_collections.py --dt D --launch HHMM` repl
 from __future__ import annotations
 
 import math
-import sys
+import time
 from datetime import date
 
 from pyspark.sql import DataFrame, Window
@@ -16,7 +16,15 @@ from pyspark.sql import functions as F
 
 from flashfeed import calendar, lake
 from spark_jobs.common import (
-    LakeFS, parse_job_args, get_logger, read_sql, spark_session, staged_partition, timed,
+    JobError,
+    LakeFS,
+    get_logger,
+    parse_job_args,
+    read_sql,
+    run_job,
+    spark_session,
+    staged_partition,
+    timed,
 )
 from spark_jobs.transforms import affinity as affinity_t
 from spark_jobs.transforms import collections as collections_t
@@ -74,7 +82,27 @@ def size_stats(lines: DataFrame) -> dict:
     return stats
 
 
+def affinity_summary(fs: LakeFS, dt: date, groups: list[str], root: str) -> str:
+    """Members, rows and model-or-fallback per group, from the metrics.json each group's
+    training wrote next to its affinities: no Spark action over the affinities."""
+    members, rows, fell_back, unknown = 0, 0, [], []
+    for group in groups:
+        metrics_uri = f"{lake.models(dt, group, root)}/metrics.json"
+        if not fs.exists(metrics_uri):
+            unknown.append(group)
+            continue
+        metrics = fs.read_json(metrics_uri)
+        members += int(metrics.get("members_scored", 0))
+        rows += int(metrics.get("affinity_rows", 0))
+        if metrics.get("served_from") != "model":     # train_group.SERVED_FROM_MODEL
+            fell_back.append(f"{group} ({metrics.get('served_from')})")
+    return (f"{members} members, {rows} affinity rows; {len(groups) - len(fell_back) - len(unknown)} of "
+            f"{len(groups)} groups served from their own model, fallback: {', '.join(fell_back) or 'none'}"
+            + (f"; no metrics.json for {unknown}" if unknown else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
     args, config, root = parse_job_args(__doc__, argv, launch=True)
     slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
     cfg = config["collections"]
@@ -85,15 +113,29 @@ def main(argv: list[str] | None = None) -> None:
     affinity_day, products_path, features = (
         lake.affinity(slot.dt, root=root), lake.products(slot.dt, slot.hhmm, root), lake.features(slot.dt, root)
     )
-    fs.require(affinity_day, f"affinities for {slot.dt} (flashfeed_daily_model)")
-    fs.require(products_path, f"product scores for launch {slot.version}")
-    fs.require(features, f"features for {slot.dt}")
+    log.info("launch %s: reads %s, %s, %s/recent_interest; boost %s on the top %s subclasses, at most %s "
+             "subclass-brands per class, %s products per member, card %s x %s, max payload %s bytes",
+             slot.version, affinity_day, products_path, features, cfg["boost"], cfg["boost_top_subclasses"],
+             cfg["max_subclass_brands_per_class"], cfg["products_per_member"], cfg["card_groups"],
+             cfg["card_products"], cfg["max_payload_bytes"])
+    fs.require(affinity_day, f"affinities for {slot.dt}",
+               f"let flashfeed_daily_model for {slot.dt} finish (its publish_affinity task seals them), or run it; "
+               "then clear this task")
+    fs.require(products_path, f"product scores for launch {slot.version}",
+               f"run score_products for launch {slot.version} first (flashfeed_launch_feeds, same run), "
+               "then clear this task")
+    fs.require(features, f"features for {slot.dt}",
+               f"run flashfeed_daily_model for {slot.dt} first (its build_features task writes them)")
     groups = fs.read_json(f"{affinity_day}/groups.json")["groups"]
     affinity = spark.read.parquet(*[lake.affinity(slot.dt, g, root) for g in groups])
     products = spark.read.parquet(products_path).persist()
     interest = spark.read.parquet(f"{features}/recent_interest")
-    log.info("launch %s: affinities of %d groups %s, %d scored products",
-             slot.version, len(groups), groups, products.count())
+    n_products = products.count()
+    log.info("launch %s: affinities of %d groups %s: %s; %d scored products",
+             slot.version, len(groups), groups, affinity_summary(fs, slot.dt, groups, root), n_products)
+    if n_products == 0:
+        raise JobError(f"product scores {products_path} hold no product",
+                       f"re-run score_products for launch {slot.version}, then clear this task")
 
     # Transform: affinity of saleable subclass-brands -> boost -> variety limit -> per-member cap
     names = products.select("subclass_brand_id", "brand", "subclass", "subclass_key", "class_key").distinct()
@@ -125,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         "inputs": {"affinity": affinity_day, "groups": groups, "products": products_path, "features": features,
                    "models": [lake.models(slot.dt, g, root) for g in groups]},
     }
+    data_sets = len(lake.FEEDS) * len(lake.VARIANTS)
     with timed(log, f"writing feeds for {slot.version}"), staged_partition(fs, partition, log) as staging:
         fallback_lines = []
         members = None
@@ -140,10 +183,18 @@ def main(argv: list[str] | None = None) -> None:
                 files = max(1, math.ceil(stats["payloads"] / int(cfg["payloads_per_file"])))
                 stats["files"] = write_lines(fs, member_lines, f"{staging}/{data_set}", files)
                 manifest["data_sets"][data_set] = stats
-                log.info("%s: %d payloads, %s bytes, %d truncated to %s bytes", data_set, stats["payloads"],
-                         stats.get("payload_bytes"), stats.get("truncated_payloads", 0), cfg["max_payload_bytes"])
+                log.info("[%d/%d] %s: %d payloads, %s bytes, %d truncated to %s bytes", len(manifest["data_sets"]),
+                         data_sets, data_set, stats["payloads"], stats.get("payload_bytes"),
+                         stats.get("truncated_payloads", 0), cfg["max_payload_bytes"])
                 if feed == "products" and variant == "full":
                     members = stats["payloads"]
+                    if not members:   # raised inside: the previous partition stays as it was
+                        raise JobError(
+                            f"no member payload for launch {slot.version}: none of the members' affinities "
+                            f"({affinity_day}) is for a subclass-brand with products in {products_path}",
+                            f"check that the sale calendar of {slot.dt} covers this launch's window, re-run "
+                            "score_products, then clear this task",
+                        )
                 fallback_lines.append(lines.where(is_fallback))
             units.unpersist()
         all_fallback = fallback_lines[0]
@@ -159,15 +210,19 @@ def main(argv: list[str] | None = None) -> None:
                       key=lambda x: x["bytes"])
         manifest["largest_payload"] = largest
         if largest["bytes"] + KEY_OVERHEAD_BYTES > DYNAMODB_ITEM_LIMIT_BYTES:
-            raise ValueError(
+            raise JobError(
                 f"payload of member {largest['member_id']} feed {largest['feed']}#{largest['variant']} is "
-                f"{largest['bytes']} bytes, over DynamoDB's 400 KB item limit: lower collections.max_payload_bytes"
+                f"{largest['bytes']} bytes, over DynamoDB's 400 KB item limit",
+                f"lower collections.max_payload_bytes (now {cfg['max_payload_bytes']}) in include/flashfeed.yaml "
+                "to 400000 or less, then clear this task",
             )
         fs.write_json(f"{staging}/manifest.json", manifest)
     log.info("launch %s: %d members, %d payloads in total, largest %d bytes",
              slot.version, members or 0, manifest["total_payloads"], largest["bytes"])
+    log.info("launch %s feeds done in %.1f s: wrote %s (manifest.json, %d data sets and fallback)", slot.version,
+             time.monotonic() - started, partition, data_sets)
     spark.stop()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main, log)

@@ -3,6 +3,11 @@
 Partitions are written atomically: into a staging sibling first, then swapped into place
 and sealed with `_SUCCESS`, through Hadoop's FileSystem API so that the same code works on
 a local folder and on S3 (`s3a://`).
+
+Logs are read in the Airflow task log by the engineer deciding at 10:45 whether the 11:00
+launch is at risk, so every job logs one line with its inputs and parameters, counts after
+each step, progress on long work, one line with its outputs and elapsed time, and ends a
+failure with a `JobError`: what is missing or wrong (the exact URI), then the next step.
 """
 from __future__ import annotations
 
@@ -13,17 +18,52 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Iterator
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from flashfeed import lake
 from flashfeed.config import lake_root, load_config
+from flashfeed.demo_data import SCHEMAS
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "include" / "sql"
 STAGING_SUFFIX = ".__staging"
 DIGEST_CHUNK_BYTES = 1 << 20
+
+
+class JobError(RuntimeError):
+    """A failure the reader of the task log can act on; the message is "<cause>. Next step: <step>"."""
+
+    def __init__(self, cause: str, next_step: str):
+        self.cause, self.next_step = cause.rstrip(". "), next_step.rstrip(". ")
+        super().__init__(f"{self.cause}. Next step: {self.next_step}.")
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`: Spark's and py4j's messages run over many lines, and
+    py4j's first one only names the call ("An error occurred while calling o123.count.")."""
+    lines = [line.strip().removeprefix(": ") for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith("An error occurred while calling")]
+    return f"{type(error).__name__}: {lines[0][:limit].rstrip('. ')}" if lines else type(error).__name__
+
+
+def run_job(main: Callable[[list[str]], None], log: logging.Logger, argv: list[str] | None = None) -> None:
+    """spark-submit's entry point of a job: the task log's last line of a failure says why and
+    what to do. A JobError's message is all the reader needs, so it is not buried under a
+    traceback; any other error keeps its traceback (where it broke), then one plain line."""
+    started = time.monotonic()
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except JobError as error:
+        log.error("FAILED after %.1f s: %s", time.monotonic() - started, error)
+        sys.exit(1)
+    except Exception as error:
+        log.exception("unexpected error")
+        log.error("FAILED after %.1f s: %s. Next step: the traceback above shows where; fix the cause, then "
+                  "clear this task (a re-run replaces only its own partitions).",
+                  time.monotonic() - started, first_line(error))
+        sys.exit(1)
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -155,14 +195,35 @@ class LakeFS:
                 lines += chunk.count(b"\n")
         return size, sha.hexdigest(), lines
 
-    def require(self, partition: str, what: str) -> None:
+    def require(self, partition: str, what: str, next_step: str) -> None:
         """Fail with the next step when an input partition is not complete."""
         marker = lake.success(partition)
         if not self.exists(marker):
-            raise FileNotFoundError(
-                f"{what} is not complete: {marker} does not exist. "
-                f"Run (or backfill) the task that writes {partition} first."
-            )
+            partial = " (the folder exists: its writer did not finish)" if self.exists(partition) else ""
+            raise JobError(f"{what} not complete: {marker} does not exist{partial}", next_step)
+
+
+def check_columns(frame: DataFrame, expected: Iterable[str], what: str, uri: str, next_step: str) -> DataFrame:
+    """Fail with the missing columns (and the URI) before Spark fails deep inside a plan."""
+    missing = [column for column in expected if column not in frame.columns]
+    if missing:
+        raise JobError(f"{what} at {uri} lacks columns {missing} (it has {frame.columns})", next_step)
+    return frame
+
+
+def raw_next_step(dataset: str, day) -> str:
+    """What to do when a raw input partition is missing or malformed: it comes from outside."""
+    return (f"deliver raw {dataset} for {day} again (the upstream export or `flashfeed import`, which end "
+            f"with _SUCCESS), then clear this task")
+
+
+def read_raw(spark: SparkSession, fs: LakeFS, dataset: str, day, root: str) -> DataFrame:
+    """One complete raw partition, with the columns of the lake contract (DESIGN.md section 5)."""
+    partition = lake.raw(dataset, day, root)
+    next_step = raw_next_step(dataset, day)
+    fs.require(partition, f"raw {dataset} for {day}", next_step)
+    return check_columns(spark.read.parquet(partition), SCHEMAS[dataset].names, f"raw {dataset}", partition,
+                         next_step)
 
 
 @contextlib.contextmanager

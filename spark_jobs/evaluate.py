@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from flashfeed import lake
 from flashfeed.config import group_settings, lake_root, load_config
 from flashfeed.metrics import METRICS
-from spark_jobs.common import LakeFS, get_logger, spark_session
+from spark_jobs.common import LakeFS, get_logger, read_raw, spark_session
 from spark_jobs.transforms import als
 from spark_jobs.transforms import catalog as catalog_t
 from spark_jobs.transforms import cleaning, evaluation, groups, ratings
@@ -72,8 +72,7 @@ def prepare(spark: SparkSession, config: dict, root: str, dt: date, split: str, 
     fs = LakeFS(spark)
     cutoff = datetime.combine(dt, datetime.min.time(), timezone.utc)
     days = [dt - timedelta(days=i) for i in range(1, int(feats["lookback_days"]) + 1)]
-    fs.require(lake.raw("catalog", dt, root), f"raw catalog for {dt}")
-    catalog = catalog_t.with_subclass_brand(spark.read.parquet(lake.raw("catalog", dt, root))).cache()
+    catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", dt, root)).cache()
     clean, _ = cleaning.clean_events(read_daily(spark, fs, "events", days, root), catalog,
                                      config["cleaning"]["event_types"], cutoff)
     clean = clean.persist()

@@ -8,16 +8,22 @@ Re-run  `spark-submit spark_jobs/features.py --dt D` replaces both partitions of
 """
 from __future__ import annotations
 
-import sys
+import time as clock
 from datetime import date, datetime, time, timedelta, timezone
 
 from pyspark.sql import functions as F
 
 from flashfeed import lake
+from flashfeed.demo_data import SCHEMAS
 from spark_jobs.common import (
+    JobError,
     LakeFS,
-    parse_job_args,
+    check_columns,
     get_logger,
+    parse_job_args,
+    raw_next_step,
+    read_raw,
+    run_job,
     spark_session,
     staged_partition,
     timed,
@@ -30,12 +36,25 @@ DAYS_PER_MONTH = 30
 
 
 def read_daily(spark, fs: LakeFS, dataset: str, days: list[date], root: str):
-    """Union of the daily partitions that exist; the newest day must be complete."""
-    newest = lake.raw(dataset, days[0], root)
-    fs.require(newest, f"raw {dataset} for {days[0]}")
-    paths = [lake.raw(dataset, d, root) for d in days if fs.exists(lake.success(lake.raw(dataset, d, root)))]
-    log.info("reading %s: %d of %d daily partitions present (%s .. %s)", dataset, len(paths), len(days), days[-1], days[0])
-    return spark.read.parquet(*paths)
+    """Union of the daily partitions that exist; the newest day must be complete.
+
+    Days before the oldest complete one are history the lake does not hold (yet); a missing
+    day between two complete ones is a failed import, counted as no events: a warning.
+    """
+    fs.require(lake.raw(dataset, days[0], root), f"raw {dataset} for {days[0]}", raw_next_step(dataset, days[0]))
+    present = [d for d in days if fs.exists(lake.success(lake.raw(dataset, d, root)))]
+    gaps = [d for d in days if d not in present and d > present[-1]]
+    log.info("reading %s: %d of %d daily partitions present (%s .. %s) under %s", dataset, len(present), len(days),
+             present[-1], present[0], lake.raw(dataset, "*", root))
+    if gaps:
+        log.warning("raw %s has no complete partition for %d days between %s and %s (%s): they count as no %s. "
+                    "If they should exist, re-import them and re-run build_features", dataset, len(gaps),
+                    present[-1], present[0], ", ".join(str(d) for d in sorted(gaps)[:10]) +
+                    (" ..." if len(gaps) > 10 else ""), dataset)
+    frame = spark.read.parquet(*[lake.raw(dataset, d, root) for d in present])
+    # Spark takes the schema of the union from one file, so the message names the whole range.
+    return check_columns(frame, SCHEMAS[dataset].names, f"raw {dataset} of {present[-1]} .. {present[0]}",
+                         lake.raw(dataset, "*", root), raw_next_step(dataset, days[0]))
 
 
 def quality_gate_split(events, catalog, members, weights: dict, holdout_days: int):
@@ -51,6 +70,7 @@ def quality_gate_split(events, catalog, members, weights: dict, holdout_days: in
 
 
 def main(argv: list[str] | None = None) -> None:
+    started = clock.monotonic()
     args, config, root = parse_job_args(__doc__, argv)
     dt = date.fromisoformat(args.dt)
     feats, scoring_cfg = config["features"], config["scoring"]
@@ -68,14 +88,23 @@ def main(argv: list[str] | None = None) -> None:
     interaction_days = int(scoring_cfg["interaction_months"]) * DAYS_PER_MONTH
     history_days = max(int(feats["lookback_days"]), interaction_days)
     days = [dt - timedelta(days=i) for i in range(1, history_days + 1)]
+    log.info("features for %s: events and returns of %s .. %s (UTC dates), raw catalog %s; lookback %s days, "
+             "history %d days, recent %s days, max reject share %s, min group members %s; lake %s",
+             dt, days[-1], days[0], lake.raw("catalog", dt, root), feats["lookback_days"], history_days,
+             feats["recent_days"], config["cleaning"]["max_reject_share"], feats["min_group_members"], root)
 
     # Extract
     events = read_daily(spark, fs, "events", days, root)
     returns = read_daily(spark, fs, "returns", days, root)
-    fs.require(lake.raw("catalog", dt, root), f"raw catalog for {dt}")
-    catalog = catalog_t.with_subclass_brand(spark.read.parquet(lake.raw("catalog", dt, root)))
-    catalog_t.check_key_collisions(catalog)
+    catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", dt, root))
     catalog.cache()
+    # Materialises the cache the cleaning and the ratings read anyway; cheap (one row per style).
+    styles = catalog.count()
+    if styles == 0:
+        raise JobError(f"raw catalog {lake.raw('catalog', dt, root)} has no styles: every event would be "
+                       "rejected as unknown_style", raw_next_step("catalog", dt))
+    catalog_t.check_key_collisions(catalog)
+    log.info("catalog: %d styles", styles)
 
     # Transform: clean
     clean, rejects = cleaning.clean_events(events, catalog, config["cleaning"]["event_types"], cutoff)
@@ -88,6 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     rejected = sum(reasons.values())
     total = kept + rejected
     log.info("events read: %d; kept: %d; rejected: %d %s", total, kept, rejected, reasons or "")
+    if total == 0:
+        raise JobError(
+            f"raw events of {days[-1]} .. {days[0]} hold no rows (newest: {lake.raw('events', days[0], root)})",
+            raw_next_step("events", days[0]),
+        )
     cleaning.check_reject_share(total, reasons, float(config["cleaning"]["max_reject_share"]), lake.rejects(dt, root))
 
     # Transform: ratings, groups, recent interest, style activity
@@ -127,13 +161,16 @@ def main(argv: list[str] | None = None) -> None:
             ).collect()
         }
         if not per_group:
-            raise RuntimeError(
-                f"no member has a rating in the {feats['lookback_days']} days before {dt}: nothing to train. "
-                f"Check that raw/events holds the days before {dt}."
+            raise JobError(
+                f"no member has a rating in the {feats['lookback_days']} days before {dt} ({kept} clean events "
+                f"in {history_days} days): nothing to train",
+                f"check that {lake.raw('events', '*', root)} holds the days before {dt} and that their styles are "
+                f"in {lake.raw('catalog', dt, root)}; re-import what is missing, then clear build_features",
             )
         for group, counts in sorted(per_group.items()):
             log.info("group %s: %d members, %d subclass-brands, %d ratings",
                      group, counts["members"], counts["subclass_brands"], counts["ratings"])
+        log.info("%d members in %d groups", sum(c["members"] for c in per_group.values()), len(per_group))
         if grouping["merged"]:
             log.info("small groups merged (min %s members): %s", feats["min_group_members"], grouping["merged"])
         fs.write_json(f"{staging}/groups.json", {
@@ -144,8 +181,10 @@ def main(argv: list[str] | None = None) -> None:
             "division_codes": codes,
             "events": {"read": total, "kept": kept, "rejected": reasons},
         })
+    log.info("features for %s done in %.1f s: wrote %s (%d groups) and %s", dt, clock.monotonic() - started,
+             partition, len(per_group), lake.rejects(dt, root))
     spark.stop()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main, log)

@@ -6,14 +6,24 @@ Re-run  `spark-submit spark_jobs/score_products.py --dt D --launch HHMM` replace
 """
 from __future__ import annotations
 
-import sys
+import time
 from datetime import date
 
 from pyspark.sql import functions as F
 
 from flashfeed import calendar, lake
 from spark_jobs.common import (
-    LakeFS, parse_job_args, get_logger, read_sql, spark_session, staged_partition,
+    JobError,
+    LakeFS,
+    check_columns,
+    get_logger,
+    parse_job_args,
+    raw_next_step,
+    read_raw,
+    read_sql,
+    run_job,
+    spark_session,
+    staged_partition,
 )
 from spark_jobs.transforms import catalog as catalog_t
 from spark_jobs.transforms import scoring
@@ -22,21 +32,26 @@ log = get_logger("score_products")
 
 
 def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
     args, config, root = parse_job_args(__doc__, argv, launch=True)
     slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
     cfg = config["scoring"]
     spark = spark_session(f"flashfeed-score-{slot.version}", config)
     fs = LakeFS(spark)
-    log.info("launch %s: window %s .. %s (UTC)", slot.version, slot.starts_at, slot.ends_at)
+    features = lake.features(slot.dt, root)
+    calendar_uri = lake.raw("sale_calendar", slot.dt, root)
+    log.info("launch %s: window %s .. %s (UTC); reads %s, %s, %s/style_activity; min on hand %s, "
+             "%s products per subclass-brand", slot.version, slot.starts_at, slot.ends_at, calendar_uri,
+             lake.raw("catalog", slot.dt, root), features, cfg["min_qty_on_hand"], cfg["products_per_subclass_brand"])
 
     # Extract
-    for dataset in ("sale_calendar", "catalog"):
-        fs.require(lake.raw(dataset, slot.dt, root), f"raw {dataset} for {slot.dt}")
-    features = lake.features(slot.dt, root)
-    fs.require(features, f"features for {slot.dt}")
-    sale_calendar = spark.read.parquet(lake.raw("sale_calendar", slot.dt, root)).persist()
-    catalog = catalog_t.with_subclass_brand(spark.read.parquet(lake.raw("catalog", slot.dt, root)))
-    activity = spark.read.parquet(f"{features}/style_activity")
+    sale_calendar = read_raw(spark, fs, "sale_calendar", slot.dt, root).persist()
+    catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", slot.dt, root))
+    fs.require(features, f"features for {slot.dt}",
+               f"run flashfeed_daily_model for {slot.dt} first (its build_features task writes them)")
+    activity_uri = f"{features}/style_activity"
+    activity = check_columns(spark.read.parquet(activity_uri), ("style_id",), "style activity", activity_uri,
+                             f"re-run build_features of flashfeed_daily_model for {slot.dt}")
 
     # Transform
     live = scoring.live_products(sale_calendar, slot.starts_at, slot.ends_at).persist()
@@ -46,9 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     log.info("products on sale in the window: %d; culled for low inventory (< %s on hand): %d",
              n_live, cfg["min_qty_on_hand"], n_live - n_stocked)
     if n_stocked == 0:
-        raise ValueError(
-            f"no product with stock is on sale in {slot.starts_at} .. {slot.ends_at}: "
-            f"check raw/sale_calendar/dt={slot.dt} before re-running"
+        raise JobError(
+            f"no product with {cfg['min_qty_on_hand']}+ on hand is on sale in {slot.starts_at} .. {slot.ends_at} "
+            f"({n_live} on sale in all) according to {calendar_uri}",
+            raw_next_step("sale_calendar", slot.dt),
         )
     feats = scoring.product_features(stocked, sale_calendar, catalog, activity, slot.starts_at,
                                       int(cfg["brand_persistence_days"]))
@@ -57,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
                                int(cfg["products_per_subclass_brand"]))
 
     # Load
-    with staged_partition(fs, lake.products(slot.dt, slot.hhmm, root), log) as staging:
+    partition = lake.products(slot.dt, slot.hhmm, root)
+    with staged_partition(fs, partition, log) as staging:
         top.write.parquet(staging)
         written = spark.read.parquet(staging)
         summary = written.agg(
@@ -65,10 +82,18 @@ def main(argv: list[str] | None = None) -> None:
             F.countDistinct("subclass_brand_id").alias("subclass_brands"),
             F.sum(F.col("is_new").cast("int")).alias("never_seen"),
         ).first()
+        if not summary["products"]:   # raised inside: the previous partition stays as it was
+            raise JobError(
+                f"none of the {n_stocked} stocked products on sale is in the catalog "
+                f"{lake.raw('catalog', slot.dt, root)}: no product to score",
+                "check that the catalog and the sale calendar of the same day were delivered together; "
+                f"{raw_next_step('catalog', slot.dt)}",
+            )
     log.info("kept %d products in %d subclass-brands (%d never seen before)",
              summary["products"], summary["subclass_brands"], summary["never_seen"] or 0)
+    log.info("launch %s products done in %.1f s: wrote %s", slot.version, time.monotonic() - started, partition)
     spark.stop()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main, log)

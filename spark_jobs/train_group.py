@@ -15,7 +15,6 @@ records the gate's figures, `served_from` and the reason.
 """
 from __future__ import annotations
 
-import sys
 import time
 from datetime import date
 
@@ -25,11 +24,22 @@ from pyspark.sql import functions as F
 
 from flashfeed import calendar, lake
 from flashfeed.config import group_settings
-from spark_jobs.common import LakeFS, parse_job_args, get_logger, spark_session, staged_partition
+from spark_jobs.common import (
+    JobError,
+    LakeFS,
+    check_columns,
+    first_line,
+    get_logger,
+    parse_job_args,
+    read_raw,
+    run_job,
+    spark_session,
+    staged_partition,
+    timed,
+)
 from spark_jobs.transforms import affinity as affinity_t
-from spark_jobs.transforms import als
+from spark_jobs.transforms import als, evaluation, scoring
 from spark_jobs.transforms import catalog as catalog_t
-from spark_jobs.transforms import evaluation, scoring
 
 log = get_logger("train_group")
 SERVED_FROM_MODEL = "model"
@@ -48,7 +58,8 @@ def quality_gate(spark: SparkSession, fs: LakeFS, features: str, group: str, par
     candidates = spark.read.parquet(f"{features}/gate/candidates")
     members = relevant.select("member_id").distinct()
     seen = train.select("member_id", "subclass_brand_id")
-    model = als.fit(train, params)
+    with timed(log, f"quality gate: training group {group}'s ALS on the gate's training part"):
+        model = als.fit(train, params)
     model_top = evaluation.top_k_unseen(
         evaluation.only(als.member_scores(model, train, members), candidates), seen, k)
     popularity_top = evaluation.top_k_unseen(evaluation.popularity_scores(train, members, k, candidates), seen, k)
@@ -104,6 +115,7 @@ def popularity_affinity(ratings: DataFrame, candidates: DataFrame, k: int) -> Da
 
 
 def main(argv: list[str] | None = None) -> None:
+    started_job = time.monotonic()
     args, config, root = parse_job_args(__doc__, argv, group=True)
     dt, group = date.fromisoformat(args.dt), args.group
     params = group_settings(config, "als", group)
@@ -113,17 +125,26 @@ def main(argv: list[str] | None = None) -> None:
 
     # Extract
     features = lake.features(dt, root)
-    fs.require(features, f"features for {dt}")
     ratings_path = f"{features}/ratings/group={group}"
+    log.info("group %s on %s: reads %s, %s and %s; als rank=%s maxIter=%s regParam=%s alpha=%s top_k=%s; "
+             "gate k=%s margin=%s", group, dt, ratings_path, lake.raw("catalog", dt, root),
+             lake.raw("sale_calendar", dt, root), params["rank"], params["max_iter"], params["reg_param"],
+             params["alpha"], params["top_k"], gate_cfg["k"], gate_cfg["gate_ndcg_margin"])
+    fs.require(features, f"features for {dt}",
+               f"run flashfeed_daily_model for {dt} first (its build_features task writes them)")
     if not fs.exists(ratings_path):
         known = fs.read_json(f"{features}/groups.json")["groups"]
-        raise ValueError(f"group {group!r} has no ratings on {dt}; groups of that day: {known}")
-    ratings = spark.read.parquet(ratings_path).persist()
-    for dataset in ("catalog", "sale_calendar"):
-        fs.require(lake.raw(dataset, dt, root), f"raw {dataset} for {dt}")
-    catalog = catalog_t.with_subclass_brand(spark.read.parquet(lake.raw("catalog", dt, root)))
+        raise JobError(
+            f"group {group!r} has no ratings on {dt} ({ratings_path} does not exist); groups of that day: {known}",
+            "the features were rebuilt with other groups after this run planned its tasks: clear discover_groups "
+            "of this run (with its downstream tasks) so that the mapped tasks follow the day's groups.json",
+        )
+    ratings = check_columns(spark.read.parquet(ratings_path),
+                            ("member_id", "member_sk", "subclass_brand_id", "rating"), "ratings", ratings_path,
+                            f"re-run build_features of flashfeed_daily_model for {dt}").persist()
+    catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", dt, root))
     window_start, window_end = calendar.day_window(dt, config)
-    live = scoring.live_products(spark.read.parquet(lake.raw("sale_calendar", dt, root)), window_start, window_end)
+    live = scoring.live_products(read_raw(spark, fs, "sale_calendar", dt, root), window_start, window_end)
     candidates = affinity_t.saleable_subclass_brands(live, catalog, int(config["scoring"]["min_qty_on_hand"])).persist()
 
     members = ratings.select("member_sk").distinct().count()
@@ -134,9 +155,14 @@ def main(argv: list[str] | None = None) -> None:
     size = "small" if divisor == int(params["user_blocks_divisor_small"]) else "large"
     log.info("group %s on %s: %d members, %d subclass-brands, %d ratings; %d saleable candidates",
              group, dt, members, items, n_ratings, n_candidates)
-    log.info("user blocks: %d (%s group, divisor %d, threshold %s); params rank=%s maxIter=%s regParam=%s alpha=%s",
-             blocks, size, divisor, params["user_blocks_threshold"], params["rank"], params["max_iter"],
-             params["reg_param"], params["alpha"])
+    log.info("user blocks: %d (%s group, divisor %d, threshold %s)", blocks, size, divisor,
+             params["user_blocks_threshold"])
+    if n_candidates == 0:
+        raise JobError(
+            f"no subclass-brand has {config['scoring']['min_qty_on_hand']}+ on hand in any launch window of {dt} "
+            f"({window_start} .. {window_end} UTC) in {lake.raw('sale_calendar', dt, root)}: nothing to predict",
+            f"check the sale calendar of {dt} (the upstream export or `flashfeed import`), then clear this task",
+        )
     k = int(params["top_k"])
     if n_candidates < k:
         log.warning("top_k %d is higher than the %d saleable subclass-brands; keeping %d per member", k, n_candidates,
@@ -159,12 +185,13 @@ def main(argv: list[str] | None = None) -> None:
                      gate["popularity"]["recall@k"])
         else:
             log.warning("quality gate skipped: %s", gate["reason"])
-        started = time.monotonic()
-        model = als.estimator(params, blocks).fit(ratings)
-        log.info("trained in %.1f s", time.monotonic() - started)
+        # One fit call: Spark ML reports no per-iteration progress, so the line before says how
+        # much work it is and the line after how long it took.
+        with timed(log, f"training group {group}'s ALS on {n_ratings} ratings ({params['max_iter']} iterations, "
+                        f"rank {params['rank']}, {blocks} user blocks)"):
+            model = als.estimator(params, blocks).fit(ratings)
     except Exception as error:  # noqa: BLE001 - any training failure falls back, with its cause logged
-        cause = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-        fallback_reason = f"training failed: {type(error).__name__}: {cause}"
+        fallback_reason = f"training failed: {first_line(error)}"
         gate = gate or {"evaluated": False, "passed": False, "reason": fallback_reason}
         log.error("ALS training of group %s FAILED (%s); the group falls back. Next step: fix the cause (e.g. "
                   "the group's als settings in include/flashfeed.yaml), then clear this map index", group,
@@ -218,8 +245,10 @@ def main(argv: list[str] | None = None) -> None:
             "params": {key: params[key] for key in ("rank", "max_iter", "reg_param", "alpha", "item_blocks", "seed")},
         })
     fs.delete(checkpoints)
+    log.info("group %s on %s done in %.1f s (served from %s): wrote %s and %s", group, dt,
+             time.monotonic() - started_job, served_from, lake.affinity(dt, group, root), models)
     spark.stop()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main, log)

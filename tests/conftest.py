@@ -3,6 +3,7 @@
 `dynamodb_endpoint`: a real DynamoDB (the project's dynalite, `npm ci` first) for the whole
 test session, on a free 127.0.0.1 port with its data in a temporary folder; stopped by its
 PID at the end. Tests isolate themselves with their own table prefix.
+`alert_inbox`: a webhook on 127.0.0.1 to point FLASHFEED_ALERT_WEBHOOK at.
 """
 from __future__ import annotations
 
@@ -39,6 +40,58 @@ def start_on_free_port(home: Path) -> str:
         except local_dynamodb.LocalDynamoDBError:
             if attempt == PORT_ATTEMPTS - 1:
                 raise
+
+
+def config_with_table_prefix(folder: Path, prefix: str, replacements: dict[str, str] | None = None) -> Path:
+    """A copy of include/flashfeed.yaml whose DynamoDB tables start with `prefix`, so a test has
+    its own served version on the session's shared DynamoDB (plus any other exact replacements)."""
+    text = (Path(__file__).resolve().parents[1] / "include" / "flashfeed.yaml").read_text()
+    for old, new in {"table_prefix: flashfeed-": f"table_prefix: {prefix}", **(replacements or {})}.items():
+        assert old in text, f"{old!r} is not in include/flashfeed.yaml"
+        text = text.replace(old, new)
+    path = folder / "flashfeed.yaml"
+    path.write_text(text)
+    return path
+
+
+class AlertInbox:
+    """A webhook receiver on 127.0.0.1 (stands in for Slack/Teams): keeps the JSON bodies posted."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.alerts: list[dict] = []
+        inbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                inbox.alerts.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def alert_inbox():
+    inbox = AlertInbox()
+    try:
+        yield inbox
+    finally:
+        inbox.close()
 
 
 @pytest.fixture(scope="session")

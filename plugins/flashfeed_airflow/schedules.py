@@ -1,5 +1,5 @@
-"""Schedules and shared defaults of the DAGs, in the retailer's time zone (DST handled by the
-timetables)."""
+"""Schedules and shared task settings of the DAGs, in the retailer's time zone (DST handled by
+the timetables). Constants only: DAG files import this at parse time."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 TIMEZONE = "America/New_York"
 LAUNCH_TIMES = ("11:00", "15:00", "20:00")  # must match calendar.launch_times in include/flashfeed.yaml
 LAUNCH_LEAD_MINUTES = 45  # the feeds of a launch start this long before it
+FLIP_DEADLINE_BEFORE_LAUNCH = timedelta(minutes=15)  # alert when a launch is not flipped by then
 DAILY_MODEL_CRON = "0 5 * * *"  # before the first launch
 MINUTES_PER_DAY = 24 * 60
 
@@ -23,10 +24,41 @@ def launch_crons(launch_times=LAUNCH_TIMES, lead_minutes: int = LAUNCH_LEAD_MINU
     return crons
 
 
+def launch_watch_crons() -> list[str]:
+    """The launch watch checks each launch FLIP_DEADLINE_BEFORE_LAUNCH before it."""
+    return launch_crons(lead_minutes=int(FLIP_DEADLINE_BEFORE_LAUNCH.total_seconds() // 60))
+
+
 START_DATE = datetime(2026, 11, 1)
 OWNER = "flashfeed"
-RETRIES = 2  # Spark, lake and DynamoDB hiccups are worth a retry with backoff
+
+# Every Spark application takes a slot of this pool, so that a backfill or the daily model's
+# mapped trainings cannot start more applications than the cluster holds. `flashfeed
+# airflow-init` creates it with config `airflow.spark_pool_slots` slots.
+SPARK_POOL = "flashfeed_spark"
+
+# Retries: Spark, lake and DynamoDB hiccups are worth a retry with exponential backoff.
+# Tasks whose outcome a retry cannot change (planning, validation, a refused flip, a sensor
+# that timed out waiting for data) get none.
+RETRIES = 2
+NO_RETRIES = 0
+
+# Execution timeouts: a hung task must fail (and alert) well before the launch it serves.
+TASK_TIMEOUT = timedelta(minutes=10)            # small lake and DynamoDB tasks
+SPARK_DAILY_TIMEOUT = timedelta(hours=1)        # features, one group's ALS
+SPARK_LAUNCH_TIMEOUT = timedelta(minutes=20)    # scoring, collections: 45 min before launch in all
+LOAD_TIMEOUT = timedelta(minutes=20)            # batch load + verification of one version
 
 
 def default_args(retry_delay: timedelta) -> dict:
-    return {"owner": OWNER, "retries": RETRIES, "retry_delay": retry_delay, "retry_exponential_backoff": True}
+    from flashfeed_airflow.alerts import task_failed
+
+    return {
+        "owner": OWNER,
+        "retries": RETRIES,
+        "retry_delay": retry_delay,
+        "retry_exponential_backoff": 2.0,  # 2, 4, 8 ... x retry_delay
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": TASK_TIMEOUT,
+        "on_failure_callback": task_failed,
+    }

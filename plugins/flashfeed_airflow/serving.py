@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
 
 TRUE_STRINGS = {"true", "1", "yes", "on"}
 FALSE_STRINGS = {"false", "0", "no", "off", ""}
@@ -30,6 +31,21 @@ def _as_bool(value: Any, name: str) -> bool:
     raise ValueError(f"{name}={value!r} is not a boolean (use true or false)")
 
 
+def _skip_older_version(store, version: str, served: dict | None, allow_older: bool, log, doing: str) -> None:
+    """A backfill rebuilds old slots in the lake; it must not serve them over a newer version
+    unless the run asks for it (param allow_older_version)."""
+    if not store.is_older_than_served(version, served):
+        return
+    if allow_older:
+        log.warning("%s %s although it is older than the served version %s: allow_older_version=true",
+                    doing, version, served["version"])
+        return
+    raise AirflowSkipException(
+        f"not {doing.lower()} {version}: it is older than the served version {served['version']} (a "
+        "backfill or a late re-run); its feeds stay in the lake. To serve it anyway, trigger this slot "
+        "with param allow_older_version=true")
+
+
 class LoadFeedsOperator(BaseOperator):
     """Load one launch's feeds (`<feeds_uri>/manifest.json` and the files it lists) into the
     versioned table `<prefix>feeds-<version>` and verify it against the manifest.
@@ -37,16 +53,19 @@ class LoadFeedsOperator(BaseOperator):
     Returns (XCom) `{"table": ..., "written": ..., "version": ...}`. Restartable: a retry
     rewrites the same keys. The version is marked loaded (and so may be flipped to) only after
     its verification passes; the mark is removed as soon as a load of it starts. Never flips;
-    `FlipServedVersionOperator` does that afterwards.
+    `FlipServedVersionOperator` does that afterwards. Skipped for a version older than the
+    served one unless `allow_older_version` (nothing would serve it).
     """
 
-    template_fields: Sequence[str] = ("feeds_uri", "version")
+    template_fields: Sequence[str] = ("feeds_uri", "version", "allow_older_version")
     ui_color = "#d9f0ff"
 
-    def __init__(self, *, feeds_uri: str, version: str, **kwargs: Any) -> None:
+    def __init__(self, *, feeds_uri: str, version: str, allow_older_version: bool | str = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.feeds_uri = feeds_uri
         self.version = version
+        self.allow_older_version = allow_older_version
 
     def execute(self, context: Any) -> dict:
         from flashfeed import serving_store as store
@@ -70,6 +89,8 @@ class LoadFeedsOperator(BaseOperator):
         )
         try:
             served = store.served_version(client)
+            _skip_older_version(store, self.version, served,
+                                _as_bool(self.allow_older_version, "allow_older_version"), self.log, "Loading")
             if served and served["version"] == self.version:
                 self.log.warning("Version %s is served right now: this load rewrites the live table in place",
                                  self.version)
@@ -77,6 +98,8 @@ class LoadFeedsOperator(BaseOperator):
                                       threads=int(config["load_threads"]), log=self.log)
             store.verify_load(client, None, manifest, self.feeds_uri, result.written,
                               int(config["verify_sample_members"]), seed=self.version, log=self.log)
+        except AirflowSkipException:
+            raise
         except store.ServingStoreError as error:
             self.log.error("Load of %s into %s FAILED, nothing was flipped: %s", self.version, table, error)
             raise
@@ -95,20 +118,24 @@ class FlipServedVersionOperator(BaseOperator):
     """Serve `version`: one conditional write on the control item, expecting the version that
     is served now (read first). Also the rollback: give a retained older version.
 
-    With `dry_run` it only logs what it would do (and checks the target table exists).
+    With `dry_run` it only logs what it would do (and checks the target table exists). A version
+    older than the served one is skipped unless `allow_older_version`.
     Returns (XCom) `{"version", "previous", "dry_run", "flipped"}`.
     """
 
-    template_fields: Sequence[str] = ("version", "manifest_uri", "dry_run", "allow_low_coverage")
+    template_fields: Sequence[str] = ("version", "manifest_uri", "dry_run", "allow_low_coverage",
+                                      "allow_older_version")
     ui_color = "#ffe4c4"
 
     def __init__(self, *, version: str, manifest_uri: str, dry_run: bool | str = False,
-                 allow_low_coverage: bool | str = False, **kwargs: Any) -> None:
+                 allow_low_coverage: bool | str = False, allow_older_version: bool | str = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.version = version
         self.manifest_uri = manifest_uri
         self.dry_run = dry_run
         self.allow_low_coverage = allow_low_coverage
+        self.allow_older_version = allow_older_version
 
     def _check_coverage(self, store, served: dict | None, allow: bool, dry_run: bool) -> None:
         """Refuse (unless `allow`) when the new version has fewer than `serving.min_coverage_ratio`
@@ -159,6 +186,8 @@ class FlipServedVersionOperator(BaseOperator):
             self.log.info("Version %s is already served (flipped at %s); nothing to do",
                           self.version, served.get("flipped_at"))
             return outcome
+        _skip_older_version(store, self.version, served,
+                            _as_bool(self.allow_older_version, "allow_older_version"), self.log, "Flipping to")
         if not store.table_exists(client, table):
             message = (f"cannot flip to {self.version}: table {table} does not exist or is not ACTIVE. "
                        "Next step: run (or clear) the load task for this version first")
@@ -254,8 +283,6 @@ class ApplyRetentionOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[str]:
         if _as_bool(self.dry_run, "dry_run"):
-            from airflow.sdk.exceptions import AirflowSkipException
-
             raise AirflowSkipException("dry run: nothing was flipped, so no table is deleted")
         from flashfeed import serving_store as store
         from flashfeed.config import load_config

@@ -6,6 +6,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from spark_jobs.common import JobError
+
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 
@@ -57,7 +59,7 @@ def reject_summary(rejects: DataFrame) -> dict[str, int]:
     return {r["reason"]: int(r["count"]) for r in rejects.groupBy("reason").count().collect()}
 
 
-class TooManyRejects(RuntimeError):
+class TooManyRejects(JobError):
     pass
 
 
@@ -67,7 +69,8 @@ def check_reject_share(total: int, reasons: dict[str, int], limit: float, reject
     share = rejected / total if total else 0.0
     if share > limit:
         raise TooManyRejects(
-            f"{share:.1%} of {total} events were rejected (limit {limit:.0%}): {reasons}. "
-            f"Inspect {rejects_path} (column `reason`), fix the upstream extract, then re-run."
+            f"{share:.1%} of {total} events were rejected (limit {limit:.0%}): {reasons}",
+            f"inspect {rejects_path} (column `reason`), fix the upstream extract and re-import those days, then "
+            "re-run build_features; only if these rejects are expected, raise cleaning.max_reject_share",
         )
     return share

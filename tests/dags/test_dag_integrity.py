@@ -14,8 +14,17 @@ sys.path.insert(0, str(REPO / "plugins"))
 
 from flashfeed_airflow import schedules  # noqa: E402
 
-EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_rollback"}
-NO_RETRY_TASKS = {"flip_served_version", "rollback_served_version"}  # a lost race or refused flip needs a person
+EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_launch_watch", "flashfeed_rollback"}
+# Tasks a retry cannot help: planning is date arithmetic, a timed-out sensor means missing data,
+# a bad manifest stays bad, and a lost race or refused flip needs a person.
+NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "serve.validate_feeds", "serve.flip_served_version",
+                  "rollback_served_version", "check_launch_flipped"}
+ALERTS_ITSELF = {"check_launch_flipped"}   # the launch watch's alert names the launch's progress
+STAGES = {"flashfeed_daily_model": {"inputs", "features", "train", "publish"},
+          "flashfeed_launch_feeds": {"inputs", "build", "serve"}}
+DOCUMENTED_TASKS = {"features.build_features", "train.train_group_als", "build.score_products",
+                    "build.build_collections", "serve.load_feeds", "serve.flip_served_version",
+                    "rollback_served_version", "check_launch_flipped"}
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +58,59 @@ def test_every_dag_imports_without_errors(dagbag):
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
-def test_owner_tags_retries_docs(dagbag, dag_id):
+def test_owner_tags_docs_retries_timeouts_and_alerts(dagbag, dag_id):
+    from flashfeed_airflow.alerts import task_failed
+
     dag = dagbag.dags[dag_id]
     assert "flashfeed" in dag.tags and len(dag.tags) >= 2
     assert dag.doc_md and dag_id in dag.doc_md
     assert dag.catchup is False and dag.max_active_runs == 1
     for task in dag.tasks:
         assert task.owner == "flashfeed", task.task_id
-        if task.task_id in NO_RETRY_TASKS:
-            assert task.retries == 0
+        if task.task_id in NO_RETRY_TASKS or task.task_id.rsplit(".", 1)[-1].startswith("wait_for_"):
+            assert task.retries == 0, f"{task.task_id} retries although a retry cannot help"
         else:
             assert task.retries >= 1, f"{task.task_id} has no retries"
+            assert task.retry_exponential_backoff > 1, f"{task.task_id} retries without backoff"
+        assert task.execution_timeout is not None, f"{task.task_id} can hang forever"
+        expected_callback = None if task.task_id in ALERTS_ITSELF else task_failed
+        assert task.on_failure_callback in ([expected_callback] if expected_callback else [], expected_callback), \
+            task.task_id
+        if task.task_id in DOCUMENTED_TASKS:
+            assert task.doc_md and "Re-run" in task.doc_md, f"{task.task_id} does not say how to re-run it"
+
+
+@pytest.mark.parametrize("dag_id", sorted(STAGES))
+def test_every_stage_is_a_task_group(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    groups = {t.task_id.split(".", 1)[0] for t in dag.tasks if "." in t.task_id}
+    assert groups == STAGES[dag_id]
+    ungrouped = [t.task_id for t in dag.tasks if "." not in t.task_id]
+    assert len(ungrouped) == 1 and ungrouped[0].startswith("plan_")   # the plan feeds every stage
+
+
+@pytest.mark.parametrize("dag_id", sorted(STAGES))
+def test_every_spark_application_takes_a_pool_slot(dagbag, dag_id):
+    spark = [t for t in dagbag.dags[dag_id].tasks if _operator_name(t) == "SparkSubmitOperator"]
+    assert spark
+    for task in spark:
+        assert task.pool == schedules.SPARK_POOL, task.task_id
+        assert task.execution_timeout in (schedules.SPARK_DAILY_TIMEOUT, schedules.SPARK_LAUNCH_TIMEOUT)
+    # Scoring and collections must time out with time left to alert before the launch.
+    launch_spark = sum((t.execution_timeout for t in spark if dag_id == "flashfeed_launch_feeds"), timedelta())
+    assert launch_spark < timedelta(minutes=schedules.LAUNCH_LEAD_MINUTES)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
+def test_every_param_has_a_title_and_a_description(dagbag, dag_id):
+    params = dagbag.dags[dag_id].params
+    for name in params.keys():
+        param = params.get_param(name)
+        assert param.schema.get("title") and len(param.description or "") > 20, f"{dag_id}.{name}"
+
+
+def _operator_name(task) -> str:
+    return task.operator_class.__name__ if type(task).__name__ == "MappedOperator" else type(task).__name__
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
@@ -68,43 +119,70 @@ def test_no_cycles_and_a_single_entry_point(dagbag, dag_id):
     order = [t.task_id for t in dag.topological_sort()]
     assert len(order) == len(dag.tasks)
     roots = [t.task_id for t in dag.roots]
-    assert roots == [order[0]] and roots[0].startswith("plan_")
+    assert roots == [order[0]] and roots[0].startswith(("plan_", "check_"))
 
 
 def test_daily_model_shape(dagbag):
     dag = dagbag.dags["flashfeed_daily_model"]
-    train = dag.get_task("train_group_als")
+    train = dag.get_task("train.train_group_als")
     assert type(train).__name__ == "MappedOperator"  # one Spark application per member group
     assert train.operator_class.__name__ == "SparkSubmitOperator"
-    upstream_of_groups = dag.get_task("discover_groups").upstream_task_ids
-    assert "build_features" in upstream_of_groups  # groups are only known after features ran
-    sensors = {t.task_id for t in dag.tasks if t.task_id.startswith("wait_for_")}
-    assert sensors == {"wait_for_events", "wait_for_returns", "wait_for_catalog", "wait_for_sale_calendar"}
+    upstream_of_groups = dag.get_task("train.discover_groups").upstream_task_ids
+    assert "features.build_features" in upstream_of_groups  # groups are only known after features ran
+    sensors = {t.task_id for t in dag.tasks if t.task_id.startswith("inputs.")}
+    assert sensors == {f"inputs.wait_for_{name}" for name in ("events", "returns", "catalog", "sale_calendar")}
     # The quality report sees every group's outcome before the day's affinities are sealed.
-    assert dag.get_task("report_quality").upstream_task_ids == {"train_group_als", "plan_model_day"}
-    assert "report_quality" in dag.get_task("publish_affinity").upstream_task_ids
+    assert dag.get_task("publish.report_quality").upstream_task_ids == {"train.train_group_als", "plan_model_day"}
+    assert "publish.report_quality" in dag.get_task("publish.publish_affinity").upstream_task_ids
+    groups = dag.params.get_param("groups")
+    assert groups.resolve(["13", "21"]) == ["13", "21"]
+    with pytest.raises(Exception, match="does not match"):
+        groups.resolve(["women"])
 
 
 def test_launch_feeds_shape(dagbag):
     dag = dagbag.dags["flashfeed_launch_feeds"]
-    chain = ["plan_launch", "score_products", "build_collections", "wait_for_feeds",
-             "validate_feeds", "load_feeds", "flip_served_version", "apply_retention"]
+    chain = ["plan_launch", "build.score_products", "build.build_collections", "build.wait_for_feeds",
+             "serve.validate_feeds", "serve.load_feeds", "serve.flip_served_version", "serve.apply_retention"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert dag.get_task(upstream).task_id in _ancestors(dag, downstream)
-    assert {"wait_for_affinity", "wait_for_sale_calendar"} <= dag.get_task("score_products").upstream_task_ids
-    assert set(dag.params.keys()) == {"launch", "dry_run", "allow_low_coverage"}
-    assert dag.params["allow_low_coverage"] is False
-    assert dag.get_task("flip_served_version").allow_low_coverage == "{{ params.allow_low_coverage }}"
-    retention = dag.get_task("apply_retention")
-    assert retention.upstream_task_ids == {"flip_served_version"} and not retention.downstream_task_ids
+    assert {"inputs.wait_for_affinity", "inputs.wait_for_sale_calendar"} <= \
+        dag.get_task("build.score_products").upstream_task_ids
+    assert set(dag.params.keys()) == {"launch", "dry_run", "allow_low_coverage", "allow_older_version"}
+    assert dag.params["allow_low_coverage"] is False and dag.params["allow_older_version"] is False
+    flip = dag.get_task("serve.flip_served_version")
+    assert flip.allow_low_coverage == "{{ params.allow_low_coverage }}"
+    assert flip.allow_older_version == dag.get_task("serve.load_feeds").allow_older_version \
+        == "{{ params.allow_older_version }}"
+    retention = dag.get_task("serve.apply_retention")
+    assert retention.upstream_task_ids == {"serve.flip_served_version"} and not retention.downstream_task_ids
     assert retention.dry_run == "{{ params.dry_run }}"   # skipped on a dry run
+    launch = dag.params.get_param("launch")
+    assert launch.resolve("1500") == "1500" and launch.resolve("") == ""
+    with pytest.raises(Exception, match="is not one of"):   # the form shows the allowed slots
+        launch.resolve("1200")
+
+
+def test_launch_watch_fires_15_minutes_before_each_launch_and_checks_that_launch(dagbag):
+    from airflow.serialization.encoders import encode_timetable
+    from airflow.timetables.trigger import MultipleCronTriggerTimetable
+
+    from flashfeed import calendar
+
+    timetable = MultipleCronTriggerTimetable(*schedules.launch_watch_crons(), timezone=schedules.TIMEZONE)
+    assert encode_timetable(dagbag.dags["flashfeed_launch_watch"].timetable) == encode_timetable(timetable)
+    fires = _fire_times(timetable, datetime(2026, 10, 31, tzinfo=timezone.utc), 9)   # across the DST change
+    ny = ZoneInfo("America/New_York")
+    assert [f.astimezone(ny).strftime("%H:%M") for f in fires] == ["10:45", "14:45", "19:45"] * 3
+    for fire in fires:
+        assert calendar.slot_for_run(fire).starts_at - fire == timedelta(minutes=15)
 
 
 def test_rollback_shape(dagbag):
     dag = dagbag.dags["flashfeed_rollback"]
     assert type(dag.timetable).__name__ == "NullTimetable"   # manual trigger only
     order = [t.task_id for t in dag.topological_sort()]
-    assert order == ["plan_rollback", "rollback_served_version", "apply_retention"]
+    assert order == ["plan_rollback", "rollback_served_version", "apply_retention"]   # 3 tasks: no groups
     assert set(dag.params.keys()) == {"target_version"}
     target = dag.params.get_param("target_version")
     assert target.resolve(None) is None                          # empty in the form: the previous version

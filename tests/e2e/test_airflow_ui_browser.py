@@ -14,11 +14,8 @@ Screenshots go to the test's tmp_path and to test-output/airflow-ui/ (git-ignore
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -29,6 +26,7 @@ import pytest
 
 from flashfeed.env import project_env
 from tests.conftest import free_port
+from tests.e2e.airflow_server import api_get, running_airflow
 
 pytestmark = pytest.mark.e2e
 
@@ -44,8 +42,6 @@ SERVED_BEFORE = "20261121t1100"     # served first ...
 SERVED_NOW = "20261122t1100"        # ... then this one: the rollback serves SERVED_BEFORE again
 WRONG_TARGET = "yesterday"          # violates the param's YYYYMMDDtHHMM pattern
 
-START_TIMEOUT_S = 180
-STOP_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 150
 UI_TIMEOUT_S = 30
 POLL_S = 2
@@ -89,32 +85,8 @@ def airflow_url(tmp_path_factory, served_versions):
                        "AIRFLOW__API__PORT": str(port),   # project_env derives the execution API URL
                        "FLASHFEED_DYNAMODB_ENDPOINT": served_versions["endpoint"],
                        "FLASHFEED_CONFIG": served_versions["config"]})
-    log_path = home / "airflow-ui.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["flashfeed", "airflow-ui"], env=env, cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, f"flashfeed airflow-ui exited early:\n{_tail(log_path)}"
-            try:
-                dags = {d["dag_id"] for d in _get(url, "/api/v2/dags")["dags"]}
-                if {*PIPELINE_DAGS, DAG_ID} <= dags:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"Airflow did not list the DAGs in time:\n{_tail(log_path)}"
-            time.sleep(POLL_S)
+    with running_airflow(env, home / "airflow-ui.log", {*PIPELINE_DAGS, DAG_ID}) as url:
         yield url
-    finally:
-        # airflow-ui stops its components (each in its own process group) on SIGTERM.
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -141,17 +113,8 @@ def browser(tmp_path_factory):
 
 # --- helpers ----------------------------------------------------------------------------------
 
-def _tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
-def _get(url: str, path: str) -> dict:
-    with urllib.request.urlopen(url + path, timeout=10) as response:
-        return json.load(response)
-
-
 def _runs(url: str) -> dict[str, dict]:
-    return {run["dag_run_id"]: run for run in _get(url, f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]}
+    return {run["dag_run_id"]: run for run in api_get(url, f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]}
 
 
 def _wait(browser, condition, what: str, timeout: float = UI_TIMEOUT_S):
@@ -238,7 +201,7 @@ def test_triggered_run_succeeds_and_its_graph_is_saved(airflow_url, browser, ser
         time.sleep(POLL_S)
     quoted = urllib.parse.quote(run_id, safe="")
     tasks = {t["task_id"]: t["state"]
-             for t in _get(airflow_url, f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances")["task_instances"]}
+             for t in api_get(airflow_url, f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances")["task_instances"]}
     assert state == "success", f"run {run_id} {state}: {tasks}"
     served = store.served_version(store.dynamodb_client(served_versions["endpoint"]), served_versions["prefix"])
     assert (served["version"], served["previous"]) == (SERVED_BEFORE, SERVED_NOW)

@@ -2,7 +2,8 @@
 
 Runs `airflow dags test` for the daily model, then the 11:00 and the 15:00 launch of the same
 day, and checks that after each flip the read API serves a known member's payload from the
-new version, byte for byte as written to the lake.
+new version, byte for byte as written to the lake. The launch watch alerts (to a local
+webhook) when it runs before a launch is flipped, and not after.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 DAY = "2026-11-22"
 MEMBERS, DAYS, SEED = 700, 14, 11
 LEAD = timedelta(minutes=45)
+WATCH = timedelta(minutes=15)
 NY = ZoneInfo("America/New_York")
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +34,7 @@ def world(tmp_path_factory, dynamodb_endpoint):
     home = tmp_path_factory.mktemp("flashfeed-home")
     env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
                        "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint})
-    _run(["airflow", "db", "migrate"], env)
+    _run(["flashfeed", "airflow-init"], env)
     _run(["flashfeed", "demo-data", "--lake", env["FLASHFEED_LAKE"], "--members", str(MEMBERS),
           "--days", str(DAYS), "--end-date", DAY, "--seed", str(SEED)], env)
     return env
@@ -44,11 +46,11 @@ def _run(cmd, env, timeout=1200):
     return result
 
 
-def _dag_test(dag_id: str, logical: datetime, env) -> None:
+def _dag_test(dag_id: str, logical: datetime, env, expect: str = "success") -> None:
     when = logical.isoformat()
-    _run(["airflow", "dags", "test", dag_id, when], env)
+    subprocess.run(["airflow", "dags", "test", dag_id, when], env=env, cwd=REPO, capture_output=True, timeout=1200)
     state = _run(["airflow", "dags", "state", dag_id, when], env).stdout.strip().splitlines()[-1]
-    assert state.startswith("success"), f"{dag_id} {when}: {state}"
+    assert state.startswith(expect), f"{dag_id} {when}: {state}, expected {expect}"
 
 
 def _client(env):
@@ -95,8 +97,8 @@ def _api_get(env, path: str, monkeypatch):
         return api.get(path)
 
 
-def test_daily_model_then_two_launches_are_served(world, monkeypatch):
-    env = world
+def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbox):
+    env = {**world, "FLASHFEED_ALERT_WEBHOOK": alert_inbox.url}
     root = env["FLASHFEED_LAKE"]
     _dag_test("flashfeed_daily_model", datetime.combine(datetime.fromisoformat(DAY), time(5), NY), env)
 
@@ -110,10 +112,20 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch):
     served = []
     for launch in ("1100", "1500"):
         slot = calendar.slot(DAY, launch)
+        if launch == "1500":
+            # The launch watch at 14:45: 15:00 is not built yet, so it alerts (webhook) and fails.
+            _dag_test("flashfeed_launch_watch", slot.starts_at - WATCH, env, expect="failed")
+            [alert] = alert_inbox.alerts
+            assert alert["alert"]["version"] == slot.version and alert["alert"]["served_version"] == served[0]["version"]
+            assert "launch 2026-11-22 15:00" in alert["text"] and "NOT flipped 15 minutes" in alert["text"]
+            assert alert["alert"]["progress"] == {"affinity of the day sealed": True, "products scored": False,
+                                                  "collections built": False, "table loaded and verified": False}
         _dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
         pointer = serving_store.served_version(_client(env), None)
         assert pointer["version"] == slot.version
         served.append(pointer)
+        _dag_test("flashfeed_launch_watch", slot.starts_at - WATCH, env)   # served: on time, no new alert
+        assert len(alert_inbox.alerts) == (1 if launch == "1500" else 0)
 
         manifest = json.loads(Path(lake.feeds(DAY, launch, root), "manifest.json").read_text())
         first = next(Path(lake.feeds(DAY, launch, root), "products_card").glob("part-*.json"))

@@ -264,3 +264,34 @@ def test_rollback_and_retention_operators(operators, client, prefix):
     from airflow.sdk.exceptions import AirflowSkipException
     with pytest.raises(AirflowSkipException):
         operators.ApplyRetentionOperator(task_id="ret", dry_run="True").execute({})
+
+
+def test_a_slot_older_than_the_served_version_is_neither_loaded_nor_flipped_unless_allowed(
+        tmp_path, operators, client, prefix):
+    """A backfill rebuilds old slots; it must not serve one over a newer served version."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    older = "20261121t2000"
+    feeds = tmp_path / "older"
+    manifest = write_feeds(feeds, members=5, version=older, files_per_data_set=1)
+    serve_in_order(client, prefix, [VERSION])                       # 20261122t1100 is served
+
+    def load(**kwargs):
+        return operators.LoadFeedsOperator(task_id="load", feeds_uri=str(feeds), version=older, **kwargs)
+
+    def flip(**kwargs):
+        return operators.FlipServedVersionOperator(task_id="flip", version=older,
+                                                   manifest_uri=str(feeds / "manifest.json"), **kwargs)
+
+    with pytest.raises(AirflowSkipException, match=rf"not loading {older}: it is older than the served "
+                                                   rf"version {VERSION}.*allow_older_version=true"):
+        load(allow_older_version="False").execute({})
+    assert not store.table_exists(client, store.feeds_table(older, prefix))   # nothing written
+    make_table(client, prefix, older)       # even when loaded (e.g. by an allowed run) ...
+    with pytest.raises(AirflowSkipException, match=f"not flipping to {older}"):
+        flip().execute({})                  # ... the flip refuses on its own
+    assert store.served_version(client, prefix)["version"] == VERSION
+
+    assert load(allow_older_version="True").execute({})["written"] == manifest["total_payloads"]
+    assert flip(allow_older_version="True").execute({})["flipped"] is True
+    assert store.served_version(client, prefix)["version"] == older

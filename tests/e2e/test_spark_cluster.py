@@ -1,0 +1,174 @@
+"""Cluster mode end to end: the same DAGs on a Spark standalone master, by changing only the
+Airflow connection `spark_default`.
+
+Starts a standalone master and one worker on free 127.0.0.1 ports (flashfeed.spark_standalone),
+builds a small world like test_pipeline.py, points AIRFLOW_CONN_SPARK_DEFAULT at the master and
+runs the daily model and the 11:00 launch with `airflow dags test`. Then checks that the launch's
+version is served and that every Spark application of both DAGs ran on the cluster (the
+master lists them as finished applications, and the worker's executors ran their tasks), not
+in local mode. The world has its own DynamoDB table prefix, so test_pipeline.py's served
+version on the session's DynamoDB is untouched. Also checks that master and worker listen on
+loopback only, that executors run this venv's Python, and that a daemon that cannot start is
+reported with its log file. The cluster is stopped by its PIDs at the end, also when a test fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from flashfeed import calendar, lake, serving_store, spark_standalone
+from flashfeed.env import project_env
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+DAY, LAUNCH = "2026-11-22", "1100"
+MEMBERS, DAYS, SEED = 400, 14, 11     # small: every Spark application costs two JVM start-ups here
+LEAD = timedelta(minutes=45)
+NY = ZoneInfo("America/New_York")
+WORKER_CORES, WORKER_MEMORY = 2, "2g"
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A standalone master + worker on free loopback ports, stopped by PID in the finalizer."""
+    home = tmp_path_factory.mktemp("spark-standalone")
+    port, webui_port = free_port(), free_port()
+    try:
+        url = spark_standalone.start(home, port, webui_port, WORKER_CORES, WORKER_MEMORY,
+                                     worker_webui_port=free_port())
+        yield {"home": home, "url": url, "port": port, "webui_port": webui_port,
+               "connection": spark_standalone.spark_connection(port)}
+    finally:
+        spark_standalone.stop(home)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, dynamodb_endpoint):
+    """The local-mode world of test_pipeline.py (own tables on the shared DynamoDB)."""
+    home = tmp_path_factory.mktemp("flashfeed-cluster-home")
+    prefix = "cluster-"
+    config = home / "flashfeed.yaml"
+    default = (REPO / "include" / "flashfeed.yaml").read_text()
+    assert "table_prefix: flashfeed-" in default
+    config.write_text(default.replace("table_prefix: flashfeed-", f"table_prefix: {prefix}"))
+    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
+                       "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint, "FLASHFEED_CONFIG": str(config)})
+    _run(["flashfeed", "airflow-init"], env)
+    _run(["flashfeed", "demo-data", "--lake", env["FLASHFEED_LAKE"], "--members", str(MEMBERS),
+          "--days", str(DAYS), "--end-date", DAY, "--seed", str(SEED)], env)
+    return env, prefix
+
+
+def _run(cmd, env, timeout=1200):
+    result = subprocess.run(cmd, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def _dag_test(dag_id: str, logical: datetime, env) -> str:
+    when = logical.isoformat()
+    output = _run(["airflow", "dags", "test", dag_id, when], env)
+    state = _run(["airflow", "dags", "state", dag_id, when], env).stdout.strip().splitlines()[-1]
+    assert state.startswith("success"), f"{dag_id} {when}: {state}"
+    return output.stdout + output.stderr
+
+
+def _listeners(pid: int) -> dict[int, str]:
+    """{port: local address} of the TCP sockets `pid` listens on, from `ss`."""
+    lines = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines()
+    found = {}
+    for line in lines:
+        if f"pid={pid}," in line:
+            address, port = line.split()[3].rsplit(":", 1)
+            found[int(port)] = address
+    return found
+
+
+def test_cluster_listens_on_loopback_only(cluster):
+    if shutil.which("ss") is None:
+        pytest.skip("`ss` (iproute2) is not installed")
+    state = json.loads(spark_standalone.state_file(cluster["home"]).read_text())
+    master, worker = _listeners(state["master_pid"]), _listeners(state["worker_pid"])
+    assert set(master) == {cluster["port"], cluster["webui_port"]}, master      # no REST server (6066)
+    assert len(worker) == 2, worker                                              # RPC + web UI
+    for address in [*master.values(), *worker.values()]:
+        assert address in ("127.0.0.1", "[::ffff:127.0.0.1]"), (master, worker)
+
+
+def test_executors_run_the_projects_python(cluster, world, tmp_path):
+    """The jobs have no Python UDFs today, so the DAGs alone would not show it: Python code on
+    the executors runs with the driver's PYSPARK_PYTHON (this venv) and imports the project."""
+    env, _ = world
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from pyspark.sql import SparkSession\n"
+        "spark = SparkSession.builder.appName('flashfeed-probe').getOrCreate()\n"
+        "def where(_):\n"
+        "    import sys, flashfeed, spark_jobs.transforms\n"
+        "    return sys.executable + ' ' + flashfeed.__file__\n"
+        "print('PROBE', spark.sparkContext.master, sorted(set(\n"
+        "    spark.sparkContext.parallelize(range(4), 2).map(where).collect())))\n"
+        "spark.stop()\n")
+    out = _run(["spark-submit", "--master", cluster["url"], str(probe)], env, timeout=300).stdout
+    line = next(line for line in out.splitlines() if line.startswith("PROBE"))
+    assert line == f"PROBE {cluster['url']} {[sys.executable + ' ' + str(REPO / 'flashfeed' / '__init__.py')]}"
+
+
+def test_daily_model_and_launch_run_on_the_standalone_cluster(cluster, world):
+    env, prefix = world
+    env = {**env, "AIRFLOW_CONN_SPARK_DEFAULT": cluster["connection"]}   # the only change
+    root = env["FLASHFEED_LAKE"]
+
+    daily_log = _dag_test("flashfeed_daily_model", datetime.combine(datetime.fromisoformat(DAY), time(5), NY), env)
+    groups = json.loads(Path(lake.affinity(DAY, root=root), "groups.json").read_text())["groups"]
+    assert groups, "no member group was trained"
+    assert Path(lake.success(lake.affinity(DAY, root=root))).exists()
+
+    slot = calendar.slot(DAY, LAUNCH)
+    launch_log = _dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
+    client = serving_store.dynamodb_client(endpoint=env["FLASHFEED_DYNAMODB_ENDPOINT"])
+    assert serving_store.served_version(client, prefix)["version"] == slot.version
+    manifest = json.loads(Path(lake.feeds(DAY, LAUNCH, root), "manifest.json").read_text())
+    assert manifest["members"] > 0
+
+    # spark-submit was told the standalone master, never local[*] ...
+    for log in (daily_log, launch_log):
+        assert f"--master {cluster['url']}" in log
+        assert "--master local" not in log
+
+    # ... and the master ran every application of both DAGs, each on the worker's executors.
+    master = spark_standalone.master_json(cluster["webui_port"])
+    assert master["activeapps"] == []
+    apps = [app for app in master["completedapps"] if app["name"].startswith("flashfeed-")
+            and app["name"] != "flashfeed-probe"]
+    names = sorted(app["name"] for app in apps)   # the jobs' own application names
+    assert names == sorted([f"flashfeed-features-{DAY}", *[f"flashfeed-als-{DAY}-group-{g}" for g in groups],
+                            f"flashfeed-score-{slot.version}", f"flashfeed-collections-{slot.version}"]), names
+    assert all(app["state"] == "FINISHED" for app in apps), apps
+    work = spark_standalone.work_dir(cluster["home"])
+    for app in apps:
+        stderr = [p.read_text(errors="replace") for p in (work / app["id"]).glob("*/stderr")]
+        assert stderr, f"{app['name']} {app['id']}: no executor ran on the worker ({work})"
+        assert any("Finished task" in text for text in stderr), f"{app['name']}: executors ran no task"
+
+
+def test_a_daemon_that_fails_to_start_is_named_with_its_log_and_cleaned_up(tmp_path):
+    """A worker that exits at once (bad --memory): the error names its log, and the master that
+    did start is stopped again, so nothing is left running."""
+    home = tmp_path / "broken-cluster"
+    with pytest.raises(spark_standalone.SparkStandaloneError) as error:
+        spark_standalone.start(home, free_port(), free_port(), 1, "not-a-size", worker_webui_port=0)
+    log = spark_standalone.log_file(home.resolve(), spark_standalone.WORKER_CLASS)
+    assert str(log) in str(error.value) and "exited before it was ready" in str(error.value)
+    assert not spark_standalone.status(home)["master_running"]
+    assert not list(spark_standalone.pid_dir(home).glob("*.pid"))
