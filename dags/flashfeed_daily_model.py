@@ -77,6 +77,7 @@ with DAG(
             SuccessMarkerSensor(
                 task_id=f"wait_for_{name}",
                 partition=f"{{{{ {PLAN}['raw']['{name}'] }}}}",
+                producer=f"the upstream export of raw {name} (or `flashfeed import`)",
                 mode="reschedule",
                 poke_interval=300,
                 timeout=int(timedelta(hours=5).total_seconds()),

@@ -95,11 +95,12 @@ with DAG(
     with TaskGroup("inputs", tooltip="Wait for the day's affinities and sale calendar (_SUCCESS)"):
         waits = [
             SuccessMarkerSensor(
-                task_id=f"wait_for_{name}", partition=f"{{{{ {PLAN}['{name}'] }}}}",
+                task_id=f"wait_for_{name}", partition=f"{{{{ {PLAN}['{name}'] }}}}", producer=producer,
                 mode="reschedule", poke_interval=120, timeout=int(timedelta(hours=3).total_seconds()),
                 retries=NO_RETRIES,  # timed out = the data is not there; waiting again is a re-run
             )
-            for name in ("affinity", "sale_calendar")
+            for name, producer in (("affinity", "flashfeed_daily_model of the same day"),
+                                   ("sale_calendar", "the upstream export of raw sale_calendar"))
         ]
 
     with TaskGroup("build", tooltip="Score the products on sale, build six collections per member"):
@@ -127,7 +128,7 @@ same bytes.
 """,
         )
         wait_feeds = SuccessMarkerSensor(
-            task_id="wait_for_feeds", partition=f"{{{{ {PLAN}['feeds'] }}}}",
+            task_id="wait_for_feeds", partition=f"{{{{ {PLAN}['feeds'] }}}}", producer="build_collections",
             mode="reschedule", poke_interval=30, timeout=int(timedelta(minutes=30).total_seconds()),
             retries=NO_RETRIES,
         )

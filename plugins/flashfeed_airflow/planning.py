@@ -73,7 +73,9 @@ def discover_groups(features: str, only: list[str] | None = None) -> list[str]:
     if only:
         unknown = sorted(set(only) - set(groups))
         if unknown:
-            raise ValueError(f"groups {unknown} do not exist on {summary['dt']}; existing groups: {groups}")
+            raise ValueError(f"param groups asks for {unknown}, which do not exist on {summary['dt']}; existing "
+                             f"groups: {groups}. Next step: trigger again with existing groups, or none to "
+                             "train every group")
         groups = [g for g in groups if g in only]
     log.info("training %d groups: %s", len(groups), groups)
     return groups
@@ -89,8 +91,9 @@ def publish_affinity(affinity_day: str, features: str) -> list[str]:
     missing = [g for g in groups if not fs.exists(f"{base}/group={g}/{lake.SUCCESS}")]
     if missing:
         raise FileNotFoundError(
-            f"affinities of groups {missing} are missing under {affinity_day}: "
-            "clear those train_group_als map indexes and let them re-run"
+            f"affinities of groups {missing} are not complete: "
+            f"{', '.join(f'{affinity_day}/group={g}/{lake.SUCCESS}' for g in missing)} missing. Next step: read the log "
+            "of those groups' train_group_als tasks (map index 'group G'), clear them, then this task"
         )
     for entry in fs.ls(base, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
@@ -129,7 +132,8 @@ def validate_feeds(feeds: str, version: str) -> dict[str, Any]:
     if manifest.get("total_payloads") != sum(d.get("payloads", 0) for d in data_sets.values()):
         problems.append("total_payloads does not add up")
     if problems:
-        raise ValueError(f"feeds {feeds} failed validation: {'; '.join(problems)}. Re-run build_collections.")
+        raise ValueError(f"feeds {feeds} failed validation: {'; '.join(problems)}. Next step: clear "
+                         "build_collections of this run (it rewrites the feeds and the manifest)")
     log.info("feeds %s valid: %d members, %d payloads, largest %s bytes",
              version, manifest["members"], manifest["total_payloads"], manifest["largest_payload"]["bytes"])
     return {"members": manifest["members"], "total_payloads": manifest["total_payloads"]}
