@@ -47,8 +47,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(retries=NO_RETRIES,                # the check is about this moment: a later retry is not it
-          on_failure_callback=None)          # it alerts itself, with the launch's progress
+    @task(retries=NO_RETRIES)  # the check is about this moment: a later retry is not it
     def check_launch_flipped(logical_date=None, dag_run=None, params=None) -> dict:
         """Succeeds if the launch's version (or a newer one) is served; otherwise alerts with the
         launch's progress and fails. **Re-run**: clear it after the flip to see it green; it only reads."""

@@ -15,6 +15,7 @@ import urllib.request
 from datetime import datetime
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
 from flashfeed_airflow.schedules import FLIP_DEADLINE_BEFORE_LAUNCH
 
 WEBHOOK_ENV = "FLASHFEED_ALERT_WEBHOOK"
@@ -24,6 +25,10 @@ LAUNCH_WATCH_DAG_ID = "flashfeed_launch_watch"
 MODEL_DAG_ID = "flashfeed_daily_model"
 
 log = logging.getLogger(__name__)
+
+
+class LaunchNotFlipped(AirflowFailException):
+    """The launch watch's failure (no retry): it has alerted already, with the launch's progress."""
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -80,6 +85,8 @@ def send_alert(text: str, details: dict[str, Any], logger: Any = None) -> bool:
 
 def task_failed(context: dict[str, Any]) -> None:
     """on_failure_callback of every flashfeed task (after its last retry)."""
+    if isinstance(context.get("exception"), LaunchNotFlipped):
+        return
     ti, dag_run = context["ti"], context["dag_run"]
     params = context.get("params") or {}
     subject = run_subject(ti.dag_id, dag_run.logical_date, dag_run.run_after, params.get("launch") or None)
@@ -101,9 +108,8 @@ def task_failed(context: dict[str, Any]) -> None:
 def check_launch_flipped(when: datetime, launch: str | None = None) -> dict[str, Any]:
     """The launch watch (`flashfeed_launch_watch`, FLIP_DEADLINE_BEFORE_LAUNCH before each
     launch): is the launch's version (or a newer one) served? If not, alert with how far its
-    feeds got, then fail so the run shows red in the UI."""
-    from airflow.sdk.exceptions import AirflowFailException
-
+    feeds got, then fail so the run shows red in the UI. If the check itself fails (DynamoDB
+    or the lake unreachable), the failure callback alerts instead."""
     from flashfeed import lake
     from flashfeed import serving_store as store
     from flashfeed_airflow.planning import plan_launch
@@ -133,4 +139,4 @@ def check_launch_flipped(when: datetime, launch: str | None = None) -> dict[str,
             "slot and read the log of its running or failed task; if it cannot make it, the served version "
             "keeps serving")
     send_alert(text, {"dag_id": LAUNCH_DAG_ID, "served_version": served_version, "progress": progress, **subject})
-    raise AirflowFailException(text)
+    raise LaunchNotFlipped(text)

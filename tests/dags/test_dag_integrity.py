@@ -19,7 +19,6 @@ EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_l
 # a bad manifest stays bad, and a lost race or refused flip needs a person.
 NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "serve.validate_feeds", "serve.flip_served_version",
                   "rollback_served_version", "check_launch_flipped"}
-ALERTS_ITSELF = {"check_launch_flipped"}   # the launch watch's alert names the launch's progress
 STAGES = {"flashfeed_daily_model": {"inputs", "features", "train", "publish"},
           "flashfeed_launch_feeds": {"inputs", "build", "serve"}}
 DOCUMENTED_TASKS = {"features.build_features", "train.train_group_als", "build.score_products",
@@ -73,9 +72,7 @@ def test_owner_tags_docs_retries_timeouts_and_alerts(dagbag, dag_id):
             assert task.retries >= 1, f"{task.task_id} has no retries"
             assert task.retry_exponential_backoff > 1, f"{task.task_id} retries without backoff"
         assert task.execution_timeout is not None, f"{task.task_id} can hang forever"
-        expected_callback = None if task.task_id in ALERTS_ITSELF else task_failed
-        assert task.on_failure_callback in ([expected_callback] if expected_callback else [], expected_callback), \
-            task.task_id
+        assert task.on_failure_callback in ([task_failed], task_failed), task.task_id
         if task.task_id in DOCUMENTED_TASKS:
             assert task.doc_md and "Re-run" in task.doc_md, f"{task.task_id} does not say how to re-run it"
 

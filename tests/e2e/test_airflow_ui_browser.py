@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from flashfeed.env import project_env
-from tests.conftest import free_port
+from tests.conftest import config_with_table_prefix, free_port
 from tests.e2e.airflow_server import api_get, running_airflow
 
 pytestmark = pytest.mark.e2e
@@ -60,10 +60,7 @@ def served_versions(tmp_path_factory, dynamodb_endpoint) -> dict[str, str]:
     from flashfeed import serving_store as store
 
     prefix = f"ui{uuid.uuid4().hex[:8]}-"
-    config = tmp_path_factory.mktemp("ui-config") / "flashfeed.yaml"
-    default = (REPO / "include" / "flashfeed.yaml").read_text()
-    assert "table_prefix: flashfeed-" in default
-    config.write_text(default.replace("table_prefix: flashfeed-", f"table_prefix: {prefix}"))
+    config = config_with_table_prefix(tmp_path_factory.mktemp("ui-config"), prefix)
 
     client = store.dynamodb_client(dynamodb_endpoint)
     expected = None

@@ -60,22 +60,25 @@ def _run(cmd, env, timeout=600):
 
 
 def _backfill(airflow, dag_id: str, start: datetime, end: datetime, *extra: str) -> list[dict]:
-    """`airflow backfill create` for [start, end], then wait until its runs are finished."""
-    before = {r["dag_run_id"] for r in _backfill_runs(airflow, dag_id)}
+    """`airflow backfill create` for [start, end]; wait until the scheduler marks the backfill
+    complete and return its runs, oldest first. (A reprocessed date keeps its run id: the
+    backfill clears and re-runs it.)"""
+    def backfills() -> dict[int, dict]:
+        return {b["id"]: b for b in api_get(airflow["url"], f"/api/v2/backfills?dag_id={dag_id}&limit=100")["backfills"]}
+
+    before = set(backfills())
     _run(["airflow", "backfill", "create", "--dag-id", dag_id, "--from-date", start.isoformat(),
           "--to-date", end.isoformat(), "--max-active-runs", "1", *extra], airflow["env"])
     deadline = time.monotonic() + BACKFILL_TIMEOUT_S
     while True:
-        runs = [r for r in _backfill_runs(airflow, dag_id) if r["dag_run_id"] not in before]
-        if runs and all(r["state"] in ("success", "failed") for r in runs):
-            return sorted(runs, key=lambda r: r["logical_date"])
-        assert time.monotonic() < deadline, f"{dag_id} backfill did not finish: {runs}\n{tail(airflow['log'])}"
+        [backfill] = [b for i, b in backfills().items() if i not in before]
+        if backfill["completed_at"]:
+            break
+        assert time.monotonic() < deadline, f"{dag_id} backfill did not finish:\n{tail(airflow['log'])}"
         time.sleep(POLL_S)
-
-
-def _backfill_runs(airflow, dag_id: str) -> list[dict]:
-    return [r for r in api_get(airflow["url"], f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
-            if r["run_type"] == "backfill"]
+    runs = api_get(airflow["url"], f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+    return sorted((r for r in runs if r["run_type"] == "backfill"
+                   and start <= datetime.fromisoformat(r["logical_date"]) <= end), key=lambda r: r["logical_date"])
 
 
 def _task_states(airflow, dag_id: str, run_id: str) -> dict[str, str]:

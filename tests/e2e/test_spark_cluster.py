@@ -26,7 +26,7 @@ import pytest
 
 from flashfeed import calendar, lake, serving_store, spark_standalone
 from flashfeed.env import project_env
-from tests.conftest import free_port
+from tests.conftest import config_with_table_prefix, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DAY, LAUNCH = "2026-11-22", "1100"
@@ -57,10 +57,7 @@ def world(tmp_path_factory, dynamodb_endpoint):
     """The local-mode world of test_pipeline.py (own tables on the shared DynamoDB)."""
     home = tmp_path_factory.mktemp("flashfeed-cluster-home")
     prefix = "cluster-"
-    config = home / "flashfeed.yaml"
-    default = (REPO / "include" / "flashfeed.yaml").read_text()
-    assert "table_prefix: flashfeed-" in default
-    config.write_text(default.replace("table_prefix: flashfeed-", f"table_prefix: {prefix}"))
+    config = config_with_table_prefix(home, prefix)
     env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
                        "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint, "FLASHFEED_CONFIG": str(config)})
     _run(["flashfeed", "airflow-init"], env)

@@ -74,3 +74,13 @@ def test_without_a_webhook_the_alert_is_only_logged(monkeypatch, caplog, value):
     with caplog.at_level(logging.ERROR):
         assert alerts.send_alert("x", {}) is False
     assert "ALERT: x" in caplog.text
+
+
+def test_the_launch_watch_alerts_once(alert_inbox, monkeypatch):
+    """Its own alert carries the launch's progress; the failure callback must not repeat it."""
+    monkeypatch.setenv(alerts.WEBHOOK_ENV, alert_inbox.url)
+    alerts.task_failed(_context("flashfeed_launch_watch", "check_launch_flipped", alerts.LaunchNotFlipped("late")))
+    assert alert_inbox.alerts == []
+    alerts.task_failed(_context("flashfeed_launch_watch", "check_launch_flipped", ConnectionError("no DynamoDB")))
+    [posted] = alert_inbox.alerts
+    assert "FAILED for launch 2026-11-22 11:00" in posted["text"] and "ConnectionError: no DynamoDB" in posted["text"]
