@@ -38,8 +38,8 @@ from pathlib import Path
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, TaskGroup, task
 from flashfeed_airflow.schedules import (
-    LAUNCH_TIMES, LOAD_TIMEOUT, NO_RETRIES, SPARK_LAUNCH_TIMEOUT, SPARK_POOL, START_DATE, TIMEZONE,
-    default_args, launch_crons,
+    LOAD_TIMEOUT, NO_RETRIES, SPARK_LAUNCH_TIMEOUT, SPARK_POOL, START_DATE, TIMEZONE,
+    default_args, launch_crons, launch_slot_param,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
 from flashfeed_airflow.serving import ApplyRetentionOperator, FlipServedVersionOperator, LoadFeedsOperator
@@ -47,7 +47,6 @@ from flashfeed_airflow.serving import ApplyRetentionOperator, FlipServedVersionO
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 PLAN = "ti.xcom_pull(task_ids='plan_launch')"
 SLOT_ARGS = ["--dt", f"{{{{ {PLAN}['dt'] }}}}", "--launch", f"{{{{ {PLAN}['launch'] }}}}"]
-SLOTS = [t.replace(":", "") for t in LAUNCH_TIMES]
 
 with DAG(
     dag_id="flashfeed_launch_feeds",
@@ -58,14 +57,7 @@ with DAG(
     max_active_runs=1,
     default_args=default_args(retry_delay=timedelta(minutes=1)),
     params={
-        "launch": Param(
-            "",
-            type="string",
-            enum=["", *SLOTS],
-            title="Launch slot",
-            description=f"Launch slot HHMM to build ({', '.join(SLOTS)}); empty = the next launch after "
-                        "the run's logical date.",
-        ),
+        "launch": launch_slot_param("build"),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="Build, load and verify the new table, but do not flip or delete anything."),
         "allow_low_coverage": Param(

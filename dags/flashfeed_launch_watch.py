@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, task
+from airflow.sdk import DAG, MultipleCronTriggerTimetable, task
 from flashfeed_airflow.schedules import (
-    LAUNCH_TIMES, NO_RETRIES, START_DATE, TIMEZONE, default_args, launch_watch_crons,
+    NO_RETRIES, START_DATE, TIMEZONE, default_args, launch_slot_param, launch_watch_crons,
 )
 
-SLOTS = [t.replace(":", "") for t in LAUNCH_TIMES]
 
 with DAG(
     dag_id="flashfeed_launch_watch",
@@ -34,14 +33,7 @@ with DAG(
     max_active_runs=1,
     default_args=default_args(retry_delay=timedelta(minutes=1)),
     params={
-        "launch": Param(
-            "",
-            type="string",
-            enum=["", *SLOTS],
-            title="Launch slot",
-            description=f"Launch slot HHMM to check ({', '.join(SLOTS)}); empty = the next launch after "
-                        "the run's logical date.",
-        ),
+        "launch": launch_slot_param("check"),
     },
     tags=["flashfeed", "feeds", "alerts"],
     doc_md=__doc__,

@@ -872,10 +872,10 @@ def served_version(client, prefix: str | None = None) -> dict | None:
     return values
 
 
-def is_older_than_served(version: str, served: dict | None) -> bool:
-    """True when `version` is older than the served one: versions are YYYYMMDDtHHMM, so their
-    order as strings is their order in time."""
-    return bool(served) and version < served["version"]
+def is_older_version(version: str, other: str | None) -> bool:
+    """True when `version` is an older launch than `other` (False when there is no other):
+    versions are YYYYMMDDtHHMM, so their order as strings is their order in time."""
+    return other is not None and version < other
 
 
 def flip(client, prefix: str | None, new_version: str, manifest_uri: str,

@@ -22,6 +22,34 @@ _UCI_CANDIDATES = [Path(p) for p in [os.environ.get("FLASHFEED_UCI_SAMPLE")] if 
 UCI_SAMPLE = next((c for c in _UCI_CANDIDATES if c.is_file()), _UCI_CANDIDATES[0])
 
 
+# 127.0.0.1 as /proc/net/tcp{,6} spell it: IPv4, IPv6 ::1, and IPv4-mapped IPv6.
+LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+def listening_ports(pid: int | None = None) -> dict[int, set[str]]:
+    """Listening TCP sockets from /proc (IPv4 and IPv6): port -> local addresses (hex, see
+    LOOPBACK_HEX); only those of process `pid` when given. Needs no `ss` or `netstat`."""
+    inodes = None
+    if pid is not None:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:   # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    listening: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and (inodes is None or fields[9] in inodes):  # 0A = LISTEN
+                    address, port = fields[1].split(":")
+                    listening.setdefault(int(port, 16), set()).add(address)
+    return listening
+
+
 def free_port() -> int:
     """A port nobody listens on right now (the OS picks it; see start_on_free_port for the race)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

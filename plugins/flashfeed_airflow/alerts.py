@@ -118,7 +118,7 @@ def check_launch_flipped(when: datetime, launch: str | None = None) -> dict[str,
     client = store.dynamodb_client()
     served = store.served_version(client)
     served_version = served["version"] if served else None
-    if served_version and not store.is_older_than_served(served_version, {"version": plan["version"]}):
+    if served_version and not store.is_older_version(served_version, plan["version"]):
         # served is this launch's version or a newer one (a later launch already flipped)
         log.info("launch %s is served (served version %s): on time", plan["version"], served_version)
         return {"version": plan["version"], "served": served_version, "on_time": True}

@@ -1,11 +1,12 @@
 """Schedules and shared task settings of the DAGs, in the retailer's time zone (DST handled by
-the timetables). Constants only: DAG files import this at parse time."""
+the timetables). Constants and a param factory only: DAG files import this at parse time."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 TIMEZONE = "America/New_York"
 LAUNCH_TIMES = ("11:00", "15:00", "20:00")  # must match calendar.launch_times in include/flashfeed.yaml
+LAUNCH_SLOTS = tuple(t.replace(":", "") for t in LAUNCH_TIMES)  # HHMM, as in versions and partitions
 LAUNCH_LEAD_MINUTES = 45  # the feeds of a launch start this long before it
 FLIP_DEADLINE_BEFORE_LAUNCH = timedelta(minutes=15)  # alert when a launch is not flipped by then
 DAILY_MODEL_CRON = "0 5 * * *"  # before the first launch
@@ -22,6 +23,16 @@ def launch_crons(launch_times=LAUNCH_TIMES, lead_minutes: int = LAUNCH_LEAD_MINU
             raise ValueError(f"a lead of {lead_minutes} min puts launch {hhmm} on another day")
         crons.append(f"{start % 60} {start // 60} * * *")
     return crons
+
+
+def launch_slot_param(action: str):
+    """The `launch` param of the DAGs that work on one launch: a slot of the run's day, or empty
+    for the next launch after the run's logical date."""
+    from airflow.sdk import Param
+
+    return Param("", type="string", enum=["", *LAUNCH_SLOTS], title="Launch slot",
+                 description=f"Launch slot HHMM to {action} ({', '.join(LAUNCH_SLOTS)}); empty = the next "
+                             "launch after the run's logical date.")
 
 
 def launch_watch_crons() -> list[str]:

@@ -34,7 +34,7 @@ def _as_bool(value: Any, name: str) -> bool:
 def _skip_older_version(store, version: str, served: dict | None, allow_older: bool, log, doing: str) -> None:
     """A backfill rebuilds old slots in the lake; it must not serve them over a newer version
     unless the run asks for it (param allow_older_version)."""
-    if not store.is_older_than_served(version, served):
+    if not store.is_older_version(version, served and served["version"]):
         return
     if allow_older:
         log.warning("%s %s although it is older than the served version %s: allow_older_version=true",

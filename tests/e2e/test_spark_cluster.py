@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import datetime, time, timedelta
@@ -26,7 +25,7 @@ import pytest
 
 from flashfeed import calendar, lake, serving_store, spark_standalone
 from flashfeed.env import project_env
-from tests.conftest import config_with_table_prefix, free_port
+from tests.conftest import LOOPBACK_HEX, config_with_table_prefix, free_port, listening_ports
 
 REPO = Path(__file__).resolve().parents[2]
 DAY, LAUNCH = "2026-11-22", "1100"
@@ -80,26 +79,13 @@ def _dag_test(dag_id: str, logical: datetime, env) -> str:
     return output.stdout + output.stderr
 
 
-def _listeners(pid: int) -> dict[int, str]:
-    """{port: local address} of the TCP sockets `pid` listens on, from `ss`."""
-    lines = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines()
-    found = {}
-    for line in lines:
-        if f"pid={pid}," in line:
-            address, port = line.split()[3].rsplit(":", 1)
-            found[int(port)] = address
-    return found
-
-
 def test_cluster_listens_on_loopback_only(cluster):
-    if shutil.which("ss") is None:
-        pytest.skip("`ss` (iproute2) is not installed")
     state = json.loads(spark_standalone.state_file(cluster["home"]).read_text())
-    master, worker = _listeners(state["master_pid"]), _listeners(state["worker_pid"])
+    master, worker = listening_ports(state["master_pid"]), listening_ports(state["worker_pid"])
     assert set(master) == {cluster["port"], cluster["webui_port"]}, master      # no REST server (6066)
     assert len(worker) == 2, worker                                              # RPC + web UI
-    for address in [*master.values(), *worker.values()]:
-        assert address in ("127.0.0.1", "[::ffff:127.0.0.1]"), (master, worker)
+    for addresses in [*master.values(), *worker.values()]:
+        assert addresses <= LOOPBACK_HEX, (master, worker)
 
 
 def test_executors_run_the_projects_python(cluster, world, tmp_path):
