@@ -27,6 +27,13 @@ def api_get(url: str, path: str) -> dict:
         return json.load(response)
 
 
+def api_post(url: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
 @contextlib.contextmanager
 def running_airflow(env: dict[str, str], log_path: Path, dag_ids) -> Iterator[str]:
     """Start `flashfeed airflow-ui` with `env` (its AIRFLOW__API__PORT), wait until the API lists

@@ -1,11 +1,13 @@
 """Backfills through a real scheduler (issue 6, item 2).
 
 Airflow runs as `make airflow` runs it. `airflow backfill create` backfills the daily model for
-two past days and then the launch feeds for two past slots (20:00 on day 1, 11:00 on day 2),
-one run at a time; each run reads its own day's data. Nothing was served before, so both slots
+two past days; then the launch feeds for two past slots (20:00 on day 1, 11:00 on day 2) are
+backfilled through `POST /api/v2/backfills`, the request the UI's Backfill dialog sends. Runs
+go one at a time; each run reads its own day's data. Nothing was served before, so both slots
 are flipped, in order. Then day 1 is backfilled again (`--reprocess-behavior completed`): its
 feeds come out byte for byte the same, and because its slot is older than the served one, the
-re-run builds the feeds in the lake but neither loads nor flips them (skipped, saying why).
+re-run builds the feeds in the lake but neither loads nor flips them (skipped, saying why),
+until the backfill is created with `allow_older_version`.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import pytest
 from flashfeed import calendar, lake, serving_store
 from flashfeed.env import project_env
 from tests.conftest import config_with_table_prefix, free_port
-from tests.e2e.airflow_server import api_get, running_airflow, tail
+from tests.e2e.airflow_server import api_get, api_post, running_airflow, tail
 
 pytestmark = pytest.mark.e2e
 
@@ -59,16 +61,23 @@ def _run(cmd, env, timeout=600):
     return result
 
 
-def _backfill(airflow, dag_id: str, start: datetime, end: datetime, *extra: str) -> list[dict]:
-    """`airflow backfill create` for [start, end]; wait until the scheduler marks the backfill
-    complete and return its runs, oldest first. (A reprocessed date keeps its run id: the
-    backfill clears and re-runs it.)"""
+def _backfill(airflow, dag_id: str, start: datetime, end: datetime, reprocess: str = "none",
+              via: str = "cli", conf: dict | None = None) -> list[dict]:
+    """Backfill [start, end] one run at a time, from the CLI or as the UI does (REST API); wait
+    until the scheduler marks the backfill complete and return its runs, oldest first. (A
+    reprocessed date keeps its run id: the backfill clears and re-runs it.)"""
     def backfills() -> dict[int, dict]:
         return {b["id"]: b for b in api_get(airflow["url"], f"/api/v2/backfills?dag_id={dag_id}&limit=100")["backfills"]}
 
     before = set(backfills())
-    _run(["airflow", "backfill", "create", "--dag-id", dag_id, "--from-date", start.isoformat(),
-          "--to-date", end.isoformat(), "--max-active-runs", "1", *extra], airflow["env"])
+    if via == "cli":
+        _run(["airflow", "backfill", "create", "--dag-id", dag_id, "--from-date", start.isoformat(),
+              "--to-date", end.isoformat(), "--max-active-runs", "1", "--reprocess-behavior", reprocess,
+              "--dag-run-conf", json.dumps(conf or {})], airflow["env"])
+    else:
+        api_post(airflow["url"], "/api/v2/backfills", {
+            "dag_id": dag_id, "from_date": start.isoformat(), "to_date": end.isoformat(),
+            "max_active_runs": 1, "reprocess_behavior": reprocess, "dag_run_conf": conf or {}})
     deadline = time.monotonic() + BACKFILL_TIMEOUT_S
     while True:
         [backfill] = [b for i, b in backfills().items() if i not in before]
@@ -116,9 +125,10 @@ def test_backfill_runs_past_days_in_order_and_never_serves_an_older_slot(airflow
         assert json.loads(Path(lake.features(day, root), "groups.json").read_text())["dt"] == day
 
     # 2. The launch feeds for the 20:00 slot of day 1 and the 11:00 slot of day 2 (their runs
-    #    fire at 19:15 and 10:15). Nothing is served yet, so both flip, in order.
+    #    fire at 19:15 and 10:15), as the UI's Backfill dialog creates them. Nothing is served
+    #    yet, so both flip, in order.
     first, second = calendar.slot(DAY1, "2000"), calendar.slot(DAY2, "1100")
-    launch_runs = _backfill(airflow, LAUNCH, _local(DAY1, "1900"), _local(DAY2, "1030"))
+    launch_runs = _backfill(airflow, LAUNCH, _local(DAY1, "1900"), _local(DAY2, "1030"), via="api")
     assert [r["state"] for r in launch_runs] == ["success", "success"], launch_runs
     assert _never_overlap(launch_runs)
     served = serving_store.served_version(client, PREFIX)
@@ -127,11 +137,9 @@ def test_backfill_runs_past_days_in_order_and_never_serves_an_older_slot(airflow
 
     # 3. Re-run day 1, model and launch: same bytes; the slot is older than the served one, so
     #    it is built but neither loaded nor flipped.
-    [model_rerun] = _backfill(airflow, MODEL, _local(DAY1, "0000"), _local(DAY1, "2359"),
-                              "--reprocess-behavior", "completed")
+    [model_rerun] = _backfill(airflow, MODEL, _local(DAY1, "0000"), _local(DAY1, "2359"), "completed")
     assert model_rerun["state"] == "success"
-    [launch_rerun] = _backfill(airflow, LAUNCH, _local(DAY1, "1900"), _local(DAY1, "1930"),
-                               "--reprocess-behavior", "completed")
+    [launch_rerun] = _backfill(airflow, LAUNCH, _local(DAY1, "1900"), _local(DAY1, "1930"), "completed")
     assert launch_rerun["state"] == "success"
     states = _task_states(airflow, LAUNCH, launch_rerun["dag_run_id"])
     assert states["build.build_collections"] == "success" and states["serve.validate_feeds"] == "success"
@@ -140,6 +148,14 @@ def test_backfill_runs_past_days_in_order_and_never_serves_an_older_slot(airflow
     assert serving_store.served_version(client, PREFIX)["version"] == second.version
     log = _task_log(env, launch_rerun["dag_run_id"], "serve.load_feeds")
     assert f"older than the served version {second.version}" in log and "allow_older_version=true" in log
+
+    # 4. Asked to (the param, from the UI's dialog), the older slot is loaded and served.
+    [allowed] = _backfill(airflow, LAUNCH, _local(DAY1, "1900"), _local(DAY1, "1930"), "completed",
+                          via="api", conf={"allow_older_version": True})
+    states = _task_states(airflow, LAUNCH, allowed["dag_run_id"])
+    assert states["serve.load_feeds"] == "success" and states["serve.flip_served_version"] == "success"
+    served = serving_store.served_version(client, PREFIX)
+    assert (served["version"], served["previous"]) == (first.version, second.version)
 
 
 def _task_log(env, run_id: str, task_id: str) -> str:
