@@ -81,6 +81,9 @@ class LoadFeedsOperator(BaseOperator):
             )
         client = store.dynamodb_client()
         table = store.feeds_table(self.version)
+        served = store.served_version(client)
+        _skip_older_version(store, self.version, served,
+                            _as_bool(self.allow_older_version, "allow_older_version"), self.log, "Loading")
         data_sets = ", ".join(f"{name} {int(ds['payloads']):,}" for name, ds in manifest["data_sets"].items())
         self.log.info(
             "Loading version %s into %s: %s payloads for %s members (%s) from %s",
@@ -88,9 +91,6 @@ class LoadFeedsOperator(BaseOperator):
             f"{int(manifest.get('members', 0)):,}" if "members" in manifest else "?", data_sets, self.feeds_uri,
         )
         try:
-            served = store.served_version(client)
-            _skip_older_version(store, self.version, served,
-                                _as_bool(self.allow_older_version, "allow_older_version"), self.log, "Loading")
             if served and served["version"] == self.version:
                 self.log.warning("Version %s is served right now: this load rewrites the live table in place",
                                  self.version)
@@ -98,8 +98,6 @@ class LoadFeedsOperator(BaseOperator):
                                       threads=int(config["load_threads"]), log=self.log)
             store.verify_load(client, None, manifest, self.feeds_uri, result.written,
                               int(config["verify_sample_members"]), seed=self.version, log=self.log)
-        except AirflowSkipException:
-            raise
         except store.ServingStoreError as error:
             self.log.error("Load of %s into %s FAILED, nothing was flipped: %s", self.version, table, error)
             raise
