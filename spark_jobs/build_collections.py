@@ -18,6 +18,7 @@ from flashfeed import calendar, lake
 from spark_jobs.common import (
     JobError,
     LakeFS,
+    features_next_step,
     get_logger,
     parse_job_args,
     read_sql,
@@ -124,8 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     fs.require(products_path, f"product scores for launch {slot.version}",
                f"run score_products for launch {slot.version} first (flashfeed_launch_feeds, same run), "
                "then clear this task")
-    fs.require(features, f"features for {slot.dt}",
-               f"run flashfeed_daily_model for {slot.dt} first (its build_features task writes them)")
+    fs.require(features, f"features for {slot.dt}", features_next_step(slot.dt))
     groups = fs.read_json(f"{affinity_day}/groups.json")["groups"]
     affinity = spark.read.parquet(*[lake.affinity(slot.dt, g, root) for g in groups])
     products = spark.read.parquet(products_path).persist()

@@ -217,6 +217,11 @@ def raw_next_step(dataset: str, day) -> str:
             f"with _SUCCESS), then clear this task")
 
 
+def features_next_step(day) -> str:
+    """What to do when the day's features (the daily model's first Spark job) are missing."""
+    return f"run flashfeed_daily_model for {day} first (its build_features task writes them)"
+
+
 def read_raw(spark: SparkSession, fs: LakeFS, dataset: str, day, root: str) -> DataFrame:
     """One complete raw partition, with the columns of the lake contract (DESIGN.md section 5)."""
     partition = lake.raw(dataset, day, root)

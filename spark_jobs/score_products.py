@@ -16,6 +16,7 @@ from spark_jobs.common import (
     JobError,
     LakeFS,
     check_columns,
+    features_next_step,
     get_logger,
     parse_job_args,
     raw_next_step,
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     # Extract
     sale_calendar = read_raw(spark, fs, "sale_calendar", slot.dt, root).persist()
     catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", slot.dt, root))
-    fs.require(features, f"features for {slot.dt}",
-               f"run flashfeed_daily_model for {slot.dt} first (its build_features task writes them)")
+    fs.require(features, f"features for {slot.dt}", features_next_step(slot.dt))
     activity_uri = f"{features}/style_activity"
     activity = check_columns(spark.read.parquet(activity_uri), ("style_id",), "style activity", activity_uri,
                              f"re-run build_features of flashfeed_daily_model for {slot.dt}")

@@ -28,9 +28,11 @@ from spark_jobs.common import (
     JobError,
     LakeFS,
     check_columns,
+    features_next_step,
     first_line,
     get_logger,
     parse_job_args,
+    raw_next_step,
     read_raw,
     run_job,
     spark_session,
@@ -130,8 +132,7 @@ def main(argv: list[str] | None = None) -> None:
              "gate k=%s margin=%s", group, dt, ratings_path, lake.raw("catalog", dt, root),
              lake.raw("sale_calendar", dt, root), params["rank"], params["max_iter"], params["reg_param"],
              params["alpha"], params["top_k"], gate_cfg["k"], gate_cfg["gate_ndcg_margin"])
-    fs.require(features, f"features for {dt}",
-               f"run flashfeed_daily_model for {dt} first (its build_features task writes them)")
+    fs.require(features, f"features for {dt}", features_next_step(dt))
     if not fs.exists(ratings_path):
         known = fs.read_json(f"{features}/groups.json")["groups"]
         raise JobError(
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         raise JobError(
             f"no subclass-brand has {config['scoring']['min_qty_on_hand']}+ on hand in any launch window of {dt} "
             f"({window_start} .. {window_end} UTC) in {lake.raw('sale_calendar', dt, root)}: nothing to predict",
-            f"check the sale calendar of {dt} (the upstream export or `flashfeed import`), then clear this task",
+            raw_next_step("sale_calendar", dt),
         )
     k = int(params["top_k"])
     if n_candidates < k:
