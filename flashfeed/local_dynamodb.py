@@ -18,24 +18,21 @@ Layout under `<FLASHFEED_HOME>/dynamodb/`: `data/` (the LevelDB store, survives 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from flashfeed.config import REPO_ROOT, flashfeed_home
+from flashfeed.local_daemons import exclusive, log_tail, pid_alive, port_in_use
 
 HOST = "127.0.0.1"                 # never listen on other interfaces
 DEFAULT_PORT = 8000
@@ -45,7 +42,6 @@ START_TIMEOUT_SECONDS = 30.0       # first start compiles nothing, but a cold di
 STOP_TIMEOUT_SECONDS = 10.0        # grace period after SIGTERM before SIGKILL
 POLL_SECONDS = 0.1
 PROBE_TIMEOUT_SECONDS = 1.0
-LOG_TAIL_LINES = 20
 
 # Our own child processes, kept so that `stop` in the same interpreter can reap them
 # (otherwise they linger as zombies and look alive) and Python does not warn about them.
@@ -122,22 +118,7 @@ def _reap_if_child(pid: int) -> bool:
 
 
 def _process_alive(pid: int) -> bool:
-    if _reap_if_child(pid):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:        # exists, owned by someone else
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():              # a zombie is dead for our purposes
-        try:
-            state = stat.read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        return state not in ("Z", "X")
-    return True
+    return not _reap_if_child(pid) and pid_alive(pid)
 
 
 def _is_dynalite(pid: int) -> bool:
@@ -160,23 +141,6 @@ def _port_answers(port: int) -> bool:
             return response.status == 200 and response.read(64).startswith(b"healthy")
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(PROBE_TIMEOUT_SECONDS)
-        if sock.connect_ex((HOST, port)) != 0:
-            return False
-        # Linux can "self-connect" when the probe's own ephemeral port is the target port.
-        return sock.getsockname()[1] != port
-
-
-def _log_tail(home: Path | None) -> str:
-    try:
-        lines = log_file(home).read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-LOG_TAIL_LINES:]) or "(log is empty)"
 
 
 # --- pid file --------------------------------------------------------------------------------
@@ -208,18 +172,6 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-@contextmanager
-def _exclusive(home: Path | None) -> Iterator[None]:
-    """Serialises start/stop of the same home, so two callers never start two servers."""
-    dynamodb_dir(home).mkdir(parents=True, exist_ok=True)
-    with open(_lock_file(home), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _live_record(home: Path | None) -> dict | None:
     """The pid file's record when it names a live dynalite; a stale pid file is removed."""
     record = _read_pid_file(home)
@@ -240,12 +192,12 @@ def _wait_until_answers(port: int, pid: int, home: Path | None, timeout: float) 
         if not _process_alive(pid):
             raise LocalDynamoDBError(
                 f"dynalite (pid {pid}) exited before answering on {endpoint_url(port)}; "
-                f"see {log_file(home)}. Last lines:\n{_log_tail(home)}"
+                f"see {log_file(home)}. Last lines:\n{log_tail(log_file(home))}"
             )
         time.sleep(POLL_SECONDS)
     raise LocalDynamoDBError(
         f"dynalite (pid {pid}) did not answer on {endpoint_url(port)} within {timeout:.0f} s; "
-        f"see {log_file(home)}. Last lines:\n{_log_tail(home)}"
+        f"see {log_file(home)}. Last lines:\n{log_tail(log_file(home))}"
     )
 
 
@@ -262,7 +214,7 @@ def start(home: Path | None = None, port: int | None = None) -> str:
             "(Node.js >= 20 required) to install dynalite from package-lock.json."
         )
 
-    with _exclusive(home):
+    with exclusive(_lock_file(home)):
         running = _live_record(home)
         if running is not None:
             if requested_port is not None and requested_port != running["port"]:
@@ -276,7 +228,7 @@ def start(home: Path | None = None, port: int | None = None) -> str:
             return endpoint_url(running["port"])
 
         listen_port = requested_port if requested_port is not None else DEFAULT_PORT
-        if _port_in_use(listen_port):
+        if port_in_use(HOST, listen_port, PROBE_TIMEOUT_SECONDS):
             raise LocalDynamoDBError(
                 f"port {listen_port} on {HOST} is already in use by another process; "
                 f"set {PORT_ENV} to a free port (or stop that process)"
@@ -320,7 +272,7 @@ def _terminate(pid: int) -> None:
 
 def stop(home: Path | None = None) -> bool:
     """Stop the local DynamoDB of `home` by its PID. True if one was running."""
-    with _exclusive(home):
+    with exclusive(_lock_file(home)):
         running = _live_record(home)     # also cleans a stale pid file
         if running is None:
             return False

@@ -42,7 +42,6 @@ this environment's python), so they import the same pyspark, flashfeed and spark
 from __future__ import annotations
 
 import argparse
-import fcntl
 import importlib.util
 import json
 import os
@@ -53,10 +52,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+from flashfeed.local_daemons import exclusive, log_tail, pid_alive, port_in_use
 
 HOST = "127.0.0.1"                       # never listen on other interfaces
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -71,7 +70,6 @@ START_TIMEOUT_SECONDS = 120.0            # two JVM start-ups on a busy 2-core ma
 STOP_TIMEOUT_SECONDS = 20.0              # grace period after SIGTERM before SIGKILL
 POLL_SECONDS = 0.25
 PROBE_TIMEOUT_SECONDS = 2.0
-LOG_TAIL_LINES = 20
 
 
 class SparkStandaloneError(RuntimeError):
@@ -139,14 +137,6 @@ def spark_connection(port: int) -> str:
 
 # --- probes ----------------------------------------------------------------------------------
 
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(PROBE_TIMEOUT_SECONDS)
-        if sock.connect_ex((HOST, port)) != 0:
-            return False
-        return sock.getsockname()[1] != port      # Linux self-connect is not a listener
-
-
 def master_json(webui_port: int) -> dict | None:
     """The master web UI's `/json/` (workers, apps, status), or None when it does not answer."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
@@ -164,27 +154,13 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:                                           # a zombie is dead for our purposes
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
 def _is_our_daemon(pid: int, daemon_class: str, home: Path) -> bool:
     """Guards against PID reuse and other clusters: the process must run `daemon_class`
     with this home's SPARK_PID_DIR (where /proc tells)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
-        return _alive(pid)                         # no /proc: trust the pid file
+        return pid_alive(pid)                      # no /proc: trust the pid file
     except OSError:
         return False
     if daemon_class.encode() not in cmdline.split(b"\0"):
@@ -198,7 +174,7 @@ def _is_our_daemon(pid: int, daemon_class: str, home: Path) -> bool:
 
 def _running_pid(home: Path, daemon_class: str) -> int | None:
     pid = _read_pid(pid_file(home, daemon_class))
-    if pid is not None and _alive(pid) and _is_our_daemon(pid, daemon_class, home):
+    if pid is not None and pid_alive(pid) and _is_our_daemon(pid, daemon_class, home):
         return pid
     return None
 
@@ -218,26 +194,6 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-LOG_TAIL_LINES:]) or "(log is empty)"
-
-
-@contextmanager
-def _exclusive(home: Path) -> Iterator[None]:
-    """Serialises start/stop of the same home, so two callers never start two clusters."""
-    Path(home).mkdir(parents=True, exist_ok=True)
-    with open(Path(home) / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- start -----------------------------------------------------------------------------------
@@ -282,17 +238,17 @@ def _wait(home: Path, daemon_class: str, what: str, ready, timeout: float) -> di
     deadline = time.monotonic() + timeout
     while True:
         pid = _read_pid(pid_file(home, daemon_class))
-        if pid is None or not _alive(pid):
+        if pid is None or not pid_alive(pid):
             raise SparkStandaloneError(
                 f"the Spark {what} (pid {pid}) exited before it was ready; see {log}. "
-                f"Last lines:\n{_log_tail(log)}")
+                f"Last lines:\n{log_tail(log)}")
         state = ready()
         if state is not None:
             return state
         if time.monotonic() > deadline:
             raise SparkStandaloneError(
                 f"the Spark {what} (pid {pid}) was not ready within {timeout:.0f} s; see {log}. "
-                f"Last lines:\n{_log_tail(log)}")
+                f"Last lines:\n{log_tail(log)}")
         time.sleep(POLL_SECONDS)
 
 
@@ -305,7 +261,7 @@ def start(home: Path | str | None = None, port: int = DEFAULT_PORT, webui_port: 
     0 lets the OS pick; `env` is the daemons' base environment (default: this process's)."""
     home = Path(home or default_home()).resolve()
     worker_cores = worker_cores or os.cpu_count() or 1
-    with _exclusive(home):
+    with exclusive(Path(home) / ".lock"):
         master_pid = _running_pid(home, MASTER_CLASS)
         worker_pid = _running_pid(home, WORKER_CLASS)
         if master_pid or worker_pid:
@@ -317,7 +273,7 @@ def start(home: Path | str | None = None, port: int = DEFAULT_PORT, webui_port: 
                 f"a Spark standalone cluster for {home} already runs (master pid {master_pid}, "
                 f"worker pid {worker_pid}, {state.get('master_url', 'unknown URL')}); stop it first")
 
-        busy = [p for p in (port, webui_port, worker_webui_port) if p and _port_in_use(p)]
+        busy = [p for p in (port, webui_port, worker_webui_port) if p and port_in_use(HOST, p, PROBE_TIMEOUT_SECONDS)]
         if busy:
             raise SparkStandaloneError(f"port(s) {busy} on {HOST} are already in use by another process; "
                                        "pick free ports (--port, --webui-port, --worker-webui-port)")
@@ -392,7 +348,7 @@ def _terminate(pids: list[int]) -> None:
                 pass
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            pids = [pid for pid in pids if _alive(pid)]
+            pids = [pid for pid in pids if pid_alive(pid)]
             if not pids:
                 return
             time.sleep(POLL_SECONDS)
@@ -406,7 +362,7 @@ def _stop_locked(home: Path) -> bool:
         if pid is not None:
             executors = _descendants(pid) if daemon_class == WORKER_CLASS else []
             _terminate([pid])
-            _terminate([p for p in executors if _alive(p)])   # normally already ended by the worker
+            _terminate([p for p in executors if pid_alive(p)])   # normally already ended by the worker
             stopped = True
         pid_file(home, daemon_class).unlink(missing_ok=True)
     state_file(home).unlink(missing_ok=True)
@@ -417,7 +373,7 @@ def stop(home: Path | str | None = None) -> bool:
     """Stop the worker (and its executors) and the master of `home` by their PIDs and wait
     until they are gone. True if anything was running."""
     home = Path(home or default_home()).resolve()
-    with _exclusive(home):
+    with exclusive(Path(home) / ".lock"):
         return _stop_locked(home)
 
 
