@@ -15,10 +15,6 @@ from flashfeed.config import REPO_ROOT, flashfeed_home
 
 DEFAULT_DYNAMODB_PORT = 8000
 LOCAL_SPARK_MASTER = "local[*]"
-# Local Airflow keeps its metadata in SQLite, where the scheduler, the API server and a CLI
-# `airflow backfill create` all write. sqlite3 gives up on a lock after 5 s, which a busy
-# scheduler on a small machine exceeds; wait up to a minute instead of failing the command.
-SQLITE_CONNECT_ARGS = {"timeout": 60}
 
 
 def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -52,7 +48,8 @@ def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
     for key, value in defaults.items():
         env.setdefault(key, value)
     if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
-        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "flashfeed.env.SQLITE_CONNECT_ARGS")
+        # Concurrent writers wait for each other on SQLite (see flashfeed/airflow_sqlite.py).
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "flashfeed.airflow_sqlite.CONNECT_ARGS")
     # Task processes report to the api-server's execution API; Airflow's default URL assumes
     # port 8080, so follow the configured host and port.
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL",

@@ -2,7 +2,7 @@
 
 `dynamodb_endpoint`: a real DynamoDB (the project's dynalite, `npm ci` first) for the whole
 test session, on a free 127.0.0.1 port with its data in a temporary folder; stopped by its
-PID at the end. Tests isolate themselves with their own table prefix.
+PID at the end (`dynamodb_server` also gives its folder). Tests isolate themselves with their own table prefix.
 `alert_inbox`: a webhook on 127.0.0.1 to point FLASHFEED_ALERT_WEBHOOK at.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -122,13 +123,33 @@ def alert_inbox():
         inbox.close()
 
 
+class DynaliteServer(NamedTuple):
+    endpoint: str
+    home: Path
+
+    def require_running(self) -> None:
+        """Fail with the server's own last words when it has gone away, instead of a
+        connection refused in every later test."""
+        from flashfeed import local_dynamodb
+        from flashfeed.local_daemons import log_tail
+
+        if not local_dynamodb.status(self.home).running:
+            pytest.fail(f"the session's dynalite ({self.endpoint}) is not running any more; "
+                        f"its log ends:\n{log_tail(local_dynamodb.log_file(self.home))}")
+
+
 @pytest.fixture(scope="session")
-def dynamodb_endpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+def dynamodb_server(tmp_path_factory: pytest.TempPathFactory) -> DynaliteServer:
     from flashfeed import local_dynamodb
 
     home: Path = tmp_path_factory.mktemp("dynamodb-home")
     endpoint = start_on_free_port(home)
     try:
-        yield endpoint
+        yield DynaliteServer(endpoint, home)
     finally:
         local_dynamodb.stop(home=home)
+
+
+@pytest.fixture(scope="session")
+def dynamodb_endpoint(dynamodb_server: DynaliteServer) -> str:
+    return dynamodb_server.endpoint

@@ -30,11 +30,12 @@ def spark():
 
 
 @pytest.fixture
-def client(dynamodb_endpoint: str):
+def client(dynamodb_server):
     """A DynamoDB client on the session's test dynalite."""
     from flashfeed import serving_store
 
-    return serving_store.dynamodb_client(dynamodb_endpoint)
+    dynamodb_server.require_running()
+    return serving_store.dynamodb_client(dynamodb_server.endpoint)
 
 
 @pytest.fixture
