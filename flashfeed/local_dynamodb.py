@@ -9,6 +9,8 @@ Layout under `<FLASHFEED_HOME>/dynamodb/`: `data/` (the LevelDB store, survives 
 
 - dynalite comes from the npm registry, pinned in `package.json` / `package-lock.json`:
   run `npm ci` at the repository root once (it installs into `./node_modules`).
+  `flashfeed/dynalite_server.js` runs its server, which survives a client that disconnects
+  in the middle of a request (dynalite's own CLI exits on that).
 - It listens on 127.0.0.1 only, on `FLASHFEED_DYNAMODB_PORT` (default 8000).
 - `start` is idempotent: when the pid file names a live dynalite whose port answers, it
   returns that endpoint instead of starting a second server on the same data.
@@ -37,7 +39,9 @@ from flashfeed.local_daemons import exclusive, log_tail, pid_alive, port_in_use
 HOST = "127.0.0.1"                 # never listen on other interfaces
 DEFAULT_PORT = 8000
 PORT_ENV = "FLASHFEED_DYNAMODB_PORT"
-DYNALITE_CLI = REPO_ROOT / "node_modules" / "dynalite" / "cli.js"
+DYNALITE_CLI = REPO_ROOT / "node_modules" / "dynalite" / "cli.js"   # present once `npm ci` ran
+# dynalite's server, kept alive when a client disconnects mid-request (see the script).
+SERVER_SCRIPT = Path(__file__).with_name("dynalite_server.js")
 START_TIMEOUT_SECONDS = 30.0       # first start compiles nothing, but a cold disk can be slow
 STOP_TIMEOUT_SECONDS = 10.0        # grace period after SIGTERM before SIGKILL
 POLL_SECONDS = 0.1
@@ -234,7 +238,7 @@ def start(home: Path | None = None, port: int | None = None) -> str:
                 f"set {PORT_ENV} to a free port (or stop that process)"
             )
         data_dir(home).mkdir(parents=True, exist_ok=True)
-        command = [node, str(DYNALITE_CLI), "--host", HOST, "--port", str(listen_port),
+        command = [node, str(SERVER_SCRIPT), "--host", HOST, "--port", str(listen_port),
                    "--path", str(data_dir(home))]
         with open(log_file(home), "ab") as log:
             log.write(f"--- {_utc_now()} starting: {' '.join(command)}\n".encode())

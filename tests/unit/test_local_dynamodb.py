@@ -5,6 +5,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,23 @@ def test_stop_kills_by_pid_and_cleans_up(home):
     assert gone_or_zombie(pid)
     assert local.status(home).running is False
     assert local.stop(home=home) is False                      # stopping twice is harmless
+
+
+def test_a_client_gone_mid_request_does_not_end_the_server(home):
+    """A load task killed in the middle of a batch write: dynalite's own CLI died of it."""
+    endpoint, port = start_free(home)
+    with socket.create_connection(("127.0.0.1", port)) as half_sent:
+        half_sent.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Content-Type: application/x-amz-json-1.0\r\n"
+                          b"X-Amz-Target: DynamoDB_20120810.BatchWriteItem\r\n"
+                          b"Content-Length: 1000\r\n\r\n{\"RequestItems\": ")
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while "request dropped" not in local.log_file(home).read_text():
+        assert time.monotonic() < deadline, local.log_file(home).read_text()
+        time.sleep(0.1)
+    assert local.status(home).running
+    assert "TableNames" in store.dynamodb_client(endpoint).list_tables()
 
 
 def test_stale_pid_file_is_cleaned(home):
