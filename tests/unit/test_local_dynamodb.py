@@ -12,23 +12,12 @@ import pytest
 
 from flashfeed import local_dynamodb as local
 from flashfeed import serving_store as store
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import free_port, listening_ports, start_on_free_port
 
 
 def start_free(home: Path) -> tuple[str, int]:
-    """Start on a free port, retried: another process may take the port before dynalite binds."""
-    for attempt in range(3):
-        port = free_port()
-        try:
-            return local.start(home=home, port=port), port
-        except local.LocalDynamoDBError:
-            if attempt == 2:
-                raise
+    endpoint = start_on_free_port(home)
+    return endpoint, int(endpoint.rsplit(":", 1)[1])
 
 
 def dynalite_pids_for(data_dir: Path) -> list[int]:
@@ -45,22 +34,6 @@ def dynalite_pids_for(data_dir: Path) -> list[int]:
         if state != "Z" and any(b"dynalite" in arg for arg in argv) and str(data_dir).encode() in argv:
             pids.append(int(entry.name))
     return pids
-
-
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses with a socket in LISTEN state on `port` (IPv4 and IPv6)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            local_address, state = row.split()[1], row.split()[3]
-            address, hex_port = local_address.split(":")
-            if state == "0A" and int(hex_port, 16) == port:      # 0A = LISTEN
-                found.add(address)
-    return found
 
 
 @pytest.fixture
@@ -88,7 +61,7 @@ def test_start_twice_returns_the_same_endpoint_and_one_process(home):
 
 def test_listens_on_loopback_only(home):
     _, port = start_free(home)
-    assert listening_addresses(port) == {"0100007F"}           # 127.0.0.1, little-endian hex
+    assert listening_ports()[port] == {"0100007F"}             # 127.0.0.1, little-endian hex
 
 
 def test_data_survives_stop_and_start(home):
