@@ -2,7 +2,8 @@
 
 `dynamodb_endpoint`: a real DynamoDB (the project's dynalite, `npm ci` first) for the whole
 test session, on a free 127.0.0.1 port with its data in a temporary folder; stopped by its
-PID at the end (`dynamodb_server` also gives its folder). Tests isolate themselves with their own table prefix.
+PID at the end (`dynamodb_server` also gives its folder). Tests isolate themselves with their
+own table prefix.
 `alert_inbox`: a webhook on 127.0.0.1 to point FLASHFEED_ALERT_WEBHOOK at.
 """
 from __future__ import annotations
