@@ -39,8 +39,9 @@ from flashfeed.local_daemons import exclusive, log_tail, pid_alive, port_in_use
 HOST = "127.0.0.1"                 # never listen on other interfaces
 DEFAULT_PORT = 8000
 PORT_ENV = "FLASHFEED_DYNAMODB_PORT"
-DYNALITE_CLI = REPO_ROOT / "node_modules" / "dynalite" / "cli.js"   # present once `npm ci` ran
-# dynalite's server, kept alive when a client disconnects mid-request (see the script).
+DYNALITE_PACKAGE = REPO_ROOT / "node_modules" / "dynalite" / "package.json"   # there once `npm ci` ran
+# dynalite's server, kept alive when a client disconnects mid-request (see the script). Its
+# name contains "dynalite", which is how _is_dynalite recognises the process.
 SERVER_SCRIPT = Path(__file__).with_name("dynalite_server.js")
 START_TIMEOUT_SECONDS = 30.0       # first start compiles nothing, but a cold disk can be slow
 STOP_TIMEOUT_SECONDS = 10.0        # grace period after SIGTERM before SIGKILL
@@ -211,8 +212,8 @@ def start(home: Path | None = None, port: int | None = None) -> str:
     """Start dynalite for `home` (default FLASHFEED_HOME) unless it already runs; return its endpoint."""
     requested_port = port if port is not None else configured_port()
     node = shutil.which("node")
-    if not DYNALITE_CLI.exists() or node is None:
-        missing = "node is not on PATH" if node is None else f"{DYNALITE_CLI} is missing"
+    if not DYNALITE_PACKAGE.exists() or node is None:
+        missing = "node is not on PATH" if node is None else f"{DYNALITE_PACKAGE} is missing"
         raise LocalDynamoDBError(
             f"cannot start the local DynamoDB: {missing}. Run `npm ci` in {REPO_ROOT} "
             "(Node.js >= 20 required) to install dynalite from package-lock.json."

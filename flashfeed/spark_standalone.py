@@ -115,6 +115,11 @@ def state_file(home: Path) -> Path:
     return Path(home) / "cluster.json"
 
 
+def _lock_file(home: Path) -> Path:
+    """Held while a cluster of `home` starts or stops (see local_daemons.exclusive)."""
+    return home / ".lock"
+
+
 def pid_file(home: Path, daemon_class: str) -> Path:
     """spark-daemon.sh's name for it: spark-<ident>-<class>-<instance>.pid."""
     return pid_dir(home) / f"spark-{IDENT}-{daemon_class}-{INSTANCE}.pid"
@@ -261,7 +266,7 @@ def start(home: Path | str | None = None, port: int = DEFAULT_PORT, webui_port: 
     0 lets the OS pick; `env` is the daemons' base environment (default: this process's)."""
     home = Path(home or default_home()).resolve()
     worker_cores = worker_cores or os.cpu_count() or 1
-    with exclusive(Path(home) / ".lock"):
+    with exclusive(_lock_file(home)):
         master_pid = _running_pid(home, MASTER_CLASS)
         worker_pid = _running_pid(home, WORKER_CLASS)
         if master_pid or worker_pid:
@@ -273,7 +278,8 @@ def start(home: Path | str | None = None, port: int = DEFAULT_PORT, webui_port: 
                 f"a Spark standalone cluster for {home} already runs (master pid {master_pid}, "
                 f"worker pid {worker_pid}, {state.get('master_url', 'unknown URL')}); stop it first")
 
-        busy = [p for p in (port, webui_port, worker_webui_port) if p and port_in_use(HOST, p, PROBE_TIMEOUT_SECONDS)]
+        busy = [p for p in (port, webui_port, worker_webui_port)
+                if p and port_in_use(HOST, p, PROBE_TIMEOUT_SECONDS)]
         if busy:
             raise SparkStandaloneError(f"port(s) {busy} on {HOST} are already in use by another process; "
                                        "pick free ports (--port, --webui-port, --worker-webui-port)")
@@ -373,7 +379,7 @@ def stop(home: Path | str | None = None) -> bool:
     """Stop the worker (and its executors) and the master of `home` by their PIDs and wait
     until they are gone. True if anything was running."""
     home = Path(home or default_home()).resolve()
-    with exclusive(Path(home) / ".lock"):
+    with exclusive(_lock_file(home)):
         return _stop_locked(home)
 
 

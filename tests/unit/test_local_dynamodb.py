@@ -12,6 +12,7 @@ import pytest
 
 from flashfeed import local_dynamodb as local
 from flashfeed import serving_store as store
+from flashfeed.local_daemons import pid_alive
 from tests.conftest import free_port, listening_ports, start_on_free_port
 
 
@@ -79,23 +80,13 @@ def test_data_survives_stop_and_start(home):
     assert any(local.data_dir(home).iterdir())                 # the LevelDB files are on disk
 
 
-def gone_or_zombie(pid: int) -> bool:
-    """Dead: no such process, or a zombie its parent (here PID 1, which may reap late) has not
-    collected yet."""
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
 def test_stop_kills_by_pid_and_cleans_up(home):
     start_free(home)
     pid = json.loads(local.pid_file(home).read_text())["pid"]
     assert local.stop(home=home) is True
     assert not local.pid_file(home).exists()
     assert dynalite_pids_for(local.data_dir(home)) == []
-    assert gone_or_zombie(pid)
+    assert not pid_alive(pid)     # gone, or a zombie that PID 1 has not reaped yet
     assert local.status(home).running is False
     assert local.stop(home=home) is False                      # stopping twice is harmless
 
@@ -157,7 +148,7 @@ def test_port_in_use_by_someone_else_is_a_clear_error(home):
 
 
 def test_missing_dynalite_says_run_npm_ci(home, monkeypatch):
-    monkeypatch.setattr(local, "DYNALITE_CLI", home / "node_modules" / "dynalite" / "cli.js")
+    monkeypatch.setattr(local, "DYNALITE_PACKAGE", home / "node_modules" / "dynalite" / "package.json")
     with pytest.raises(local.LocalDynamoDBError, match="Run `npm ci`"):
         local.start(home=home, port=free_port())
 
