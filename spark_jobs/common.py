@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -110,7 +111,32 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])
+    startup = driver_startup_seconds()
+    get_logger("spark").info(
+        "Spark session %s ready on %s%s", app_name, spark.sparkContext.master,
+        f", {startup:.1f} s after the driver JVM started (fixed cost before any work)" if startup is not None else "")
     return spark
+
+
+def driver_startup_seconds() -> float | None:
+    """Seconds since the driver's JVM started: under spark-submit the Python driver is a child
+    of the JVM, otherwise Python starts the JVM itself and its own start counts. Linux only
+    (None elsewhere); the pipeline benchmark reads it from the task logs."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat", encoding="ascii") as handle:
+            boot = next(float(line.split()[1]) for line in handle if line.startswith("btime "))
+
+        def started(pid: int) -> tuple[str, float]:
+            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+                stat = handle.read()
+            name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            return name, boot + int(fields[19]) / ticks     # field 22 of stat: start time in ticks
+
+        parent_name, parent_started = started(os.getppid())
+        return time.time() - (parent_started if parent_name == "java" else started(os.getpid())[1])
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
 
 
 def read_sql(name: str) -> str:
