@@ -58,7 +58,7 @@ DAILY, LAUNCH = "flashfeed_daily_model", "flashfeed_launch_feeds"
 DAILY_HOUR, LAUNCH_LEAD = 5, timedelta(minutes=45)
 NY = ZoneInfo("America/New_York")
 RSS_SAMPLE_SECONDS = 0.5
-SESSION_READY = re.compile(r"Spark session (\S+) ready on .*?, ([\d.]+) s after the driver JVM started")
+SESSION_READY = re.compile(r"Spark session (\S+) ready on .*?\), ([\d.]+) s after the driver JVM started")
 # The Spark application name of each job (spark_session's app_name) -> its task id.
 APP_TASKS = (
     (re.compile(r"^flashfeed-features-"), "features.build_features"),

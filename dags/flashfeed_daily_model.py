@@ -33,6 +33,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, task
 from flashfeed_airflow.schedules import (
     DAILY_MODEL_CRON, NO_RETRIES, SPARK_DAILY_TIMEOUT, SPARK_POOL, START_DATE, TIMEZONE, default_args,
+    spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
 
@@ -92,7 +93,7 @@ with DAG(
             application=str(SPARK_JOBS / "features.py"),
             application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
             name="flashfeed-features",
-            conn_id="spark_default",
+            conn_id="spark_default", conf=spark_submit_conf("plan_model_day"),
             pool=SPARK_POOL,
             execution_timeout=SPARK_DAILY_TIMEOUT,
             doc_md="""
@@ -119,7 +120,7 @@ overwrites `features/dt=D` only, then clear the train stage.
             task_id="train_group_als",
             application=str(SPARK_JOBS / "train_group.py"),
             name="flashfeed-als",
-            conn_id="spark_default",
+            conn_id="spark_default", conf=spark_submit_conf("plan_model_day"),
             pool=SPARK_POOL,
             execution_timeout=SPARK_DAILY_TIMEOUT,
             map_index_template="group {{ task.application_args[-1] }}",

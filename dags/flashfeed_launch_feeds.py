@@ -39,7 +39,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, TaskGroup, task
 from flashfeed_airflow.schedules import (
     LOAD_TIMEOUT, NO_RETRIES, SPARK_LAUNCH_TIMEOUT, SPARK_POOL, START_DATE, TIMEZONE,
-    default_args, launch_crons, launch_slot_param,
+    default_args, launch_crons, launch_slot_param, spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
 from flashfeed_airflow.serving import ApplyRetentionOperator, FlipServedVersionOperator, LoadFeedsOperator
@@ -98,7 +98,7 @@ with DAG(
     with TaskGroup("build", tooltip="Score the products on sale, build six collections per member"):
         score = SparkSubmitOperator(
             task_id="score_products", application=str(SPARK_JOBS / "score_products.py"),
-            application_args=SLOT_ARGS, name="flashfeed-score-products", conn_id="spark_default",
+            application_args=SLOT_ARGS, name="flashfeed-score-products", conn_id="spark_default", conf=spark_submit_conf("plan_launch"),
             pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,
             doc_md="""
 Spark job `spark_jobs/score_products.py --dt D --launch HHMM`. **Reads** the sale calendar and
@@ -109,7 +109,7 @@ in-stock products on sale in [launch, launch + 24 h) with their scores. **Re-run
         )
         collections = SparkSubmitOperator(
             task_id="build_collections", application=str(SPARK_JOBS / "build_collections.py"),
-            application_args=SLOT_ARGS, name="flashfeed-collections", conn_id="spark_default",
+            application_args=SLOT_ARGS, name="flashfeed-collections", conn_id="spark_default", conf=spark_submit_conf("plan_launch"),
             pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,
             doc_md="""
 Spark job `spark_jobs/build_collections.py --dt D --launch HHMM`. **Reads** `affinity/dt=D` and

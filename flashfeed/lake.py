@@ -7,6 +7,7 @@ and nothing else.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import date
 
 from flashfeed.config import lake_root
@@ -92,3 +93,30 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs.makedirs(fs._parent(path), exist_ok=True)
     with fs.open(path, "wb") as handle:
         handle.write(data)
+
+
+def read_table(uri: str, columns: list[str] | None = None):
+    """A small Parquet partition (a folder of part files, or one file) as a pandas DataFrame,
+    read on the driver with pyarrow: no Spark job for a group's few hundred thousand rows."""
+    import pyarrow.dataset as ds
+
+    fs, path = filesystem(uri)
+    return ds.dataset(path, filesystem=fs, format="parquet", partitioning=None,
+                      exclude_invalid_files=True).to_table(columns=columns).to_pandas()
+
+
+def write_table(uri: str, frames: Iterable, schema) -> int:
+    """Write pandas DataFrames (one per block) as one Parquet file `part-00000.parquet` under the
+    folder `uri`, streamed block by block so memory holds one block; returns the rows written.
+    `schema` is the pyarrow schema of every block."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(uri)
+    fs.makedirs(path, exist_ok=True)
+    rows = 0
+    with fs.open(f"{path}/part-00000.parquet", "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+        for frame in frames:
+            writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+            rows += len(frame)
+    return rows

@@ -1,4 +1,5 @@
-"""Ranking metrics at k for offline evaluation: pure Python, one member at a time.
+"""Ranking metrics at k for offline evaluation: one member at a time (pure Python), or a block of
+members at once (numpy, `ranking_metrics_block`, for the daily quality gate).
 
 For one member: `recommended` is the ranked list the model returns (best first; only the
 first k count) and `relevant` the set of held-out items. Relevance is binary.
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import math
 from typing import Iterable, Sequence
+
+import numpy as np
 
 METRICS = ("precision@k", "recall@k", "ndcg@k", "map@k", "mrr")
 
@@ -59,3 +62,31 @@ def mean_metrics(members: Iterable[tuple[Sequence, set]], k: int) -> dict[str, f
     means = {name: (total / count if count else 0.0) for name, total in totals.items()}
     means["members"] = count
     return means
+
+
+def ranking_metrics_block(hits: np.ndarray, relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """The five metrics for many members at once, as `ranking_metrics` defines them.
+
+    `hits`: members x n booleans, True where the item at that position (1-based column + 1) of a
+    member's ranked list is relevant (n <= k; a shorter list has False padding); `relevant`:
+    each member's number of relevant items (>= 1). Returns one array per metric.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    hits = np.asarray(hits, dtype=bool)[:, :k]
+    relevant = np.asarray(relevant)
+    if (relevant < 1).any():
+        raise ValueError("a member without relevant items cannot be evaluated")
+    positions = np.arange(1, hits.shape[1] + 1)
+    discount = 1.0 / np.log2(positions + 1)
+    ideal_cumulative = np.cumsum(1.0 / np.log2(np.arange(1, k + 1) + 1))
+    found = hits.sum(axis=1)
+    first = hits.argmax(axis=1) + 1 if hits.shape[1] else np.zeros(len(hits), dtype=int)
+    first = np.where(hits.any(axis=1), first, 0)
+    return {
+        "precision@k": found / k,
+        "recall@k": found / relevant,
+        "ndcg@k": (hits * discount).sum(axis=1) / ideal_cumulative[np.minimum(k, relevant) - 1],
+        "map@k": (hits * np.cumsum(hits, axis=1) / positions).sum(axis=1) / np.minimum(k, relevant),
+        "mrr": np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0),
+    }

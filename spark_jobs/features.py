@@ -1,7 +1,9 @@
 """Features for day D: clean events, implicit ratings, member groups, recent interest, style activity.
 
-Reads   raw/events and raw/returns for the look-back days before D (UTC dates), raw/catalog/dt=D
+Reads   raw/events and raw/returns for the look-back days before D (UTC dates), raw/catalog/dt=D,
+        raw/sale_calendar/dt=D
 Writes  features/dt=D/{ratings (by group), members, recent_interest, style_activity, groups.json,
+        candidates (subclass-brands with stock on sale in any launch window of D, shared by every group),
         gate/{train_ratings, relevant (by group), candidates}: the quality gate's time split}
         rejects/dt=D/ (every rejected event with its reason)
 Re-run  `spark-submit spark_jobs/features.py --dt D` replaces both partitions of day D only.
@@ -11,9 +13,10 @@ from __future__ import annotations
 import time as clock
 from datetime import date, datetime, time, timedelta, timezone
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from flashfeed import lake
+from flashfeed import calendar, lake
 from flashfeed.demo_data import SCHEMAS
 from spark_jobs.common import (
     JobError,
@@ -29,6 +32,7 @@ from spark_jobs.common import (
     timed,
 )
 from spark_jobs.transforms import catalog as catalog_t
+from spark_jobs.transforms import affinity as affinity_t
 from spark_jobs.transforms import cleaning, evaluation, groups, ratings, scoring
 
 log = get_logger("features")
@@ -57,23 +61,24 @@ def read_daily(spark, fs: LakeFS, dataset: str, days: list[date], root: str):
                          lake.raw(dataset, "*", root), raw_next_step(dataset, days[0]))
 
 
-def quality_gate_split(events, catalog, members, weights: dict, holdout_days: int):
-    """The daily quality gate's time split (each member's last `holdout_days` held out), as
-    (training ratings with member_sk and group, relevant pairs with group, live candidates):
-    each group's model is trained on the first and must find the second (evaluation.py)."""
-    train, test = evaluation.time_split(events, holdout_days)
-    train_ratings = ratings.implicit_ratings(train, catalog, weights).join(
+def quality_gate_split(ratings_by_part: DataFrame, members: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """The daily quality gate's time split, from ratings kept apart by `held_out` (each member's
+    last `evaluation.gate_holdout_days`): (training ratings with member_sk and group, relevant
+    pairs with group, the subclass-brands of the held-out part). Each group's model is trained
+    on the first and must find the second (evaluation.py)."""
+    held_out = F.col("held_out")
+    train = ratings_by_part.where(~held_out).drop("held_out").join(
         members.select("member_id", "member_sk", "group"), "member_id")
-    test_ratings = ratings.implicit_ratings(test, catalog, weights)
-    relevant = evaluation.relevant_items(train_ratings, test_ratings).join(members.select("member_id", "group"), "member_id")
-    return train_ratings, relevant, test_ratings.select("subclass_brand_id").distinct()
+    test = ratings_by_part.where(held_out).drop("held_out")
+    relevant = evaluation.relevant_items(train, test).join(members.select("member_id", "group"), "member_id")
+    return train, relevant, test.select("subclass_brand_id").distinct()
 
 
 def main(argv: list[str] | None = None) -> None:
     started = clock.monotonic()
     args, config, root = parse_job_args(__doc__, argv)
     dt = date.fromisoformat(args.dt)
-    feats, scoring_cfg = config["features"], config["scoring"]
+    feats = config["features"]
     spark = spark_session(f"flashfeed-features-{dt}", config)
     fs = LakeFS(spark)
     # Rebuilding day D: its affinities stay unsealed until publish_affinity seals them again,
@@ -85,20 +90,19 @@ def main(argv: list[str] | None = None) -> None:
 
     # Events of UTC dates before D; the cutoff is midnight UTC starting D (nothing may be newer).
     cutoff = datetime.combine(dt, time(0), timezone.utc)
-    interaction_days = int(scoring_cfg["interaction_months"]) * DAYS_PER_MONTH
+    interaction_days = int(config["scoring"]["interaction_months"]) * DAYS_PER_MONTH
     history_days = max(int(feats["lookback_days"]), interaction_days)
     days = [dt - timedelta(days=i) for i in range(1, history_days + 1)]
-    log.info("features for %s: events and returns of %s .. %s (UTC dates), raw catalog %s; lookback %s days, "
-             "history %d days, recent %s days, max reject share %s, min group members %s; lake %s",
-             dt, days[-1], days[0], lake.raw("catalog", dt, root), feats["lookback_days"], history_days,
-             feats["recent_days"], config["cleaning"]["max_reject_share"], feats["min_group_members"], root)
+    log.info("features for %s: events and returns of %s .. %s (UTC dates), raw catalog and sale calendar of %s; "
+             "lookback %s days, history %d days, recent %s days, max reject share %s, min group members %s; lake %s",
+             dt, days[-1], days[0], dt, feats["lookback_days"], history_days, feats["recent_days"],
+             config["cleaning"]["max_reject_share"], feats["min_group_members"], root)
 
     # Extract
     events = read_daily(spark, fs, "events", days, root)
     returns = read_daily(spark, fs, "returns", days, root)
-    catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", dt, root))
-    catalog.cache()
-    # Materialises the cache the cleaning and the ratings read anyway; cheap (one row per style).
+    catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", dt, root)).persist()
+    sale_calendar = read_raw(spark, fs, "sale_calendar", dt, root)
     styles = catalog.count()
     if styles == 0:
         raise JobError(f"raw catalog {lake.raw('catalog', dt, root)} has no styles: every event would be "
@@ -106,14 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     catalog_t.check_key_collisions(catalog)
     log.info("catalog: %d styles", styles)
 
-    # Transform: clean
-    clean, rejects = cleaning.clean_events(events, catalog, config["cleaning"]["event_types"], cutoff)
-    clean = clean.persist()
-    kept = clean.count()
-    with staged_partition(fs, lake.rejects(dt, root), log) as staging:
-        rejects.write.mode("overwrite").parquet(staging)
-    # Counted from the small written partition, not by scanning the raw events again.
-    reasons = cleaning.reject_summary(spark.read.parquet(lake.rejects(dt, root)))
+    # Transform: clean. The events are read once: every event is labelled with its reject
+    # reason (or none) and cached; clean events, rejects and their counts all come from it.
+    labelled = cleaning.label_events(events, catalog, config["cleaning"]["event_types"], cutoff).persist()
+    reasons = cleaning.reject_summary(labelled)
+    kept = reasons.pop(None, 0)
     rejected = sum(reasons.values())
     total = kept + rejected
     log.info("events read: %d; kept: %d; rejected: %d %s", total, kept, rejected, reasons or "")
@@ -122,18 +123,24 @@ def main(argv: list[str] | None = None) -> None:
             f"raw events of {days[-1]} .. {days[0]} hold no rows (newest: {lake.raw('events', days[0], root)})",
             raw_next_step("events", days[0]),
         )
+    clean, rejects = cleaning.split_labelled(labelled)
+    with staged_partition(fs, lake.rejects(dt, root), log) as staging:
+        rejects.write.mode("overwrite").parquet(staging)
     cleaning.check_reject_share(total, reasons, float(config["cleaning"]["max_reject_share"]), lake.rejects(dt, root))
 
-    # Transform: ratings, groups, recent interest, style activity
+    # Transform: ratings, groups, quality-gate split, recent interest, style activity, candidates
     lookback_since = cutoff - timedelta(days=int(feats["lookback_days"]))
     in_lookback = clean.where(F.col("occurred_at") >= F.lit(lookback_since))
-    rated = ratings.implicit_ratings(in_lookback, catalog, feats["event_weights"])
+    # Ratings kept apart by the gate's holdout, once: the day's ratings are their sum.
+    ratings_by_part = ratings.implicit_ratings(
+        evaluation.mark_time_holdout(in_lookback, int(config["evaluation"]["gate_holdout_days"])), catalog,
+        feats["event_weights"], by=("held_out",)).persist()
+    rated = ratings_by_part.groupBy("member_id", "subclass_brand_id").agg(F.sum("rating").alias("rating")).persist()
     names = catalog_t.subclass_brands(catalog)
     members, grouping, codes = groups.member_groups(rated, in_lookback, names, feats)
     members = members.persist()
     member_ratings = rated.join(members.select("member_id", "member_sk", "group"), "member_id")
-    gate_train, gate_relevant, gate_candidates = quality_gate_split(
-        in_lookback, catalog, members, feats["event_weights"], int(config["evaluation"]["gate_holdout_days"]))
+    gate_train, gate_relevant, gate_candidates = quality_gate_split(ratings_by_part, members)
     interest = groups.recent_interest(
         clean, catalog, cutoff - timedelta(days=int(feats["recent_days"])),
         int(config["collections"]["boost_top_subclasses"]),
@@ -141,17 +148,28 @@ def main(argv: list[str] | None = None) -> None:
     activity = scoring.style_activity(
         clean, returns, cutoff - timedelta(days=interaction_days), cutoff - timedelta(days=scoring.EARLY_DAYS)
     )
+    window_start, window_end = calendar.day_window(dt, config)
+    min_qty = int(config["scoring"]["min_qty_on_hand"])
+    candidates = affinity_t.saleable_subclass_brands(
+        scoring.live_products(sale_calendar, window_start, window_end), catalog, min_qty)
 
     # Load
     partition = lake.features(dt, root)
     with timed(log, f"writing features for {dt}"), staged_partition(fs, partition, log) as staging:
-        member_ratings.write.partitionBy("group").parquet(f"{staging}/ratings")
-        members.write.parquet(f"{staging}/members")
-        gate_train.write.partitionBy("group").parquet(f"{staging}/gate/train_ratings")
-        gate_relevant.write.partitionBy("group").parquet(f"{staging}/gate/relevant")
-        gate_candidates.write.parquet(f"{staging}/gate/candidates")
-        interest.write.parquet(f"{staging}/recent_interest")
-        activity.write.parquet(f"{staging}/style_activity")
+        candidates.write.parquet(f"{staging}/candidates")
+        n_candidates = spark.read.parquet(f"{staging}/candidates").count()
+        if n_candidates == 0:
+            raise JobError(
+                f"no subclass-brand has {min_qty}+ on hand in any launch window of {dt} ({window_start} .. "
+                f"{window_end} UTC) in {lake.raw('sale_calendar', dt, root)}: nothing to recommend",
+                raw_next_step("sale_calendar", dt),
+            )
+        for name, frame, by_group in (("ratings", member_ratings, True), ("members", members, False),
+                                      ("gate/train_ratings", gate_train, True), ("gate/relevant", gate_relevant, True),
+                                      ("gate/candidates", gate_candidates, False),
+                                      ("recent_interest", interest, False), ("style_activity", activity, False)):
+            with timed(log, f"writing {name}"):
+                (frame.write.partitionBy("group") if by_group else frame.write).parquet(f"{staging}/{name}")
         per_group = {
             str(r["group"]): {"ratings": int(r["ratings"]), "members": int(r["members"]), "subclass_brands": int(r["items"])}
             for r in spark.read.parquet(f"{staging}/ratings").groupBy("group").agg(
@@ -170,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         for group, counts in sorted(per_group.items()):
             log.info("group %s: %d members, %d subclass-brands, %d ratings",
                      group, counts["members"], counts["subclass_brands"], counts["ratings"])
-        log.info("%d members in %d groups", sum(c["members"] for c in per_group.values()), len(per_group))
+        log.info("%d members in %d groups; %d saleable subclass-brands (candidates) in %s .. %s UTC",
+                 sum(c["members"] for c in per_group.values()), len(per_group), n_candidates, window_start, window_end)
         if grouping["merged"]:
             log.info("small groups merged (min %s members): %s", feats["min_group_members"], grouping["merged"])
         fs.write_json(f"{staging}/groups.json", {
@@ -179,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             "per_group": per_group,
             "merged": grouping["merged"],
             "division_codes": codes,
+            "candidates": n_candidates,
             "events": {"read": total, "kept": kept, "rejected": reasons},
         })
     log.info("features for %s done in %.1f s: wrote %s (%d groups) and %s", dt, clock.monotonic() - started,

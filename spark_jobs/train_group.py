@@ -1,28 +1,40 @@
 """Train one member group's implicit ALS model and predict its members' top affinities,
 unless the quality gate says the model is worse than popularity.
 
-Reads   features/dt=D/{ratings, gate}/group=G, raw/catalog/dt=D, raw/sale_calendar/dt=D
-        (and, to fall back, models/dt=D'/group=G and features/dt=D'/members of the last good day D')
-Writes  models/dt=D/group=G/{model, metrics.json}, affinity/dt=D/group=G/ (top-K per member,
-        only subclass-brands with saleable stock in day D's launch windows)
+Reads   features/dt=D/{ratings, gate}/group=G and features/dt=D/candidates (the day's saleable
+        subclass-brands); to fall back, models/dt=D'/group=G/factors of the last good day D'
+Writes  models/dt=D/group=G/{model, factors/{members, items}, metrics.json},
+        affinity/dt=D/group=G/ (top-K per member among the day's candidates)
 Re-run  `spark-submit spark_jobs/train_group.py --dt D --group G` replaces that group's partitions.
 
-Quality gate: a model trained on the gate's training part must reach popularity's NDCG@k on
-the held-out part minus `evaluation.gate_ndcg_margin`. When it does not, or when training
-fails, the group is served from its last good model (the newest earlier day whose
-metrics.json says `served_from: model`), or from popularity when there is none. metrics.json
-records the gate's figures, `served_from` and the reason.
+One model fit per group. Spark's ALS is trained on the gate's training part (each member's
+events before her last `evaluation.gate_holdout_days`), and the quality gate judges exactly
+that model: on the held-out part it must reach popularity's NDCG@k minus
+`evaluation.gate_ndcg_margin`. The served model continues the judged one on every rating:
+each member's factors are solved from all her ratings, then `als.serve_iterations` more ALS
+iterations run over all of them in numpy (transforms/als.py, Spark's own normal equations),
+so the last days count without a second fit (BENCHMARKS.md compares both designs).
+When the gate fails, or training fails, the group is served from its last good model (the
+newest earlier day whose metrics.json says `served_from: model`), or from popularity when there
+is none. metrics.json records the gate's figures, `served_from` and the reason.
+
+The group's data is small next to the events (a few hundred thousand ratings at 100,000
+members), so the gate's evaluation and the warm start run in numpy on the driver; the
+scoring of every member against the candidates is one mapInPandas pass (transforms/top_k.py).
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import date
 
-from pyspark.ml.recommendation import ALSModel
-from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import SparkSession
 
-from flashfeed import calendar, lake
+
+from flashfeed import lake
 from flashfeed.config import group_settings
 from spark_jobs.common import (
     JobError,
@@ -32,45 +44,32 @@ from spark_jobs.common import (
     first_line,
     get_logger,
     parse_job_args,
-    raw_next_step,
-    read_raw,
     run_job,
     spark_session,
     staged_partition,
     timed,
 )
-from spark_jobs.transforms import affinity as affinity_t
-from spark_jobs.transforms import als, evaluation, scoring
-from spark_jobs.transforms import catalog as catalog_t
+from spark_jobs.transforms import als, top_k
 
 log = get_logger("train_group")
 SERVED_FROM_MODEL = "model"
 SERVED_FROM_POPULARITY = "popularity"
+FACTORS = "factors"   # models/dt=D/group=G/factors/{members, items}: what was served
+RATING_COLUMNS = ["member_sk", "subclass_brand_id", "rating"]   # what ALS reads
+AFFINITY_SCHEMA = pa.schema([("member_id", pa.string()), ("subclass_brand_id", pa.int32()), ("affinity", pa.float64()),
+                             ("rating", pa.float64()), ("affinity_rank", pa.int32())])
+MEMBER_FACTORS_SCHEMA = pa.schema([("member_id", pa.string()), ("features", pa.list_(pa.float64()))])
+ITEM_FACTORS_SCHEMA = pa.schema([("subclass_brand_id", pa.int32()), ("features", pa.list_(pa.float64()))])
 
 
-def quality_gate(spark: SparkSession, fs: LakeFS, features: str, group: str, params: dict,
-                 k: int, margin: float) -> dict:
-    """NDCG@k etc. of this group's model and of popularity on the gate's held-out part."""
-    train_path, relevant_path = (f"{features}/gate/{name}/group={group}" for name in ("train_ratings", "relevant"))
-    if not (fs.exists(train_path) and fs.exists(relevant_path)):
-        return {"evaluated": False, "passed": True, "k": k, "margin": margin,
-                "reason": "no member of the group has held-out events in the gate window: not evaluated"}
-    train = spark.read.parquet(train_path).persist()
-    relevant = spark.read.parquet(relevant_path).select("member_id", "subclass_brand_id").persist()
-    candidates = spark.read.parquet(f"{features}/gate/candidates")
-    members = relevant.select("member_id").distinct()
-    seen = train.select("member_id", "subclass_brand_id")
-    with timed(log, f"quality gate: training group {group}'s ALS on the gate's training part"):
-        model = als.fit(train, params)
-    model_top = evaluation.top_k_unseen(
-        evaluation.only(als.member_scores(model, train, members), candidates), seen, k)
-    popularity_top = evaluation.top_k_unseen(evaluation.popularity_scores(train, members, k, candidates), seen, k)
-    result = {"evaluated": True, "k": k, "margin": margin,
-              "model": evaluation.evaluate(model_top, relevant, k),
-              "popularity": evaluation.evaluate(popularity_top, relevant, k)}
-    train.unpersist()
-    relevant.unpersist()
-    return judge(result)
+@dataclass
+class Served:
+    """What the members are scored with: factors (members x rank by member_id, candidates x rank)
+    or one popularity score per candidate (`members` None)."""
+    candidate_ids: np.ndarray               # ascending
+    values: np.ndarray                      # candidates x rank, or one score per candidate
+    members: pd.DataFrame | None = None     # member_id, features
+    items: pd.DataFrame | None = None       # subclass_brand_id, features (every item of the model)
 
 
 def judge(gate: dict) -> dict:
@@ -82,38 +81,139 @@ def judge(gate: dict) -> dict:
     return {**gate, "passed": passed, "reason": reason}
 
 
+def factor_matrix(factors: pd.DataFrame, key: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(present, matrix): which of `ids` have factors in `factors` (key, features), and their
+    factors in `ids` order (zeros where absent)."""
+    position = pd.Index(factors[key]).get_indexer(ids)
+    present = position >= 0
+    stacked = np.stack(factors["features"].to_numpy()) if len(factors) else np.zeros((0, 1))
+    matrix = np.zeros((len(ids), stacked.shape[1]))
+    matrix[present] = stacked[position[present]]
+    return present, matrix
+
+
+def popularity_scores(ratings: pd.DataFrame, candidate_ids: np.ndarray) -> np.ndarray:
+    """Per candidate, the share of the group's members who rated it (0 when nobody did)."""
+    members = max(ratings["member_id"].nunique(), 1)
+    rated_by = ratings.groupby("subclass_brand_id")["member_id"].nunique()
+    return rated_by.reindex(candidate_ids).fillna(0).to_numpy(dtype=np.float64) / members
+
+
+def gate_evaluation(users: pd.DataFrame, items: pd.DataFrame, train: pd.DataFrame, relevant: pd.DataFrame,
+                    gate_candidates: np.ndarray, k: int, margin: float, block: int) -> dict:
+    """NDCG@k etc. of the gate's model (factors `users` by member_sk, `items` by subclass_brand_id)
+    and of popularity on the held-out part: each evaluated member's top k among the subclass-
+    brands of the held-out part, leaving out what she has in the training part."""
+    seen = train.groupby("member_sk")["subclass_brand_id"].apply(np.asarray)
+    wanted = relevant.groupby("member_sk")["subclass_brand_id"].apply(np.asarray)
+    members = wanted.index.to_numpy()
+    seen_lists = [seen.get(m) for m in members]
+    known, item_matrix = factor_matrix(items, "subclass_brand_id", gate_candidates)
+    _, user_matrix = factor_matrix(users, "member_sk", members)
+    popular = popularity_scores(train, gate_candidates)
+    result = {"evaluated": True, "k": k, "margin": margin,
+              "model": top_k.evaluate(user_matrix, gate_candidates[known], item_matrix[known], seen_lists,
+                                      list(wanted), k, block),
+              "popularity": top_k.evaluate(None, gate_candidates, popular, seen_lists, list(wanted), k, block)}
+    return judge(result)
+
+
+def continued_model(gate_items: pd.DataFrame, ratings: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(members: member_id, features; items: subclass_brand_id, features): the gate's model
+    continued on every rating (als.warm_start); every member is solved again from all her
+    ratings, so the judged model's own member factors are not needed."""
+    member_ids, member_index = np.unique(ratings["member_id"].to_numpy(), return_inverse=True)
+    item_ids, item_index = np.unique(ratings["subclass_brand_id"].to_numpy(), return_inverse=True)
+    known, item_matrix = factor_matrix(gate_items, "subclass_brand_id", item_ids)
+    users, items = als.warm_start(member_index, item_index, ratings["rating"].to_numpy(dtype=np.float64),
+                                  item_matrix, known, len(member_ids), len(item_ids), float(params["alpha"]),
+                                  float(params["reg_param"]), int(params["serve_iterations"]))
+    return (pd.DataFrame({"member_id": member_ids, "features": list(users)}),
+            pd.DataFrame({"subclass_brand_id": item_ids, "features": list(items)}))
+
+
+def factors_served(members: pd.DataFrame, items: pd.DataFrame, candidate_ids: np.ndarray) -> Served:
+    """Factors restricted to the candidates the model knows."""
+    known, matrix = factor_matrix(items, "subclass_brand_id", candidate_ids)
+    return Served(candidate_ids[known], matrix[known], members, items)
+
+
 def last_good_model(fs: LakeFS, root: str, group: str, dt: date) -> str | None:
-    """The newest day before `dt` whose model of `group` was served (and still exists)."""
+    """The newest day before `dt` whose model of `group` was served (and whose factors exist)."""
     days = [name[len("dt="):] for name in fs.list_dirs(f"{root}/models") if name.startswith("dt=")]
     for day in sorted((d for d in days if d < dt.isoformat()), reverse=True):
         folder = lake.models(day, group, root)
-        if not (fs.exists(f"{folder}/metrics.json") and fs.exists(f"{folder}/model")
-                and fs.exists(f"{lake.features(day, root)}/members")):
+        if not (fs.exists(f"{folder}/metrics.json") and fs.exists(f"{folder}/{FACTORS}/members")):
             continue
         if fs.read_json(f"{folder}/metrics.json").get("served_from") == SERVED_FROM_MODEL:
             return day
     return None
 
 
-def factors_by_today(user_factors: DataFrame, then_members: DataFrame, today: DataFrame) -> DataFrame:
-    """An earlier day's user factors re-keyed to today's member_sk via member_id (member_sk is
-    numbered per day); members unknown then are left out (they get the fallback payload)."""
-    then = then_members.select("member_id", F.col("member_sk").alias("id"))
-    return (user_factors.join(then, "id").join(today.select("member_id", "member_sk"), "member_id")
-            .select(F.col("member_sk").alias("id"), "features"))
+def scoring_frame(ratings: pd.DataFrame, served: Served) -> pd.DataFrame:
+    """One row per member of the group: member_id, her ratings as lists and, when the group is
+    served from factors, her `features` (members unknown to those factors are left out: they
+    get the fallback payload)."""
+    frame = ratings.groupby("member_id").agg(rated_items=("subclass_brand_id", list),
+                                             rated_values=("rating", list)).reset_index()
+    if served.members is not None:
+        frame = frame.merge(served.members[["member_id", "features"]], on="member_id")
+    return frame
 
 
-def popularity_affinity(ratings: DataFrame, candidates: DataFrame, k: int) -> DataFrame:
-    """(member_sk, subclass_brand_id, affinity, affinity_rank): every member of the group gets
-    the group's most popular candidates; affinity = share of the group's members who rated it."""
-    members = ratings.select("member_sk").distinct()
-    total = members.count()
-    order = Window.orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
-    top = (evaluation.only(evaluation.popularity(ratings), candidates)
-           .withColumn("affinity", F.col("score") / F.lit(float(max(total, 1))))
-           .withColumn("affinity_rank", F.row_number().over(order)).where(F.col("affinity_rank") <= k)
-           .select("subclass_brand_id", "affinity", "affinity_rank"))
-    return members.crossJoin(F.broadcast(top))
+def scoring_schema(served: Served) -> str:
+    return "member_id string, rated_items array<int>, rated_values array<double>" + (
+        ", features array<double>" if served.members is not None else "")
+
+
+@dataclass
+class GateInputs:
+    """The gate's time split of one group, on the driver."""
+    train: pd.DataFrame          # member_id, member_sk, subclass_brand_id, rating: the training part
+    relevant: pd.DataFrame       # member_id, member_sk, subclass_brand_id: to be found
+    candidates: np.ndarray       # subclass-brands of the held-out part, ascending
+
+
+def read_gate(features: str, group: str, ratings: pd.DataFrame) -> GateInputs:
+    train = lake.read_table(f"{features}/gate/train_ratings/group={group}",
+                            ["member_id", "member_sk", "subclass_brand_id", "rating"])
+    relevant = lake.read_table(f"{features}/gate/relevant/group={group}", ["member_id", "subclass_brand_id"]).merge(
+        ratings[["member_id", "member_sk"]].drop_duplicates(), on="member_id")
+    candidates = np.sort(lake.read_table(f"{features}/gate/candidates")["subclass_brand_id"].to_numpy(dtype=np.int64))
+    return GateInputs(train, relevant, candidates)
+
+
+def fit_and_judge(spark: SparkSession, fit_path: str, ratings: pd.DataFrame, gate_inputs: GateInputs | None,
+                  params: dict, blocks: int, k: int, margin: float,
+                  block: int) -> tuple[tuple[pd.DataFrame, pd.DataFrame], dict]:
+    """((member factors by member_id, item factors), gate): the one Spark ALS fit, on the gate's
+    training part (or on every rating when no member has held-out events) read from `fit_path`,
+    judged by the gate; when it passes, continued on every rating (the served model), else its
+    own factors (kept for inspection)."""
+    fitted = len(gate_inputs.train) if gate_inputs is not None else len(ratings)
+    what = "the gate's training part" if gate_inputs is not None else "every rating (no held-out events: no gate)"
+    with timed(log, f"training ALS on {what}: {fitted} ratings, {params['max_iter']} iterations, rank "
+                    f"{params['rank']}, {blocks} user blocks"):
+        model = als.estimator(params, blocks).fit(spark.read.parquet(fit_path).select(*RATING_COLUMNS))
+    users = model.userFactors.withColumnRenamed("id", "member_sk").toPandas()
+    items = model.itemFactors.withColumnRenamed("id", "subclass_brand_id").toPandas()
+    if gate_inputs is None:
+        gate = {"evaluated": False, "passed": True, "k": k, "margin": margin,
+                "reason": "no member of the group has held-out events in the gate window: not evaluated"}
+        log.warning("quality gate skipped: %s", gate["reason"])
+    else:
+        started = time.monotonic()
+        gate = gate_evaluation(users, items, gate_inputs.train, gate_inputs.relevant, gate_inputs.candidates, k,
+                               margin, block)
+        log.info("quality gate %s in %.1f s: %s (model: recall@%d %.4f on %d members; popularity: recall@%d %.4f)",
+                 "PASSED" if gate["passed"] else "FAILED", time.monotonic() - started, gate["reason"], k,
+                 gate["model"]["recall@k"], gate["model"]["members"], k, gate["popularity"]["recall@k"])
+    if not gate["passed"]:
+        ids = ratings[["member_sk", "member_id"]].drop_duplicates()
+        return (users.merge(ids, on="member_sk")[["member_id", "features"]], items), gate
+    with timed(log, f"continuing the model on all {len(ratings)} ratings ({params['serve_iterations']} ALS "
+                    "iterations in numpy)"):
+        return continued_model(items, ratings, params), gate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,16 +222,17 @@ def main(argv: list[str] | None = None) -> None:
     dt, group = date.fromisoformat(args.dt), args.group
     params = group_settings(config, "als", group)
     gate_cfg = config["evaluation"]
+    k_gate, margin, block = int(gate_cfg["k"]), float(gate_cfg["gate_ndcg_margin"]), int(params["score_block_members"])
     spark = spark_session(f"flashfeed-als-{dt}-group-{group}", config)
     fs = LakeFS(spark)
 
     # Extract
     features = lake.features(dt, root)
     ratings_path = f"{features}/ratings/group={group}"
-    log.info("group %s on %s: reads %s, %s and %s; als rank=%s maxIter=%s regParam=%s alpha=%s top_k=%s; "
-             "gate k=%s margin=%s", group, dt, ratings_path, lake.raw("catalog", dt, root),
-             lake.raw("sale_calendar", dt, root), params["rank"], params["max_iter"], params["reg_param"],
-             params["alpha"], params["top_k"], gate_cfg["k"], gate_cfg["gate_ndcg_margin"])
+    log.info("group %s on %s: reads %s and %s/candidates; als rank=%s maxIter=%s regParam=%s alpha=%s top_k=%s "
+             "serve_iterations=%s; gate k=%s margin=%s", group, dt, ratings_path, features, params["rank"],
+             params["max_iter"], params["reg_param"], params["alpha"], params["top_k"], params["serve_iterations"],
+             k_gate, margin)
     fs.require(features, f"features for {dt}", features_next_step(dt))
     if not fs.exists(ratings_path):
         known = fs.read_json(f"{features}/groups.json")["groups"]
@@ -140,114 +241,77 @@ def main(argv: list[str] | None = None) -> None:
             "the features were rebuilt with other groups after this run planned its tasks: clear discover_groups "
             "of this run (with its downstream tasks) so that the mapped tasks follow the day's groups.json",
         )
-    ratings = check_columns(spark.read.parquet(ratings_path),
-                            ("member_id", "member_sk", "subclass_brand_id", "rating"), "ratings", ratings_path,
-                            f"re-run build_features of flashfeed_daily_model for {dt}").persist()
-    catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", dt, root))
-    window_start, window_end = calendar.day_window(dt, config)
-    live = scoring.live_products(read_raw(spark, fs, "sale_calendar", dt, root), window_start, window_end)
-    candidates = affinity_t.saleable_subclass_brands(live, catalog, int(config["scoring"]["min_qty_on_hand"])).persist()
-
-    members = ratings.select("member_sk").distinct().count()
-    items = ratings.select("subclass_brand_id").distinct().count()
-    n_ratings = ratings.count()
-    n_candidates = candidates.count()
+    # A group's data is small: read on the driver (pyarrow), no Spark job until the fit.
+    local = check_columns(lake.read_table(ratings_path), ("member_id", "member_sk", "subclass_brand_id", "rating"),
+                          "ratings", ratings_path, f"re-run build_features of flashfeed_daily_model for {dt}")
+    # The day's saleable subclass-brands, computed once by build_features for every group.
+    candidate_ids = np.sort(lake.read_table(f"{features}/candidates")["subclass_brand_id"].to_numpy(dtype=np.int64))
+    has_gate = all(fs.exists(f"{features}/gate/{name}/group={group}") for name in ("train_ratings", "relevant"))
+    members, items, n_ratings = local["member_id"].nunique(), local["subclass_brand_id"].nunique(), len(local)
     blocks, divisor = als.blocks_for(members, params)
-    size = "small" if divisor == int(params["user_blocks_divisor_small"]) else "large"
-    log.info("group %s on %s: %d members, %d subclass-brands, %d ratings; %d saleable candidates",
-             group, dt, members, items, n_ratings, n_candidates)
-    log.info("user blocks: %d (%s group, divisor %d, threshold %s)", blocks, size, divisor,
-             params["user_blocks_threshold"])
-    if n_candidates == 0:
-        raise JobError(
-            f"no subclass-brand has {config['scoring']['min_qty_on_hand']}+ on hand in any launch window of {dt} "
-            f"({window_start} .. {window_end} UTC) in {lake.raw('sale_calendar', dt, root)}: nothing to predict",
-            raw_next_step("sale_calendar", dt),
-        )
-    k = int(params["top_k"])
-    if n_candidates < k:
-        log.warning("top_k %d is higher than the %d saleable subclass-brands; keeping %d per member", k, n_candidates,
-                    n_candidates)
-        k = n_candidates
+    k = min(int(params["top_k"]), len(candidate_ids))
+    log.info("group %s on %s: %d members, %d subclass-brands, %d ratings; %d saleable candidates, top %d kept per "
+             "member; %d user blocks (divisor %d)", group, dt, members, items, n_ratings, len(candidate_ids), k,
+             blocks, divisor)
 
-    # Transform: quality gate, then the day's model (both before anything is written)
-    models = lake.models(dt, group, root)
-    checkpoints = models + ".__checkpoints"
+    # Transform: one fit, judged by the gate, continued on every rating
+    checkpoints = lake.models(dt, group, root) + ".__checkpoints"    # ALS truncates its lineage there
     spark.sparkContext.setCheckpointDir(checkpoints)
-    model, gate, fallback_reason = None, None, None
-    started = time.monotonic()
+    gate_inputs = read_gate(features, group, local) if has_gate else None
+    fit_path = f"{features}/gate/train_ratings/group={group}" if has_gate else ratings_path
     try:
-        gate = quality_gate(spark, fs, features, group, params, int(gate_cfg["k"]),
-                            float(gate_cfg["gate_ndcg_margin"]))
-        if gate["evaluated"]:
-            log.info("quality gate %s in %.1f s: %s (model: recall@%d %.4f on %d members; popularity: recall@%d %.4f)",
-                     "PASSED" if gate["passed"] else "FAILED", time.monotonic() - started, gate["reason"],
-                     gate["k"], gate["model"]["recall@k"], gate["model"]["members"], gate["k"],
-                     gate["popularity"]["recall@k"])
-        else:
-            log.warning("quality gate skipped: %s", gate["reason"])
-        # One fit call: Spark ML reports no per-iteration progress, so the line before says how
-        # much work it is and the line after how long it took.
-        with timed(log, f"training group {group}'s ALS on {n_ratings} ratings ({params['max_iter']} iterations, "
-                        f"rank {params['rank']}, {blocks} user blocks)"):
-            model = als.estimator(params, blocks).fit(ratings)
+        trained, gate = fit_and_judge(spark, fit_path, local, gate_inputs, params, blocks, k_gate, margin, block)
+        fallback_reason = None if gate["passed"] else f"quality gate failed: {gate['reason']}"
     except Exception as error:  # noqa: BLE001 - any training failure falls back, with its cause logged
-        fallback_reason = f"training failed: {first_line(error)}"
-        gate = gate or {"evaluated": False, "passed": False, "reason": fallback_reason}
+        trained, fallback_reason = None, f"training failed: {first_line(error)}"
+        gate = {"evaluated": False, "passed": False, "reason": fallback_reason}
         log.error("ALS training of group %s FAILED (%s); the group falls back. Next step: fix the cause (e.g. "
                   "the group's als settings in include/flashfeed.yaml), then clear this map index", group,
                   fallback_reason)
-    if model is not None and not gate["passed"]:
-        fallback_reason = f"quality gate failed: {gate['reason']}"
 
     # Transform: affinities from today's model, the last good one, or popularity
     if fallback_reason is None:
         served_from = SERVED_FROM_MODEL
-        candidate_factors = model.itemFactors.join(candidates, F.col("id") == F.col("subclass_brand_id"), "left_semi")
-        top = affinity_t.top_k_affinities(model.userFactors, candidate_factors, k)
+        served = factors_served(*trained, candidate_ids)
     else:
         good_day = last_good_model(fs, root, group, dt)
         if good_day:
             served_from = f"last_good_model:{good_day}"
-            earlier = ALSModel.load(f"{lake.models(good_day, group, root)}/model")
-            users = factors_by_today(earlier.userFactors, spark.read.parquet(f"{lake.features(good_day, root)}/members"),
-                                     ratings.select("member_id", "member_sk").distinct())
-            candidate_factors = earlier.itemFactors.join(candidates, F.col("id") == F.col("subclass_brand_id"), "left_semi")
-            top = affinity_t.top_k_affinities(users, candidate_factors, k)
+            folder = f"{lake.models(good_day, group, root)}/{FACTORS}"
+            served = factors_served(lake.read_table(f"{folder}/members"), lake.read_table(f"{folder}/items"),
+                                    candidate_ids)
         else:
             served_from = SERVED_FROM_POPULARITY
-            top = popularity_affinity(ratings, candidates, k)
+            served = Served(candidate_ids, popularity_scores(local, candidate_ids))
         log.warning("group %s is served from %s because %s", group, served_from, fallback_reason)
-    ids = ratings.select("member_sk", "member_id").distinct()
-    observed = ratings.select("member_sk", "subclass_brand_id", "rating")
-    affinity = (
-        top.join(ids, "member_sk")
-        .join(observed, ["member_sk", "subclass_brand_id"], "left")
-        .fillna(0.0, subset=["rating"])
-        .select("member_id", "subclass_brand_id", "affinity", "rating", "affinity_rank")
-    )
+    scoring = scoring_frame(local, served)
+    per_member = min(k, len(served.candidate_ids))
 
     # Load
-    with staged_partition(fs, lake.affinity(dt, group, root), log) as staging:
-        affinity.write.parquet(staging)
-        written = spark.read.parquet(staging)
-        rows = written.count()
-        scored_members = written.select("member_id").distinct().count()
+    with timed(log, f"scoring and writing the affinities of {len(scoring)} members (top {per_member} of "
+                    f"{len(served.candidate_ids)} candidates, blocks of {block} members)"), \
+            staged_partition(fs, lake.affinity(dt, group, root), log) as staging:
+        rows = lake.write_table(staging, top_k.top_k_rows(scoring, served.candidate_ids, served.values, k, block),
+                                AFFINITY_SCHEMA)
+    scored_members = len(scoring)
     log.info("affinities: %d rows for %d of %d members (%d candidates), from %s", rows, scored_members, members,
-             n_candidates, served_from)
-    with staged_partition(fs, models, log) as staging:
-        if model is not None:   # kept even when the gate refused it, for inspection
-            model.write().overwrite().save(f"{staging}/model")
+             len(candidate_ids), served_from)
+    with staged_partition(fs, lake.models(dt, group, root), log) as staging:
+        if trained is not None:   # also when the gate refused it, for inspection
+            members_factors, items_factors = trained
+            lake.write_table(f"{staging}/{FACTORS}/members", [members_factors], MEMBER_FACTORS_SCHEMA)
+            lake.write_table(f"{staging}/{FACTORS}/items", [items_factors], ITEM_FACTORS_SCHEMA)
         fs.write_json(f"{staging}/metrics.json", {
             "dt": dt.isoformat(), "group": group, "members": members, "subclass_brands": items,
-            "ratings": n_ratings, "candidates": n_candidates, "top_k": k, "affinity_rows": rows,
+            "ratings": n_ratings, "candidates": len(candidate_ids), "top_k": k, "affinity_rows": rows,
             "members_scored": scored_members, "user_blocks": blocks, "user_blocks_divisor": divisor,
             "gate": gate, "served_from": served_from, "fallback_reason": fallback_reason,
-            "params": {key: params[key] for key in ("rank", "max_iter", "reg_param", "alpha", "item_blocks", "seed")},
+            "params": {key: params[key] for key in ("rank", "max_iter", "reg_param", "alpha", "item_blocks", "seed",
+                                                    "serve_iterations")},
         })
     fs.delete(checkpoints)
     log.info("group %s on %s done in %.1f s (served from %s): wrote %s and %s", group, dt,
-             time.monotonic() - started_job, served_from, lake.affinity(dt, group, root), models)
+             time.monotonic() - started_job, served_from, lake.affinity(dt, group, root), lake.models(dt, group, root))
     spark.stop()
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flashfeed import calendar, lake
-from flashfeed.config import lake_root
+from flashfeed.config import lake_root, load_config
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,13 @@ log = logging.getLogger(__name__)
 def run_date(logical_date: datetime | None, run_after: datetime) -> datetime:
     """Manual runs without a logical date are planned from the time they were asked for."""
     return logical_date or run_after
+
+
+def spark_submit_settings(config: dict | None = None) -> dict[str, str]:
+    """What the DAGs' SparkSubmitOperators pass as `--conf` (schedules.spark_submit_conf): the
+    driver's memory from config `spark.driver_memory` (in local mode the driver does all the work)."""
+    spark = (config or load_config())["spark"]
+    return {"spark.driver.memory": str(spark["driver_memory"])}
 
 
 def plan_model_day(when: datetime) -> dict[str, Any]:
@@ -36,6 +43,7 @@ def plan_model_day(when: datetime) -> dict[str, Any]:
         "features": lake.features(dt, root),
         "models": lake.models(dt, root=root),
         "affinity": lake.affinity(dt, root=root),
+        "spark_submit": spark_submit_settings(),
     }
     log.info("daily model for %s: reads events up to %s, writes %s and %s",
              dt, previous, plan["features"], plan["affinity"])
@@ -57,6 +65,7 @@ def plan_launch(when: datetime, launch: str | None = None) -> dict[str, Any]:
         "sale_calendar": lake.raw("sale_calendar", slot.dt, root),
         "products": lake.products(slot.dt, slot.hhmm, root),
         "feeds": lake.feeds(slot.dt, slot.hhmm, root),
+        "spark_submit": spark_submit_settings(),
     }
     log.info("launch %s (%s local): window %s .. %s UTC, feeds at %s",
              slot.version, slot.hhmm, plan["window"][0], plan["window"][1], plan["feeds"])

@@ -48,6 +48,19 @@ OWNER = "flashfeed"
 # airflow-init` creates it with config `airflow.spark_pool_slots` slots.
 SPARK_POOL = "flashfeed_spark"
 
+
+
+def spark_submit_conf(plan_task: str) -> dict[str, str]:
+    """spark-submit `--conf` settings that must be known before the driver JVM starts (its
+    memory), from include/flashfeed.yaml. The plan task reads the config at run time and passes
+    them on in its XCom, so the DAG file reads nothing at parse time."""
+    return {key: f"{{{{ ti.xcom_pull(task_ids='{plan_task}')['spark_submit']['{key}'] }}}}"
+            for key in SPARK_SUBMIT_KEYS}
+
+
+# Set per application by spark-submit (planning.spark_submit_settings), not by the job itself.
+SPARK_SUBMIT_KEYS = ("spark.driver.memory",)
+
 # Retries: Spark, lake and DynamoDB hiccups are worth a retry with exponential backoff.
 # Tasks whose outcome a retry cannot change (planning, validation, a refused flip, a sensor
 # that timed out waiting for data) get none.

@@ -1,12 +1,11 @@
-"""Per-group ALS helpers: user blocks, candidate-restricted top-K, boost, variety limit."""
+"""Per-group ALS helpers: user blocks, saleable candidates, boost, variety limit."""
 from __future__ import annotations
 
 import math
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.transforms.evaluation import dot_scores
 
 
 def user_blocks(members: int, threshold: int, divisor_small: int, divisor_large: int) -> tuple[int, int]:
@@ -23,17 +22,6 @@ def saleable_subclass_brands(live: DataFrame, style_keys: DataFrame, min_qty: in
         .select("subclass_brand_id")
         .distinct()
     )
-
-
-def top_k_affinities(user_factors: DataFrame, item_factors: DataFrame, k: int) -> DataFrame:
-    """(member_sk, subclass_brand_id, affinity, affinity_rank) for each member's top k candidates.
-
-    `item_factors` holds only the candidates, so no affinity is spent on subclass-brands that
-    have nothing on sale.
-    """
-    scored = dot_scores(user_factors, item_factors).withColumnRenamed("score", "affinity")
-    order = Window.partitionBy("member_sk").orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
-    return scored.withColumn("affinity_rank", F.row_number().over(order)).where(F.col("affinity_rank") <= k)
 
 
 def apply_boost(affinity: DataFrame, interest: DataFrame, boost: float) -> DataFrame:

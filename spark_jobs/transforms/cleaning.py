@@ -11,11 +11,10 @@ from spark_jobs.common import JobError
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 
-def clean_events(
-    events: DataFrame, known_styles: DataFrame, event_types: list[str], cutoff: datetime
-) -> tuple[DataFrame, DataFrame]:
-    """Split raw events into (clean, rejects); rejects carry a `reason` column.
+def label_events(events: DataFrame, known_styles: DataFrame, event_types: list[str], cutoff: datetime) -> DataFrame:
+    """Every raw event with a `reason` column: null for a clean event, else why it is rejected.
 
+    One frame for both sides, so that a job caches it once and reads the raw events once.
     Checked in this order, the first failing check names the reason: null or malformed ids,
     unknown event type, purchase without a positive price, timestamp missing or at/after the
     cutoff (the end of the newest partition read), style not in the catalog, duplicates (same
@@ -39,23 +38,31 @@ def clean_events(
         .when(F.col("_known_style").isNull(), F.lit("unknown_style"))
     )
     known = known_styles.select("style_id").distinct().withColumn("_known_style", F.lit(True))
-    checked = events.join(known, "style_id", "left").withColumn("reason", reason)
-    valid = checked.where(F.col("reason").isNull())
-    first_of_id = Window.partitionBy("event_id").orderBy("occurred_at")
-    first_of_action = Window.partitionBy("member_id", "style_id", "event_type", "occurred_at").orderBy("event_id")
-    ranked = valid.withColumn("_by_id", F.row_number().over(first_of_id)).withColumn(
-        "_by_action", F.row_number().over(first_of_action)
-    )
-    duplicate = (F.col("_by_id") > 1) | (F.col("_by_action") > 1)
-    columns = events.columns
-    clean = ranked.where(~duplicate).select(*columns)
-    rejects = checked.where(F.col("reason").isNotNull()).select(*columns, "reason").unionByName(
-        ranked.where(duplicate).select(*columns).withColumn("reason", F.lit("duplicate"))
-    )
-    return clean, rejects
+    checked = events.join(F.broadcast(known), "style_id", "left").withColumn("reason", reason)
+    # Duplicates among the valid events only: a rejected copy must not make the valid one a duplicate.
+    valid = F.col("reason").isNull()
+    first_of_id = Window.partitionBy(valid, "event_id").orderBy("occurred_at")
+    first_of_action = Window.partitionBy(valid, "member_id", "style_id", "event_type", "occurred_at").orderBy("event_id")
+    duplicate = valid & ((F.row_number().over(first_of_id) > 1) | (F.row_number().over(first_of_action) > 1))
+    return checked.withColumn("reason", F.when(duplicate, F.lit("duplicate")).otherwise(F.col("reason"))).select(
+        *events.columns, "reason")
 
 
-def reject_summary(rejects: DataFrame) -> dict[str, int]:
+def clean_events(
+    events: DataFrame, known_styles: DataFrame, event_types: list[str], cutoff: datetime
+) -> tuple[DataFrame, DataFrame]:
+    """(clean, rejects) of `label_events`; rejects carry their `reason`."""
+    labelled = label_events(events, known_styles, event_types, cutoff)
+    return split_labelled(labelled)
+
+
+def split_labelled(labelled: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(clean events without `reason`, rejects with it) of a labelled frame."""
+    return labelled.where(F.col("reason").isNull()).drop("reason"), labelled.where(F.col("reason").isNotNull())
+
+
+def reject_summary(rejects: DataFrame) -> dict[str | None, int]:
+    """Rows per reason (a labelled frame's clean rows count under None)."""
     return {r["reason"]: int(r["count"]) for r in rejects.groupBy("reason").count().collect()}
 
 

@@ -23,12 +23,20 @@ def with_keys(events: DataFrame, catalog_keyed: DataFrame) -> DataFrame:
     return events.join(catalog_keyed.select("style_id", "subclass_brand_id"), "style_id")
 
 
+def mark_time_holdout(events: DataFrame, holdout_days: int) -> DataFrame:
+    """`events` plus `held_out`: true for each member's events in the `holdout_days` before and
+    including her own last event (an aggregate and a join, no sort of the events)."""
+    last = events.groupBy("member_id").agg(F.max("occurred_at").alias("_last"))
+    return (events.join(last, "member_id")
+            .withColumn("held_out", F.col("occurred_at") > F.col("_last") - F.expr(f"INTERVAL {int(holdout_days)} DAYS"))
+            .drop("_last"))
+
+
 def time_split(events: DataFrame, holdout_days: int) -> tuple[DataFrame, DataFrame]:
     """(train, test): each member's events in the `holdout_days` before and including their own
     last event are the test part. A member active on one day only has no training part."""
-    last = F.max("occurred_at").over(Window.partitionBy("member_id"))
-    marked = events.withColumn("_test", F.col("occurred_at") > last - F.expr(f"INTERVAL {int(holdout_days)} DAYS"))
-    return (marked.where(~F.col("_test")).drop("_test"), marked.where(F.col("_test")).drop("_test"))
+    marked = mark_time_holdout(events, holdout_days)
+    return (marked.where(~F.col("held_out")).drop("held_out"), marked.where(F.col("held_out")).drop("held_out"))
 
 
 def stratified_split(events: DataFrame, ratio: float, seed: int) -> tuple[DataFrame, DataFrame]:

@@ -47,15 +47,13 @@ def member_profiles(
         by_division.withColumn("_rank", F.row_number().over(best)).where("_rank = 1").select("member_id", "division")
     )
     priced = priced_events.where(F.col("price").isNotNull() & (F.col("price") > 0))
-    purchase_level = (
-        priced.where(F.col("event_type") == "purchase")
-        .groupBy("member_id")
-        .agg(F.percentile("price", percentile).alias("purchase_level"))
+    # Both levels in one pass over the events (percentile skips the nulls of non-purchases).
+    levels = priced.groupBy("member_id").agg(
+        F.percentile(F.when(F.col("event_type") == "purchase", F.col("price")), percentile).alias("purchase_level"),
+        F.percentile("price", percentile).alias("browse_level"),
     )
-    browse_level = priced.groupBy("member_id").agg(F.percentile("price", percentile).alias("browse_level"))
     profiles = (
-        primary.join(purchase_level, "member_id", "left")
-        .join(browse_level, "member_id", "left")
+        primary.join(levels, "member_id", "left")
         .withColumn("price_level", F.coalesce("purchase_level", "browse_level"))
     )
     # Quantiles over members who have a price level; ties broken by member_id so reruns agree.
@@ -131,10 +129,11 @@ def member_groups(rated: DataFrame, events: DataFrame, names: DataFrame, feats: 
     {merged, sizes}; division codes) from implicit ratings, the clean events they came from and
     the subclass-brand names (for divisions). `feats`: config section `features`."""
     by_division = rated.join(names.select("subclass_brand_id", "division"), "subclass_brand_id")
+    # Cached: assign_groups counts the profiles, then joins them (two passes over one result).
     profiles = member_profiles(
         by_division, events.select("member_id", "event_type", "price"),
         float(feats["spend_percentile"]), int(feats["spend_buckets"]),
-    )
+    ).persist()
     divisions = [r["division"] for r in names.select("division").distinct().collect()]
     codes = division_codes(feats["division_codes"], divisions)
     members, grouping = assign_groups(profiles, codes, int(feats["min_group_members"]), int(feats["spend_buckets"]))

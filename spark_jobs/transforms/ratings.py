@@ -7,17 +7,19 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 
-def implicit_ratings(events: DataFrame, style_keys: DataFrame, weights: dict[str, float]) -> DataFrame:
-    """(member_id, subclass_brand_id, rating) with rating = sum of event weights.
+def implicit_ratings(events: DataFrame, style_keys: DataFrame, weights: dict[str, float],
+                     by: tuple[str, ...] = ()) -> DataFrame:
+    """(member_id, subclass_brand_id, *by, rating) with rating = sum of event weights.
 
-    `events`: clean events; `style_keys`: style_id -> subclass_brand_id. Event types without a
+    `events`: clean events; `style_keys`: style_id -> subclass_brand_id; `by`: more columns of the
+    events to keep apart (e.g. a held-out flag). Event types without a
     weight count zero and pairs whose rating is zero are left out (ALS reads absence as zero).
     """
     weight_of = F.create_map(*chain.from_iterable((F.lit(k), F.lit(float(v))) for k, v in weights.items()))
     return (
         events.join(style_keys.select("style_id", "subclass_brand_id"), "style_id")
         .withColumn("weight", F.coalesce(weight_of[F.col("event_type")], F.lit(0.0)))
-        .groupBy("member_id", "subclass_brand_id")
+        .groupBy("member_id", "subclass_brand_id", *by)
         .agg(F.sum("weight").alias("rating"))
         .where(F.col("rating") > 0)
     )

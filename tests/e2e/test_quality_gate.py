@@ -70,7 +70,7 @@ def test_gate_and_fallbacks(tmp_path):
     good = _metrics(root, DAY1, group)
     assert good["served_from"] == "model" and good["fallback_reason"] is None
     assert good["gate"]["evaluated"] and good["gate"]["passed"] and good["gate"]["model"]["members"] > 0
-    assert Path(lake.models(DAY1, group, root), "model").is_dir()
+    assert Path(lake.models(DAY1, group, root), "factors", "members").is_dir()
 
     # 3. Next day training fails: the day before's model serves today's members.
     _run(["-m", "spark_jobs.features", "--dt", DAY2], env)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import uuid
 
 import pytest
@@ -15,6 +17,9 @@ logging.getLogger("py4j").setLevel(logging.WARNING)
 @pytest.fixture(scope="session")
 def spark():
     from pyspark.sql import SparkSession
+
+    # Python workers (mapInPandas) need this venv's numpy and pandas, as in the jobs (flashfeed.env).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     session = (
         SparkSession.builder.master("local[2]")

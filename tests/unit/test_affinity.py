@@ -1,9 +1,9 @@
-"""ALS helpers: user blocks, candidate-restricted top-K, and the stable subclass-brand key."""
+"""ALS helpers: user blocks, saleable candidates, and the stable subclass-brand key."""
 from __future__ import annotations
 
 import pytest
 
-from spark_jobs.transforms.affinity import saleable_subclass_brands, top_k_affinities, user_blocks
+from spark_jobs.transforms.affinity import saleable_subclass_brands, user_blocks
 from spark_jobs.transforms.catalog import with_subclass_brand
 
 
@@ -13,18 +13,6 @@ from spark_jobs.transforms.catalog import with_subclass_brand
 ])
 def test_user_blocks_use_the_small_or_large_divisor(members, expected):
     assert user_blocks(members, threshold=100_000, divisor_small=5000, divisor_large=50_000) == expected
-
-
-def test_top_k_is_the_dot_product_ranking_over_candidates_only(spark):
-    users = spark.createDataFrame([(1, [1.0, 0.0]), (2, [0.5, 2.0])], "id int, features array<float>")
-    items = spark.createDataFrame([(10, [0.9, 0.1]), (20, [0.2, 1.0]), (30, [3.0, 3.0])],
-                                  "id int, features array<float>")
-    candidates = items.where("id != 30")  # 30 has nothing on sale: never recommended
-    top = {(r.member_sk, r.affinity_rank): (r.subclass_brand_id, round(r.affinity, 4))
-           for r in top_k_affinities(users, candidates, 1).collect()}
-    # member 1: 10 -> 0.9, 20 -> 0.2; member 2: 10 -> 0.45 + 0.2 = 0.65, 20 -> 0.1 + 2.0 = 2.1
-    assert top == {(1, 1): (10, 0.9), (2, 1): (20, 2.1)}
-    assert top_k_affinities(users, candidates, 5).count() == 4  # k capped by the candidates
 
 
 def test_saleable_subclass_brands_need_stock(spark):

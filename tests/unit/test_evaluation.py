@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pytest
 
-from spark_jobs.train_group import factors_by_today, judge, popularity_affinity
+from spark_jobs.train_group import judge
 from spark_jobs.transforms import evaluation
 
 EVENT_SCHEMA = "member_id string, subclass_brand_id int, occurred_at timestamp"
@@ -96,21 +96,3 @@ def test_gate_judgement_uses_the_margin():
     assert judge(gate)["passed"] is False and "0.0950 is below popularity 0.1000 - margin 0.0" in judge(gate)["reason"]
     assert judge({**gate, "margin": 0.01})["passed"] is True      # 0.095 >= 0.1 - 0.01
     assert judge({**gate, "margin": 0.004})["passed"] is False    # 0.095 < 0.096
-
-
-def test_popularity_affinity_gives_every_member_the_groups_top_candidates(spark):
-    ratings = spark.createDataFrame(
-        [(f"m-{sk}", sk, item, 3.0) for sk, item in ((1, 10), (2, 10), (3, 10), (1, 20), (2, 30))],
-        "member_id string, member_sk int, subclass_brand_id int, rating double")
-    candidates = spark.createDataFrame([(10,), (30,)], "subclass_brand_id int")     # 20 is not on sale
-    rows = {(r.member_sk, r.affinity_rank): (r.subclass_brand_id, round(r.affinity, 4))
-            for r in popularity_affinity(ratings, candidates, k=5).collect()}
-    # 10: 3 of 3 members -> 1.0; 30: 1 of 3 -> 0.3333
-    assert rows == {(m, 1): (10, 1.0) for m in (1, 2, 3)} | {(m, 2): (30, 0.3333) for m in (1, 2, 3)}
-
-
-def test_earlier_factors_are_re_keyed_to_todays_members(spark):
-    factors = spark.createDataFrame([(1, [1.0]), (2, [2.0])], "id int, features array<float>")
-    then = spark.createDataFrame([("m-a", 1), ("m-b", 2)], "member_id string, member_sk int")
-    today = spark.createDataFrame([("m-b", 7), ("m-new", 8)], "member_id string, member_sk int")
-    assert [(r.id, list(r.features)) for r in factors_by_today(factors, then, today).collect()] == [(7, [2.0])]

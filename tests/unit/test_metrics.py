@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from flashfeed.metrics import mean_metrics, ranking_metrics
+from flashfeed.metrics import METRICS, mean_metrics, ranking_metrics
 
 LOG2_3, LOG2_6 = math.log2(3), math.log2(6)      # 1.58496, 2.58496
 
@@ -54,3 +54,23 @@ def test_refusals():
         ranking_metrics(["a"], {"a"}, k=0)
     with pytest.raises(ValueError, match="without relevant items"):
         ranking_metrics(["a"], set(), k=3)
+
+
+def test_block_metrics_equal_the_one_member_definition():
+    import numpy as np
+
+    from flashfeed.metrics import ranking_metrics_block
+
+    rng = np.random.default_rng(5)
+    k = 10
+    lists = [list(rng.permutation(40)[: rng.integers(0, 12)]) for _ in range(200)]   # some shorter than k
+    relevant = [set(rng.choice(40, rng.integers(1, 15), replace=False)) for _ in range(200)]
+    hits = np.zeros((200, k), dtype=bool)
+    for row, (ranked, wanted) in enumerate(zip(lists, relevant)):
+        for position, item in enumerate(ranked[:k]):
+            hits[row, position] = item in wanted
+    block = ranking_metrics_block(hits, np.array([len(r) for r in relevant]), k)
+    for row, (ranked, wanted) in enumerate(zip(lists, relevant)):
+        one = ranking_metrics(ranked, wanted, k)
+        for name in METRICS:
+            assert block[name][row] == pytest.approx(one[name]), (row, name)
