@@ -7,6 +7,7 @@ Re-run  `spark-submit spark_jobs/build_collections.py --dt D --launch HHMM` repl
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from datetime import date
@@ -44,43 +45,67 @@ def payload_lines(payload_rows: DataFrame) -> DataFrame:
     )
 
 
-def write_lines(fs: LakeFS, lines: DataFrame, folder: str, files: int) -> list[dict]:
-    """Write JSON lines sorted by member (byte-identical on re-runs); name the parts *.json."""
-    (
-        lines.repartition(files, "member_id")
-        .sortWithinPartitions("member_id", "feed", "variant")
-        .select("line")
-        .write.text(folder)
-    )
-    described = []
-    for uri in fs.list_files(folder):
-        name = uri.rsplit("/", 1)[1]
-        if not name.startswith("part-"):
-            continue
-        target = uri[: -len(".txt")] + ".json" if uri.endswith(".txt") else uri
-        if target != uri:
-            fs.rename(uri, target)
-        size, sha, count = fs.file_digest(target)
-        described.append({"path": target.rsplit("/", 2)[1] + "/" + target.rsplit("/", 1)[1],
-                          "bytes": size, "sha256": sha, "payloads": count})
-    return described
+def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cfg: dict, version: str) -> DataFrame:
+    """Every payload line of the launch with its `data_set`: `<feed>_<variant>` for members,
+    `fallback` for the fallback 'members' (all six of theirs)."""
+    is_fallback = F.col("member_id").startswith(lake.FALLBACK_MEMBER_PREFIX)
+    parts = []
+    for feed in lake.FEEDS:
+        units = collections_t.feed_units(ranked, sb_styles, names, feed)
+        for variant in lake.VARIANTS:
+            groups = collections_t.attach_styles(collections_t.limit_groups(units, variant, cfg), sb_styles)
+            lines = payload_lines(collections_t.payloads(groups, feed, variant, version, int(cfg["max_payload_bytes"])))
+            parts.append(lines.withColumn("data_set", F.when(is_fallback, F.lit("fallback"))
+                                          .otherwise(F.lit(lake.feed_folder(feed, variant)))))
+    return functools.reduce(DataFrame.unionByName, parts)
 
 
-def size_stats(lines: DataFrame) -> dict:
-    row = lines.agg(
+def size_stats(lines: DataFrame) -> dict[str, dict]:
+    """Per data set: payloads, size percentiles, the largest payload, truncated payloads (one pass)."""
+    stats = {}
+    for row in lines.groupBy("data_set").agg(
         F.count("*").alias("payloads"),
         F.percentile_approx("bytes", list(SIZE_PERCENTILES)).alias("p"),
         F.max_by(F.struct("member_id", "feed", "variant", "bytes"), "bytes").alias("largest"),
         F.sum(F.when(F.col("truncated_groups") > 0, 1).otherwise(0)).alias("truncated_payloads"),
-    ).first()
-    if not row["payloads"]:
-        return {"payloads": 0}
-    largest = row["largest"].asDict()
-    stats = {"payloads": int(row["payloads"]), "largest": largest,
-             "truncated_payloads": int(row["truncated_payloads"] or 0)}
-    stats["payload_bytes"] = {f"p{int(q * 100)}": int(v) for q, v in zip(SIZE_PERCENTILES, row["p"])}
-    stats["payload_bytes"]["max"] = int(largest["bytes"])
+    ).collect():
+        largest = row["largest"].asDict()
+        stats[row["data_set"]] = {
+            "payloads": int(row["payloads"]), "largest": largest,
+            "truncated_payloads": int(row["truncated_payloads"] or 0),
+            "payload_bytes": {**{f"p{int(q * 100)}": int(v) for q, v in zip(SIZE_PERCENTILES, row["p"])},
+                              "max": int(largest["bytes"])},
+        }
     return stats
+
+
+def write_lines(fs: LakeFS, lines: DataFrame, staging: str, files_per_data_set: int) -> dict[str, list[dict]]:
+    """Write every data set's JSON lines in one job into `<staging>/<data_set>/part-*.json`,
+    hash-partitioned and sorted by member (byte-identical on re-runs); returns each data set's
+    files with bytes, sha256 and payload count."""
+    (
+        lines.repartition(files_per_data_set, "member_id")
+        .sortWithinPartitions("data_set", "member_id", "feed", "variant")
+        .select("data_set", "line")
+        .write.partitionBy("data_set").text(staging)
+    )
+    described: dict[str, list[dict]] = {}
+    for folder in fs.list_dirs(staging):
+        if not folder.startswith("data_set="):
+            continue
+        data_set = folder[len("data_set="):]
+        fs.rename(f"{staging}/{folder}", f"{staging}/{data_set}")
+        for uri in fs.list_files(f"{staging}/{data_set}"):
+            name = uri.rsplit("/", 1)[1]
+            if not name.startswith("part-"):
+                continue
+            target = uri[: -len(".txt")] + ".json" if uri.endswith(".txt") else uri
+            if target != uri:
+                fs.rename(uri, target)
+            size, sha, count = fs.file_digest(target)
+            described.setdefault(data_set, []).append(
+                {"path": f"{data_set}/{target.rsplit('/', 1)[1]}", "bytes": size, "sha256": sha, "payloads": count})
+    return described
 
 
 def affinity_summary(fs: LakeFS, dt: date, groups: list[str], root: str) -> str:
@@ -146,8 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     fallback = collections_t.fallback_affinity(products)
     variety_sql = read_sql("variety_limit.sql")
-    limited = affinity_t.variety_limit(spark, boosted.unionByName(fallback), variety_sql,
-                                       int(cfg["max_subclass_brands_per_class"]))
+    # One shuffle by member: the variety limit, the cap and every feed's grouping below are all
+    # per member, so they run inside these partitions.
+    by_member = boosted.unionByName(fallback).repartition(int(config["spark"]["shuffle_partitions"]), "member_id")
+    limited = affinity_t.variety_limit(spark, by_member, variety_sql, int(cfg["max_subclass_brands_per_class"]))
     per_member = Window.partitionBy("member_id").orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
     ranked = (
         limited.withColumn("_n", F.row_number().over(per_member))
@@ -156,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         .persist()
     )
     sb_styles = F.broadcast(collections_t.styles_by_subclass_brand(products))
-    is_fallback = F.col("member_id").startswith(lake.FALLBACK_MEMBER_PREFIX)
+    lines = data_set_lines(ranked, sb_styles, names, cfg, slot.version).persist()
 
     # Load: six data sets for members, all six for the fallback 'members', then the manifest
     partition = lake.feeds(slot.dt, slot.hhmm, root)
@@ -167,60 +194,45 @@ def main(argv: list[str] | None = None) -> None:
         "inputs": {"affinity": affinity_day, "groups": groups, "products": products_path, "features": features,
                    "models": [lake.models(slot.dt, g, root) for g in groups]},
     }
-    data_sets = len(lake.FEEDS) * len(lake.VARIANTS)
-    with timed(log, f"writing feeds for {slot.version}"), staged_partition(fs, partition, log) as staging:
-        fallback_lines = []
-        members = None
-        for feed in lake.FEEDS:
-            units = collections_t.feed_units(ranked, sb_styles, names, feed).persist()
-            for variant in lake.VARIANTS:
-                rows = collections_t.payloads(collections_t.limit_groups(units, variant, cfg), feed, variant,
-                                              slot.version, int(cfg["max_payload_bytes"]))
-                lines = payload_lines(rows).persist()
-                member_lines = lines.where(~is_fallback)
-                stats = size_stats(member_lines)
-                data_set = lake.feed_folder(feed, variant)
-                files = max(1, math.ceil(stats["payloads"] / int(cfg["payloads_per_file"])))
-                stats["files"] = write_lines(fs, member_lines, f"{staging}/{data_set}", files)
-                manifest["data_sets"][data_set] = stats
-                log.info("[%d/%d] %s: %d payloads, %s bytes, %d truncated to %s bytes", len(manifest["data_sets"]),
-                         data_sets, data_set, stats["payloads"], stats.get("payload_bytes"),
-                         stats.get("truncated_payloads", 0), cfg["max_payload_bytes"])
-                if feed == "products" and variant == "full":
-                    members = stats["payloads"]
-                    if not members:   # raised inside: the previous partition stays as it was
-                        raise JobError(
-                            f"no member payload for launch {slot.version}: none of the members' affinities "
-                            f"({affinity_day}) is for a subclass-brand with products in {products_path}",
-                            f"check that the sale calendar of {slot.dt} covers this launch's window, re-run "
-                            "score_products, then clear this task",
-                        )
-                fallback_lines.append(lines.where(is_fallback))
-            units.unpersist()
-        all_fallback = fallback_lines[0]
-        for more in fallback_lines[1:]:
-            all_fallback = all_fallback.unionByName(more)
-        stats = size_stats(all_fallback)
-        stats["files"] = write_lines(fs, all_fallback, f"{staging}/fallback", 1)
-        manifest["data_sets"]["fallback"] = stats
-        log.info("fallback: %d payloads (divisions and global)", stats["payloads"])
+    names_in_order = [lake.feed_folder(f, v) for f in lake.FEEDS for v in lake.VARIANTS] + ["fallback"]
+    with timed(log, f"building the payloads of {slot.version}"):
+        stats = size_stats(lines)
+    members = stats.get(lake.feed_folder("products", "full"), {}).get("payloads", 0)
+    if not members:
+        raise JobError(
+            f"no member payload for launch {slot.version}: none of the members' affinities ({affinity_day}) is for "
+            f"a subclass-brand with products in {products_path}",
+            f"check that the sale calendar of {slot.dt} covers this launch's window, re-run score_products, then "
+            "clear this task",
+        )
+    for number, data_set in enumerate(names_in_order, start=1):
+        data = stats.get(data_set, {"payloads": 0})
+        log.info("[%d/%d] %s: %d payloads, %s bytes, %d truncated to %s bytes", number, len(names_in_order), data_set,
+                 data["payloads"], data.get("payload_bytes"), data.get("truncated_payloads", 0),
+                 cfg["max_payload_bytes"])
+    largest = max((d["largest"] for d in stats.values()), key=lambda x: x["bytes"])
+    if largest["bytes"] + KEY_OVERHEAD_BYTES > DYNAMODB_ITEM_LIMIT_BYTES:
+        raise JobError(
+            f"payload of member {largest['member_id']} feed {largest['feed']}#{largest['variant']} is "
+            f"{largest['bytes']} bytes, over DynamoDB's 400 KB item limit",
+            f"lower collections.max_payload_bytes (now {cfg['max_payload_bytes']}) in include/flashfeed.yaml "
+            "to 400000 or less, then clear this task",
+        )
+    files = max(1, math.ceil(members / int(cfg["payloads_per_file"])))
+    with timed(log, f"writing feeds for {slot.version} ({len(names_in_order)} data sets, {files} files each)"), \
+            staged_partition(fs, partition, log) as staging:
+        described = write_lines(fs, lines, staging, files)
+        for data_set in names_in_order:
+            manifest["data_sets"][data_set] = {**stats.get(data_set, {"payloads": 0}),
+                                               "files": described.get(data_set, [])}
         manifest["members"] = members
         manifest["total_payloads"] = sum(d["payloads"] for d in manifest["data_sets"].values())
-        largest = max((d["largest"] for d in manifest["data_sets"].values() if d.get("largest")),
-                      key=lambda x: x["bytes"])
         manifest["largest_payload"] = largest
-        if largest["bytes"] + KEY_OVERHEAD_BYTES > DYNAMODB_ITEM_LIMIT_BYTES:
-            raise JobError(
-                f"payload of member {largest['member_id']} feed {largest['feed']}#{largest['variant']} is "
-                f"{largest['bytes']} bytes, over DynamoDB's 400 KB item limit",
-                f"lower collections.max_payload_bytes (now {cfg['max_payload_bytes']}) in include/flashfeed.yaml "
-                "to 400000 or less, then clear this task",
-            )
         fs.write_json(f"{staging}/manifest.json", manifest)
     log.info("launch %s: %d members, %d payloads in total, largest %d bytes",
              slot.version, members or 0, manifest["total_payloads"], largest["bytes"])
     log.info("launch %s feeds done in %.1f s: wrote %s (manifest.json, %d data sets and fallback)", slot.version,
-             time.monotonic() - started, partition, data_sets)
+             time.monotonic() - started, partition, len(names_in_order) - 1)
     spark.stop()
 
 

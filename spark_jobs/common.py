@@ -117,9 +117,9 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
     )
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])
     startup = driver_startup_seconds()
+    heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()   # what the driver really has
     get_logger("spark").info(
-        "Spark session %s ready on %s (driver memory %s)%s", app_name, spark.sparkContext.master,
-        spark.conf.get("spark.driver.memory", "1g, Spark's default"),
+        "Spark session %s ready on %s (driver heap %.1f GB)%s", app_name, spark.sparkContext.master, heap / 2**30,
         f", {startup:.1f} s after the driver JVM started (fixed cost before any work)" if startup is not None else "")
     return spark
 

@@ -3,7 +3,8 @@
 Reads   raw/events and raw/returns for the look-back days before D (UTC dates), raw/catalog/dt=D,
         raw/sale_calendar/dt=D
 Writes  features/dt=D/{ratings (by group), members, recent_interest, style_activity, groups.json,
-        candidates (subclass-brands with stock on sale in any launch window of D, shared by every group),
+        candidates (subclass-brands with stock on sale in any launch window of D and how many of
+        their products a collection can show; shared by every group),
         gate/{train_ratings, relevant (by group), candidates}: the quality gate's time split}
         rejects/dt=D/ (every rejected event with its reason)
 Re-run  `spark-submit spark_jobs/features.py --dt D` replaces both partitions of day D only.
@@ -93,10 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     interaction_days = int(config["scoring"]["interaction_months"]) * DAYS_PER_MONTH
     history_days = max(int(feats["lookback_days"]), interaction_days)
     days = [dt - timedelta(days=i) for i in range(1, history_days + 1)]
-    log.info("features for %s: events and returns of %s .. %s (UTC dates), raw catalog and sale calendar of %s; "
+    log.info("features for %s: events and returns of %s .. %s (UTC dates), raw catalog %s, raw sale calendar %s; "
              "lookback %s days, history %d days, recent %s days, max reject share %s, min group members %s; lake %s",
-             dt, days[-1], days[0], dt, feats["lookback_days"], history_days, feats["recent_days"],
-             config["cleaning"]["max_reject_share"], feats["min_group_members"], root)
+             dt, days[-1], days[0], lake.raw("catalog", dt, root), lake.raw("sale_calendar", dt, root),
+             feats["lookback_days"], history_days, feats["recent_days"], config["cleaning"]["max_reject_share"],
+             feats["min_group_members"], root)
 
     # Extract
     events = read_daily(spark, fs, "events", days, root)
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     window_start, window_end = calendar.day_window(dt, config)
     min_qty = int(config["scoring"]["min_qty_on_hand"])
     candidates = affinity_t.saleable_subclass_brands(
-        scoring.live_products(sale_calendar, window_start, window_end), catalog, min_qty)
+        scoring.live_products(sale_calendar, window_start, window_end), catalog, min_qty,
+        int(config["scoring"]["products_per_subclass_brand"]))
 
     # Load
     partition = lake.features(dt, root)
@@ -188,8 +191,9 @@ def main(argv: list[str] | None = None) -> None:
         for group, counts in sorted(per_group.items()):
             log.info("group %s: %d members, %d subclass-brands, %d ratings",
                      group, counts["members"], counts["subclass_brands"], counts["ratings"])
-        log.info("%d members in %d groups; %d saleable subclass-brands (candidates) in %s .. %s UTC",
-                 sum(c["members"] for c in per_group.values()), len(per_group), n_candidates, window_start, window_end)
+        log.info("%d members in %d groups", sum(c["members"] for c in per_group.values()), len(per_group))
+        log.info("%d saleable subclass-brands (candidates of every group) in %s .. %s UTC", n_candidates,
+                 window_start, window_end)
         if grouping["merged"]:
             log.info("small groups merged (min %s members): %s", feats["min_group_members"], grouping["merged"])
         fs.write_json(f"{staging}/groups.json", {

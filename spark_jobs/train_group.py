@@ -68,6 +68,7 @@ class Served:
     or one popularity score per candidate (`members` None)."""
     candidate_ids: np.ndarray               # ascending
     values: np.ndarray                      # candidates x rank, or one score per candidate
+    products: np.ndarray                    # products a collection can show, per candidate
     members: pd.DataFrame | None = None     # member_id, features
     items: pd.DataFrame | None = None       # subclass_brand_id, features (every item of the model)
 
@@ -132,10 +133,11 @@ def continued_model(gate_items: pd.DataFrame, ratings: pd.DataFrame, params: dic
             pd.DataFrame({"subclass_brand_id": item_ids, "features": list(items)}))
 
 
-def factors_served(members: pd.DataFrame, items: pd.DataFrame, candidate_ids: np.ndarray) -> Served:
-    """Factors restricted to the candidates the model knows."""
-    known, matrix = factor_matrix(items, "subclass_brand_id", candidate_ids)
-    return Served(candidate_ids[known], matrix[known], members, items)
+def factors_served(members: pd.DataFrame, items: pd.DataFrame, candidates: pd.DataFrame) -> Served:
+    """Factors restricted to the candidates (subclass_brand_id ascending, products) the model knows."""
+    ids = candidates["subclass_brand_id"].to_numpy(dtype=np.int64)
+    known, matrix = factor_matrix(items, "subclass_brand_id", ids)
+    return Served(ids[known], matrix[known], candidates["products"].to_numpy()[known], members, items)
 
 
 def last_good_model(fs: LakeFS, root: str, group: str, dt: date) -> str | None:
@@ -245,13 +247,14 @@ def main(argv: list[str] | None = None) -> None:
     local = check_columns(lake.read_table(ratings_path), ("member_id", "member_sk", "subclass_brand_id", "rating"),
                           "ratings", ratings_path, f"re-run build_features of flashfeed_daily_model for {dt}")
     # The day's saleable subclass-brands, computed once by build_features for every group.
-    candidate_ids = np.sort(lake.read_table(f"{features}/candidates")["subclass_brand_id"].to_numpy(dtype=np.int64))
+    candidates = lake.read_table(f"{features}/candidates").sort_values("subclass_brand_id", ignore_index=True)
+    candidate_ids = candidates["subclass_brand_id"].to_numpy(dtype=np.int64)
     has_gate = all(fs.exists(f"{features}/gate/{name}/group={group}") for name in ("train_ratings", "relevant"))
     members, items, n_ratings = local["member_id"].nunique(), local["subclass_brand_id"].nunique(), len(local)
     blocks, divisor = als.blocks_for(members, params)
-    k = min(int(params["top_k"]), len(candidate_ids))
-    log.info("group %s on %s: %d members, %d subclass-brands, %d ratings; %d saleable candidates, top %d kept per "
-             "member; %d user blocks (divisor %d)", group, dt, members, items, n_ratings, len(candidate_ids), k,
+    k, enough_products = min(int(params["top_k"]), len(candidate_ids)), int(params["top_k_products"])
+    log.info("group %s on %s: %d members, %d subclass-brands, %d ratings; %d saleable candidates, at most %d kept "
+             "per member; %d user blocks (divisor %d)", group, dt, members, items, n_ratings, len(candidate_ids), k,
              blocks, divisor)
 
     # Transform: one fit, judged by the gate, continued on every rating
@@ -272,30 +275,31 @@ def main(argv: list[str] | None = None) -> None:
     # Transform: affinities from today's model, the last good one, or popularity
     if fallback_reason is None:
         served_from = SERVED_FROM_MODEL
-        served = factors_served(*trained, candidate_ids)
+        served = factors_served(*trained, candidates)
     else:
         good_day = last_good_model(fs, root, group, dt)
         if good_day:
             served_from = f"last_good_model:{good_day}"
             folder = f"{lake.models(good_day, group, root)}/{FACTORS}"
             served = factors_served(lake.read_table(f"{folder}/members"), lake.read_table(f"{folder}/items"),
-                                    candidate_ids)
+                                    candidates)
         else:
             served_from = SERVED_FROM_POPULARITY
-            served = Served(candidate_ids, popularity_scores(local, candidate_ids))
+            served = Served(candidate_ids, popularity_scores(local, candidate_ids), candidates["products"].to_numpy())
         log.warning("group %s is served from %s because %s", group, served_from, fallback_reason)
     scoring = scoring_frame(local, served)
     per_member = min(k, len(served.candidate_ids))
 
     # Load
-    with timed(log, f"scoring and writing the affinities of {len(scoring)} members (top {per_member} of "
-                    f"{len(served.candidate_ids)} candidates, blocks of {block} members)"), \
+    with timed(log, f"scoring and writing the affinities of {len(scoring)} members (their best of "
+                    f"{len(served.candidate_ids)} candidates, at most {per_member}, until {enough_products} products; "
+                    f"blocks of {block} members)"), \
             staged_partition(fs, lake.affinity(dt, group, root), log) as staging:
-        rows = lake.write_table(staging, top_k.top_k_rows(scoring, served.candidate_ids, served.values, k, block),
-                                AFFINITY_SCHEMA)
+        rows = lake.write_table(staging, top_k.top_k_rows(scoring, served.candidate_ids, served.values, k, block,
+                                                          served.products, enough_products), AFFINITY_SCHEMA)
     scored_members = len(scoring)
-    log.info("affinities: %d rows for %d of %d members (%d candidates), from %s", rows, scored_members, members,
-             len(candidate_ids), served_from)
+    log.info("affinities: %d rows for %d of %d members (%.1f per member; %d candidates), from %s", rows,
+             scored_members, members, rows / max(scored_members, 1), len(candidate_ids), served_from)
     with staged_partition(fs, lake.models(dt, group, root), log) as staging:
         if trained is not None:   # also when the gate refused it, for inspection
             members_factors, items_factors = trained
@@ -303,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
             lake.write_table(f"{staging}/{FACTORS}/items", [items_factors], ITEM_FACTORS_SCHEMA)
         fs.write_json(f"{staging}/metrics.json", {
             "dt": dt.isoformat(), "group": group, "members": members, "subclass_brands": items,
-            "ratings": n_ratings, "candidates": len(candidate_ids), "top_k": k, "affinity_rows": rows,
+            "ratings": n_ratings, "candidates": len(candidate_ids), "top_k": k, "top_k_products": enough_products,
+            "affinity_rows": rows,
             "members_scored": scored_members, "user_blocks": blocks, "user_blocks_divisor": divisor,
             "gate": gate, "served_from": served_from, "fallback_reason": fallback_reason,
             "params": {key: params[key] for key in ("rank", "max_iter", "reg_param", "alpha", "item_blocks", "seed",

@@ -14,13 +14,15 @@ def user_blocks(members: int, threshold: int, divisor_small: int, divisor_large:
     return max(1, math.ceil(members / divisor)), divisor
 
 
-def saleable_subclass_brands(live: DataFrame, style_keys: DataFrame, min_qty: int) -> DataFrame:
-    """Subclass-brands with at least one product on sale with enough stock: ALS candidates."""
+def saleable_subclass_brands(live: DataFrame, style_keys: DataFrame, min_qty: int, max_products: int) -> DataFrame:
+    """(subclass_brand_id, products): subclass-brands with products on sale with enough stock
+    (the ALS candidates), and how many such products a collection can show of each (at most
+    `max_products`, as product scoring keeps at most that many per subclass-brand)."""
     return (
         live.where(F.col("qty_on_hand") >= min_qty)
         .join(style_keys.select("style_id", "subclass_brand_id"), "style_id")
-        .select("subclass_brand_id")
-        .distinct()
+        .groupBy("subclass_brand_id")
+        .agg(F.least(F.countDistinct("style_id"), F.lit(int(max_products))).cast("int").alias("products"))
     )
 
 

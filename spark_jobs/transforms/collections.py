@@ -53,11 +53,14 @@ def fallback_affinity(products: DataFrame) -> DataFrame:
 
 
 def feed_units(member_affinity: DataFrame, sb_styles: DataFrame, names: DataFrame, feed: str) -> DataFrame:
-    """One row per (member, group) of a feed: key, name, affinity, boost, styles (ordered)."""
+    """One row per (member, group) of a feed, without its products yet: key, name, affinity,
+    boost, `n` (saleable products of the group) and `subclass_brands` (its subclass-brand ids,
+    most relevant first, whose products fill the group in that order; `attach_styles`)."""
+    sizes = sb_styles.select("subclass_brand_id", F.size("styles").alias("n"))
     joined = (
         member_affinity.select("member_id", "subclass_brand_id", "subclass_key", "affinity", "boost")
-        .join(sb_styles, "subclass_brand_id")
-        .join(names.select("subclass_brand_id", "brand", "subclass"), "subclass_brand_id")
+        .join(F.broadcast(sizes), "subclass_brand_id")
+        .join(F.broadcast(names.select("subclass_brand_id", "brand", "subclass")), "subclass_brand_id")
     )
     if feed == "products":
         return joined.select(
@@ -66,37 +69,55 @@ def feed_units(member_affinity: DataFrame, sb_styles: DataFrame, names: DataFram
             F.concat_ws(" ", "brand", "subclass").alias("name"),
             "affinity",
             "boost",
-            "styles",
+            "n",
+            F.array("subclass_brand_id").alias("subclass_brands"),
         )
     key, name = {"brands": ("brand", "brand"), "categories": ("subclass_key", "subclass")}[feed]
-    ordered = F.array_sort(F.collect_list(F.struct(-F.col("affinity"), F.col("subclass_brand_id"), F.col("styles"))))
+    ordered = F.array_sort(F.collect_list(F.struct(-F.col("affinity"), F.col("subclass_brand_id"))))
     return (
         joined.groupBy("member_id", F.lower(F.col(key)).alias("key"))
         .agg(
             F.first(name).alias("name"),
             F.max("affinity").alias("affinity"),
             F.max("boost").alias("boost"),
-            F.flatten(F.transform(ordered, lambda s: s["styles"])).alias("styles"),
+            F.sum("n").cast("int").alias("n"),
+            F.transform(ordered, lambda s: s["subclass_brand_id"]).alias("subclass_brands"),
         )
     )
 
 
 def limit_groups(units: DataFrame, variant: str, cfg: dict) -> DataFrame:
-    """Apply the full/card limits; adds `position` (1 = most relevant group)."""
-    units = units.withColumn("n", F.size("styles")).where(F.col("n") >= int(cfg["min_saleable_products"]))
+    """Apply the full/card limits to the groups (by their sizes, before any product is attached);
+    adds `position` (1 = most relevant group) and `take` (how many of the group's products)."""
+    units = units.where(F.col("n") >= int(cfg["min_saleable_products"]))
     order = Window.partitionBy("member_id").orderBy(F.desc("affinity"), F.asc("key"))
     ranked = units.withColumn("position", F.row_number().over(order))
     if variant == "card":
         return ranked.where(F.col("position") <= int(cfg["card_groups"])).withColumn(
-            "styles", F.slice("styles", 1, int(cfg["card_products"]))
-        )
+            "take", F.least(F.col("n"), F.lit(int(cfg["card_products"]))))
     cap = int(cfg["products_per_member"])
-    before = F.sum("n").over(order.rowsBetween(Window.unboundedPreceding, -1))
+    before = F.coalesce(F.sum("n").over(order.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0))
     return (
-        ranked.withColumn("before", F.coalesce(before, F.lit(0)))
+        ranked.withColumn("before", before)
         .where(F.col("before") < cap)
-        .withColumn("styles", F.slice("styles", 1, F.least(F.col("n"), F.lit(cap) - F.col("before")).cast("int")))
+        .withColumn("take", F.least(F.col("n"), F.lit(cap) - F.col("before")).cast("int"))
         .drop("before")
+    )
+
+
+def attach_styles(groups: DataFrame, sb_styles: DataFrame) -> DataFrame:
+    """`styles`: the first `take` products of each kept group, its subclass-brands' products in
+    order (each subclass-brand's in product-score order). Only kept groups are expanded, so the
+    work is a few hundred products per member whatever the number of affinities."""
+    exploded = groups.select("*", F.posexplode("subclass_brands").alias("_sb_position", "subclass_brand_id"))
+    parts = F.array_sort(F.collect_list(F.struct("_sb_position", "styles")))
+    keys = [c for c in groups.columns if c != "subclass_brands"]
+    return (
+        exploded.join(F.broadcast(sb_styles), "subclass_brand_id")
+        .groupBy(*keys)
+        .agg(F.flatten(F.transform(parts, lambda p: p["styles"])).alias("styles"))
+        .withColumn("styles", F.slice("styles", 1, F.col("take")))
+        .drop("take", "n")
     )
 
 

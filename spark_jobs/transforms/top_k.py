@@ -78,9 +78,11 @@ def block_scores(vectors: np.ndarray | None, candidates: np.ndarray, rows: int) 
 
 
 def top_k_rows(members: pd.DataFrame, item_ids: np.ndarray, item_values: np.ndarray, k: int,
-               block_members: int) -> Iterator[pd.DataFrame]:
+               block_members: int, item_products: np.ndarray | None = None,
+               enough_products: int | None = None) -> Iterator[pd.DataFrame]:
     """Blocks of rows (member_id, subclass_brand_id, affinity, rating, affinity_rank): each
-    member's k best candidates.
+    member's best candidates, at most k of them, and no more than it takes for their products
+    to add up to `enough_products` (`item_products`: products per candidate; None: always k).
 
     `members`: member_id, `rated_items` and `rated_values` (her implicit ratings; each output row
     carries her rating of that subclass-brand, 0 when unrated) and, when `item_values` is a
@@ -94,6 +96,9 @@ def top_k_rows(members: pd.DataFrame, item_ids: np.ndarray, item_values: np.ndar
         vectors = np.stack(part["features"].to_numpy()) if values.ndim == 2 else None
         scores = block_scores(vectors, values, len(part))
         columns, valid = top_k_block(scores, k)
+        if enough_products is not None:
+            counts = np.asarray(item_products)[columns]
+            valid &= (np.cumsum(counts, axis=1) - counts) < enough_products   # the one that crosses is kept
         rated = np.zeros(scores.shape)
         rows, cols, kept = item_positions(part["rated_items"], ids)
         rated[rows, cols] = np.concatenate([np.asarray(v, dtype=np.float64) for v in part["rated_values"]])[kept]

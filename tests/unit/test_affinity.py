@@ -15,10 +15,14 @@ def test_user_blocks_use_the_small_or_large_divisor(members, expected):
     assert user_blocks(members, threshold=100_000, divisor_small=5000, divisor_large=50_000) == expected
 
 
-def test_saleable_subclass_brands_need_stock(spark):
-    live = spark.createDataFrame([("s-1", 5), ("s-2", 2), ("s-3", 3)], "style_id string, qty_on_hand long")
-    keys = spark.createDataFrame([("s-1", 7), ("s-2", 8), ("s-3", 9)], "style_id string, subclass_brand_id int")
-    assert sorted(r.subclass_brand_id for r in saleable_subclass_brands(live, keys, 3).collect()) == [7, 9]
+def test_saleable_subclass_brands_need_stock_and_count_their_products(spark):
+    live = spark.createDataFrame([("s-1", 5), ("s-2", 2), ("s-3", 3), ("s-4", 9), ("s-5", 9), ("s-6", 9)],
+                                 "style_id string, qty_on_hand long")
+    keys = spark.createDataFrame([("s-1", 7), ("s-2", 8), ("s-3", 9), ("s-4", 9), ("s-5", 9), ("s-6", 9)],
+                                 "style_id string, subclass_brand_id int")
+    got = {r.subclass_brand_id: r.products for r in saleable_subclass_brands(live, keys, 3, max_products=3).collect()}
+    # 8 has only a style with 2 on hand; 9 has 4 stocked styles, of which a collection shows 3
+    assert got == {7: 1, 9: 3}
 
 
 def test_subclass_brand_key_is_stable_and_ignores_case_and_spaces(spark):

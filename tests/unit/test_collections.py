@@ -5,8 +5,10 @@ import json
 
 import pytest
 
+from pyspark.sql import functions as F
+
 from spark_jobs.transforms.collections import (
-    ENVELOPE_BYTES, fallback_affinity, feed_units, limit_groups, payloads, styles_by_subclass_brand,
+    ENVELOPE_BYTES, attach_styles, fallback_affinity, feed_units, limit_groups, payloads, styles_by_subclass_brand,
 )
 
 CFG = {"min_saleable_products": 3, "card_groups": 2, "card_products": 2, "products_per_member": 8}
@@ -35,25 +37,26 @@ def inputs(spark):
     return affinity, styles_by_subclass_brand(products), names
 
 
-def groups_of(units_df):
-    return [(r.name, round(r.affinity, 4), list(r.styles))
-            for r in units_df.orderBy("affinity", ascending=False).collect()]
+def groups_of(units_df, styles):
+    """Every group with all its products, most relevant first."""
+    whole = attach_styles(units_df.withColumn("take", F.col("n")), styles)
+    return [(r.name, round(r.affinity, 4), list(r.styles)) for r in whole.orderBy("affinity", ascending=False).collect()]
 
 
 def test_three_feeds_group_the_same_affinities_differently(inputs):
     affinity, styles, names = inputs
-    assert groups_of(feed_units(affinity, styles, names, "products"))[:3] == [
+    assert groups_of(feed_units(affinity, styles, names, "products"), styles)[:3] == [
         ("Vince Heels", 0.95, ["d1", "d2"]),
         ("Gracia Day Dresses", 0.9, ["a1", "a2", "a3"]),
         ("Gracia Tops", 0.8, ["b1", "b2", "b3", "b4"]),
     ]
     # a brand is as relevant as the member's best subclass-brand of it; styles follow affinity
-    assert groups_of(feed_units(affinity, styles, names, "brands")) == [
+    assert groups_of(feed_units(affinity, styles, names, "brands"), styles) == [
         ("Vince", 0.95, ["d1", "d2"]),
         ("Gracia", 0.9, ["a1", "a2", "a3", "b1", "b2", "b3", "b4"]),
         ("Tahari", 0.7, ["c1", "c2", "c3"]),
     ]
-    assert groups_of(feed_units(affinity, styles, names, "categories")) == [
+    assert groups_of(feed_units(affinity, styles, names, "categories"), styles) == [
         ("Heels", 0.95, ["d1", "d2"]),
         ("Day Dresses", 0.9, ["a1", "a2", "a3", "c1", "c2", "c3"]),
         ("Tops", 0.8, ["b1", "b2", "b3", "b4"]),
@@ -69,12 +72,14 @@ def payload_of(df):
 def test_card_and_full_limits(inputs):
     affinity, styles, names = inputs
     units = feed_units(affinity, styles, names, "products")
-    card, _ = payload_of(payloads(limit_groups(units, "card", CFG), "products", "card", "v1", 400_000))
+    card, _ = payload_of(payloads(attach_styles(limit_groups(units, "card", CFG), styles), "products", "card", "v1",
+                                  400_000))
     # Vince Heels has too few saleable products; then 2 groups x 2 products
     assert [(g["name"], g["styles"]) for g in card["groups"]] == [
         ("Gracia Day Dresses", ["a1", "a2"]), ("Gracia Tops", ["b1", "b2"])]
     assert card["groups"][1]["boost"] == 0.25
-    full, _ = payload_of(payloads(limit_groups(units, "full", CFG), "products", "full", "v1", 400_000))
+    full, _ = payload_of(payloads(attach_styles(limit_groups(units, "full", CFG), styles), "products", "full", "v1",
+                                  400_000))
     # at most 8 products per member: 3 + 4, then 1 of Tahari's
     assert [g["styles"] for g in full["groups"]] == [["a1", "a2", "a3"], ["b1", "b2", "b3", "b4"], ["c1"]]
     every_style = [s for g in full["groups"] for s in g["styles"]]
@@ -84,7 +89,8 @@ def test_card_and_full_limits(inputs):
 
 def test_oversized_payload_keeps_its_most_relevant_groups_that_fit(inputs):
     affinity, styles, names = inputs
-    units = limit_groups(feed_units(affinity, styles, names, "categories"), "full", {**CFG, "products_per_member": 300})
+    units = attach_styles(limit_groups(feed_units(affinity, styles, names, "categories"), "full",
+                                       {**CFG, "products_per_member": 300}), styles)
     first = '{"key":"women>clothing>x>day dresses","name":"Day Dresses","affinity":0.9,"boost":0.0,' \
             '"styles":["a1","a2","a3","c1","c2","c3"]}'
     budget = ENVELOPE_BYTES + len(first) + 1  # exactly room for the first group

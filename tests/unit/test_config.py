@@ -10,7 +10,7 @@ def test_defaults_are_the_write_up_parameters_except_tuned_als():
     config = load_config()
     assert config["features"]["event_weights"] == {"pdp_view": 3, "add_to_cart": 10, "still_want_it": 30, "purchase": 40}
     als = config["als"]
-    assert (als["max_iter"], als["top_k"]) == (10, 5000)
+    assert (als["max_iter"], als["top_k"]) == (10, 500)
     assert config["collections"]["max_subclass_brands_per_class"] == 4
     assert config["scoring"]["min_qty_on_hand"] == 3 and config["scoring"]["products_per_subclass_brand"] == 15
 
