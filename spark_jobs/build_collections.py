@@ -12,6 +12,7 @@ import math
 import time
 from datetime import date
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -37,12 +38,18 @@ KEY_OVERHEAD_BYTES = 200  # member_id, feed and attribute names also count towar
 SIZE_PERCENTILES = (0.5, 0.95, 0.99)
 
 
-def payload_lines(payload_rows: DataFrame) -> DataFrame:
-    """(member_id, feed, variant, line, bytes, truncated_groups): the exact JSON line served."""
+def payload_lines(payload_rows: DataFrame, variant: str, cfg: dict) -> DataFrame:
+    """(member_id, feed, variant, line, bytes, truncated_groups, full): the exact JSON line
+    served; `full` when the payload is as large as configured (a card of `card_groups` groups, a
+    full list of `products_per_member` products)."""
     line = F.to_json(F.struct("member_id", "feed", "variant", "version", "groups"))
-    return payload_rows.select("member_id", "feed", "variant", line.alias("line"), "truncated_groups").withColumn(
-        "bytes", F.octet_length("line")
-    )
+    if variant == "card":
+        full = F.size("groups") >= int(cfg["card_groups"])
+    else:
+        full = F.aggregate(F.transform("groups", lambda g: F.size(g["styles"])), F.lit(0), lambda a, n: a + n) >= int(
+            cfg["products_per_member"])
+    return payload_rows.select("member_id", "feed", "variant", line.alias("line"), "truncated_groups",
+                               full.alias("full")).withColumn("bytes", F.octet_length("line"))
 
 
 def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cfg: dict, version: str) -> DataFrame:
@@ -54,25 +61,28 @@ def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cf
         units = collections_t.feed_units(ranked, sb_styles, names, feed)
         for variant in lake.VARIANTS:
             groups = collections_t.attach_styles(collections_t.limit_groups(units, variant, cfg), sb_styles)
-            lines = payload_lines(collections_t.payloads(groups, feed, variant, version, int(cfg["max_payload_bytes"])))
+            lines = payload_lines(collections_t.payloads(groups, feed, variant, version, int(cfg["max_payload_bytes"])),
+                                  variant, cfg)
             parts.append(lines.withColumn("data_set", F.when(is_fallback, F.lit("fallback"))
                                           .otherwise(F.lit(lake.feed_folder(feed, variant)))))
     return functools.reduce(DataFrame.unionByName, parts)
 
 
 def size_stats(lines: DataFrame) -> dict[str, dict]:
-    """Per data set: payloads, size percentiles, the largest payload, truncated payloads (one pass)."""
+    """Per data set: payloads, size percentiles, the largest payload, truncated payloads and the
+    share of payloads as large as configured (one pass)."""
     stats = {}
     for row in lines.groupBy("data_set").agg(
         F.count("*").alias("payloads"),
         F.percentile_approx("bytes", list(SIZE_PERCENTILES)).alias("p"),
         F.max_by(F.struct("member_id", "feed", "variant", "bytes"), "bytes").alias("largest"),
         F.sum(F.when(F.col("truncated_groups") > 0, 1).otherwise(0)).alias("truncated_payloads"),
+        F.avg(F.col("full").cast("double")).alias("full_share"),
     ).collect():
         largest = row["largest"].asDict()
         stats[row["data_set"]] = {
             "payloads": int(row["payloads"]), "largest": largest,
-            "truncated_payloads": int(row["truncated_payloads"] or 0),
+            "truncated_payloads": int(row["truncated_payloads"] or 0), "full_share": round(float(row["full_share"]), 4),
             "payload_bytes": {**{f"p{int(q * 100)}": int(v) for q, v in zip(SIZE_PERCENTILES, row["p"])},
                               "max": int(largest["bytes"])},
         }
@@ -173,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     variety_sql = read_sql("variety_limit.sql")
     # One shuffle by member: the variety limit, the cap and every feed's grouping below are all
     # per member, so they run inside these partitions.
-    by_member = boosted.unionByName(fallback).repartition(int(config["spark"]["shuffle_partitions"]), "member_id")
+    by_member = boosted.unionByName(fallback).repartition(int(spark.conf.get("spark.sql.shuffle.partitions")),
+                                                          "member_id")
     limited = affinity_t.variety_limit(spark, by_member, variety_sql, int(cfg["max_subclass_brands_per_class"]))
     per_member = Window.partitionBy("member_id").orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
     ranked = (
@@ -183,7 +194,9 @@ def main(argv: list[str] | None = None) -> None:
         .persist()
     )
     sb_styles = F.broadcast(collections_t.styles_by_subclass_brand(products))
-    lines = data_set_lines(ranked, sb_styles, names, cfg, slot.version).persist()
+    # Read twice (sizes, then the write): kept on local disk, as every member's six payloads
+    # (about 2 GB at 100,000 members) need not take the heap.
+    lines = data_set_lines(ranked, sb_styles, names, cfg, slot.version).persist(StorageLevel.DISK_ONLY)
 
     # Load: six data sets for members, all six for the fallback 'members', then the manifest
     partition = lake.feeds(slot.dt, slot.hhmm, root)
@@ -207,9 +220,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     for number, data_set in enumerate(names_in_order, start=1):
         data = stats.get(data_set, {"payloads": 0})
-        log.info("[%d/%d] %s: %d payloads, %s bytes, %d truncated to %s bytes", number, len(names_in_order), data_set,
-                 data["payloads"], data.get("payload_bytes"), data.get("truncated_payloads", 0),
-                 cfg["max_payload_bytes"])
+        log.info("[%d/%d] %s: %d payloads, %s bytes, %d truncated to %s bytes, %.1f %% full", number,
+                 len(names_in_order), data_set, data["payloads"], data.get("payload_bytes"),
+                 data.get("truncated_payloads", 0), cfg["max_payload_bytes"], 100 * data.get("full_share", 0.0))
+    target = float(cfg["full_share_warning"])
+    short = {d: stats[d]["full_share"] for d in names_in_order[:-1] if stats.get(d, {}).get("full_share", 1.0) < target}
+    if short:
+        log.warning("fewer than %.0f %% of members have collections as large as configured: %s. The sale may be "
+                    "small; if not, the daily model keeps too few affinities for this catalogue: raise "
+                    "als.top_k_products (measure with bench/top_k_evidence.py)", 100 * target, short)
     largest = max((d["largest"] for d in stats.values()), key=lambda x: x["bytes"])
     if largest["bytes"] + KEY_OVERHEAD_BYTES > DYNAMODB_ITEM_LIMIT_BYTES:
         raise JobError(

@@ -101,11 +101,12 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
     spark = (
         SparkSession.builder.appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
         .config("spark.sql.adaptive.enabled", "true")
         # The catalog's style -> subclass-brand keys (about 15 MB at 450k styles) join the events
-        # as a broadcast instead of sorting millions of events.
+        # as a broadcast instead of sorting millions of events. Joins planned at run time (AQE)
+        # keep Spark's 10 MB: a big shuffled side must not become a broadcast in a small heap.
         .config("spark.sql.autoBroadcastJoinThreshold", f"{int(spark_cfg['broadcast_join_mb'])}m")
+        .config("spark.sql.adaptive.autoBroadcastJoinThreshold", "10m")
         # Takes effect when this process starts the JVM (the `flashfeed evaluate/tune` commands);
         # under spark-submit the driver is already running with --driver-memory.
         .config("spark.driver.memory", str(spark_cfg["driver_memory"]))
@@ -116,6 +117,10 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])
+    # Shuffles start with at least two partitions per core of the cluster (8 on a laptop), and
+    # AQE merges the small ones a small group or a demo day leaves behind.
+    partitions = max(int(spark_cfg["shuffle_partitions"]), 2 * spark.sparkContext.defaultParallelism)
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
     startup = driver_startup_seconds()
     heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()   # what the driver really has
     get_logger("spark").info(

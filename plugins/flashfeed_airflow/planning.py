@@ -22,9 +22,10 @@ def run_date(logical_date: datetime | None, run_after: datetime) -> datetime:
 
 def spark_submit_settings(config: dict | None = None) -> dict[str, str]:
     """What the DAGs' SparkSubmitOperators pass as `--conf` (schedules.spark_submit_conf): the
-    driver's memory from config `spark.driver_memory` (in local mode the driver does all the work)."""
+    driver's and the executors' memory from config `spark` (in local mode the driver does all
+    the work and the executor setting is unused)."""
     spark = (config or load_config())["spark"]
-    return {"spark.driver.memory": str(spark["driver_memory"])}
+    return {"spark.driver.memory": str(spark["driver_memory"]), "spark.executor.memory": str(spark["executor_memory"])}
 
 
 def plan_model_day(when: datetime) -> dict[str, Any]:

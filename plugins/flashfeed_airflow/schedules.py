@@ -59,7 +59,7 @@ def spark_submit_conf(plan_task: str) -> dict[str, str]:
 
 
 # Set per application by spark-submit (planning.spark_submit_settings), not by the job itself.
-SPARK_SUBMIT_KEYS = ("spark.driver.memory",)
+SPARK_SUBMIT_KEYS = ("spark.driver.memory", "spark.executor.memory")
 
 # Retries: Spark, lake and DynamoDB hiccups are worth a retry with exponential backoff.
 # Tasks whose outcome a retry cannot change (planning, validation, a refused flip, a sensor

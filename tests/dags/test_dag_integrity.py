@@ -93,6 +93,12 @@ def test_every_spark_application_takes_a_pool_slot(dagbag, dag_id):
     for task in spark:
         assert task.pool == schedules.SPARK_POOL, task.task_id
         assert task.execution_timeout in (schedules.SPARK_DAILY_TIMEOUT, schedules.SPARK_LAUNCH_TIMEOUT)
+        # The driver's (and a cluster's executors') memory comes from the config, through the plan.
+        conf = task.partial_kwargs["conf"] if hasattr(task, "partial_kwargs") else task.conf
+        plan = next(t.task_id for t in dagbag.dags[dag_id].tasks if t.task_id.startswith("plan_"))
+        assert set(conf) == set(schedules.SPARK_SUBMIT_KEYS), task.task_id
+        assert all(f"task_ids='{plan}'" in value and f"['spark_submit']['{key}']" in value
+                   for key, value in conf.items()), conf
     # Scoring and collections must time out with time left to alert before the launch.
     launch_spark = sum((t.execution_timeout for t in spark if dag_id == "flashfeed_launch_feeds"), timedelta())
     assert launch_spark < timedelta(minutes=schedules.LAUNCH_LEAD_MINUTES)

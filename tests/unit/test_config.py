@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from flashfeed.config import group_settings, load_config
+from flashfeed.config import REPO_ROOT, group_settings, load_config
 
 
 def test_defaults_are_the_write_up_parameters_except_tuned_als():
@@ -52,3 +52,17 @@ def test_als_defaults_and_overrides_come_from_the_committed_tuning_table():
             assert chosen is best, f"group {group}: override is not the table's best row"
         else:
             assert float(chosen["ndcg@k"]) >= 0.95 * float(best["ndcg@k"]), f"group {group}: defaults far from best"
+
+
+def test_spark_submit_gets_the_configured_memory():
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "plugins"))
+    from flashfeed_airflow.planning import spark_submit_settings
+    from flashfeed_airflow.schedules import SPARK_SUBMIT_KEYS
+
+    config = load_config()
+    config["spark"].update(driver_memory="5g", executor_memory="7g")
+    settings = spark_submit_settings(config)
+    assert settings == {"spark.driver.memory": "5g", "spark.executor.memory": "7g"}
+    assert set(settings) == set(SPARK_SUBMIT_KEYS)
