@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forward-days", type=int, default=7)
     parser.add_argument("--continue-iterations", type=int, default=1, help="ALS iterations of gate_model_continued")
     parser.add_argument("--seed", type=int, default=None, help="ALS seed instead of the config's (seed-to-seed spread)")
+    parser.add_argument("--item-blocks", type=int, default=None, help="ALS item blocks instead of the config's (fit time)")
     args = parser.parse_args(argv)
     root = str(Path(args.lake).resolve())
     env = project_env({**os.environ, "FLASHFEED_LAKE": root})
@@ -112,11 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     forward = forward.join(members_all, "member_id").toPandas()
     candidate_ids = np.sort(candidates.toPandas()["subclass_brand_id"].to_numpy(dtype=np.int64))
     groups = json.loads(Path(features, "groups.json").read_text())["groups"]
-    report = {"name": args.name, "dt": args.dt, "forward_days": args.forward_days, "groups": {}}
+    report = {"name": args.name, "dt": args.dt, "forward_days": args.forward_days,
+              "continue_iterations": args.continue_iterations, "seed": args.seed, "item_blocks": args.item_blocks,
+              "groups": {}}
     for group in groups:
         params = group_settings(config, "als", group)
         if args.seed is not None:
             params["seed"] = args.seed
+        if args.item_blocks is not None:
+            params["item_blocks"] = args.item_blocks
         ratings = spark.read.parquet(f"{features}/ratings/group={group}").persist()
         gate_train = spark.read.parquet(f"{features}/gate/train_ratings/group={group}").persist()
         local = ratings.select("member_sk", "subclass_brand_id", "rating").toPandas()

@@ -8,7 +8,7 @@ This module is that cluster on a laptop. tests/e2e/test_spark_cluster.py uses it
 the DAGs need nothing but another connection, and users use it to try cluster mode before
 they have a cluster:
 
-    flashfeed spark-cluster start [--port 7077] [--webui-port 8081] [--worker-cores N] [--worker-memory 2g]
+    flashfeed spark-cluster start [--port 7077] [--webui-port 8081] [--worker-cores N] [--worker-memory 4g]
     flashfeed spark-cluster status
     flashfeed spark-cluster stop
 
@@ -55,6 +55,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flashfeed.config import load_config
 from flashfeed.local_daemons import exclusive, log_tail, pid_alive, port_in_use
 
 HOST = "127.0.0.1"                       # never listen on other interfaces
@@ -65,7 +66,8 @@ INSTANCE = "1"
 DEFAULT_PORT = 7077                      # Spark's default master port
 DEFAULT_WEBUI_PORT = 8081                # Spark's default (8080) is the Airflow UI's
 DEFAULT_WORKER_WEBUI_PORT = 8082
-DEFAULT_WORKER_MEMORY = "2g"             # room for one executor of Spark's default 1g, plus slack
+WORKER_MEMORY_SLACK_MB = 1024            # the worker offers one executor of config spark.executor_memory plus this:
+                                         # a worker offering less than an executor asks for never runs it
 START_TIMEOUT_SECONDS = 120.0            # two JVM start-ups on a busy 2-core machine
 STOP_TIMEOUT_SECONDS = 20.0              # grace period after SIGTERM before SIGKILL
 POLL_SECONDS = 0.25
@@ -257,8 +259,23 @@ def _wait(home: Path, daemon_class: str, what: str, ready, timeout: float) -> di
         time.sleep(POLL_SECONDS)
 
 
+def memory_mb(size: str) -> int:
+    """A JVM/Spark memory size ("3g", "512m", "1t") in MiB."""
+    number, unit = size.strip().lower().rstrip("b")[:-1], size.strip().lower().rstrip("b")[-1:]
+    scale = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+    if unit not in scale or not number.isdigit():
+        raise ValueError(f"not a memory size: {size!r} (examples: 512m, 3g)")
+    return int(int(number) * scale[unit])
+
+
+def default_worker_memory(config: dict | None = None) -> str:
+    """What the worker offers by default: one executor of `spark.executor_memory` plus slack."""
+    executor = memory_mb(str((config or load_config())["spark"]["executor_memory"]))
+    return f"{executor + WORKER_MEMORY_SLACK_MB}m"
+
+
 def start(home: Path | str | None = None, port: int = DEFAULT_PORT, webui_port: int = DEFAULT_WEBUI_PORT,
-          worker_cores: int | None = None, worker_memory: str = DEFAULT_WORKER_MEMORY, *,
+          worker_cores: int | None = None, worker_memory: str | None = None, *,
           worker_webui_port: int = DEFAULT_WORKER_WEBUI_PORT, env: dict[str, str] | None = None,
           timeout: float = START_TIMEOUT_SECONDS) -> str:
     """Start a master and one worker for `home` on 127.0.0.1; return the master URL once the
@@ -266,6 +283,7 @@ def start(home: Path | str | None = None, port: int = DEFAULT_PORT, webui_port: 
     0 lets the OS pick; `env` is the daemons' base environment (default: this process's)."""
     home = Path(home or default_home()).resolve()
     worker_cores = worker_cores or os.cpu_count() or 1
+    worker_memory = worker_memory or default_worker_memory()
     with exclusive(_lock_file(home)):
         master_pid = _running_pid(home, MASTER_CLASS)
         worker_pid = _running_pid(home, WORKER_CLASS)
@@ -413,8 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     start_cmd.add_argument("--worker-webui-port", type=int, default=DEFAULT_WORKER_WEBUI_PORT,
                            help=f"worker web UI port (default {DEFAULT_WORKER_WEBUI_PORT}; 0 = any free port)")
     start_cmd.add_argument("--worker-cores", type=int, default=None, help="cores the worker offers (default: all)")
-    start_cmd.add_argument("--worker-memory", default=DEFAULT_WORKER_MEMORY,
-                           help=f"memory the worker offers to executors (default {DEFAULT_WORKER_MEMORY})")
+    start_cmd.add_argument("--worker-memory", default=None,
+                           help="memory the worker offers to executors (default: config spark.executor_memory "
+                                f"+ {WORKER_MEMORY_SLACK_MB} MiB)")
     commands.add_parser("stop", help="stop worker, executors and master by their PIDs")
     status_cmd = commands.add_parser("status", help="exit 0 when the cluster runs, 3 when it does not")
     status_cmd.add_argument("--json", action="store_true", help="print the status as JSON")

@@ -163,11 +163,6 @@ def scoring_frame(ratings: pd.DataFrame, served: Served) -> pd.DataFrame:
     return frame
 
 
-def scoring_schema(served: Served) -> str:
-    return "member_id string, rated_items array<int>, rated_values array<double>" + (
-        ", features array<double>" if served.members is not None else "")
-
-
 @dataclass
 class GateInputs:
     """The gate's time split of one group, on the driver."""

@@ -32,7 +32,7 @@ DAY, LAUNCH = "2026-11-22", "1100"
 MEMBERS, DAYS, SEED = 400, 14, 11     # small: every Spark application costs two JVM start-ups here
 LEAD = timedelta(minutes=45)
 NY = ZoneInfo("America/New_York")
-WORKER_CORES, WORKER_MEMORY = 2, "2g"
+WORKER_CORES = 2
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,8 @@ def cluster(tmp_path_factory):
     home = tmp_path_factory.mktemp("spark-standalone")
     port, webui_port = free_port(), free_port()
     try:
-        url = spark_standalone.start(home, port, webui_port, WORKER_CORES, WORKER_MEMORY,
+        # The worker offers its default: one executor of the config's spark.executor_memory.
+        url = spark_standalone.start(home, port, webui_port, WORKER_CORES,
                                      worker_webui_port=free_port())
         yield {"home": home, "url": url, "port": port, "webui_port": webui_port,
                "connection": spark_standalone.spark_connection(port)}

@@ -66,3 +66,16 @@ def test_spark_submit_gets_the_configured_memory():
     settings = spark_submit_settings(config)
     assert settings == {"spark.driver.memory": "5g", "spark.executor.memory": "7g"}
     assert set(settings) == set(SPARK_SUBMIT_KEYS)
+
+
+def test_the_local_spark_worker_offers_room_for_one_configured_executor():
+    from flashfeed import spark_standalone
+
+    assert [spark_standalone.memory_mb(s) for s in ("512m", "3g", "3G", "2gb", "1t")] == [512, 3072, 3072, 2048,
+                                                                                          1048576]
+    with pytest.raises(ValueError, match="not a memory size: 'lots'"):
+        spark_standalone.memory_mb("lots")
+    config = load_config()
+    config["spark"]["executor_memory"] = "3g"
+    # A worker offering less than an executor asks for would leave every job waiting.
+    assert spark_standalone.default_worker_memory(config) == "4096m"
