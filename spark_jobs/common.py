@@ -110,7 +110,7 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
         # Takes effect when this process starts the JVM (the `flashfeed evaluate/tune` commands);
         # under spark-submit the driver is already running with --driver-memory.
         .config("spark.driver.memory", str(spark_cfg["driver_memory"]))
-        # Driver <-> pandas through Arrow (the groups' numpy work; mapInPandas always uses it).
+        # Driver <-> pandas through Arrow: the groups' factors and ratings, toPandas/createDataFrame.
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # group=13 is a name, not a number: keep partition values as strings.
         .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")

@@ -3,7 +3,7 @@ unless the quality gate says the model is worse than popularity.
 
 Reads   features/dt=D/{ratings, gate}/group=G and features/dt=D/candidates (the day's saleable
         subclass-brands); to fall back, models/dt=D'/group=G/factors of the last good day D'
-Writes  models/dt=D/group=G/{model, factors/{members, items}, metrics.json},
+Writes  models/dt=D/group=G/{factors/{members, items}, metrics.json},
         affinity/dt=D/group=G/ (top-K per member among the day's candidates)
 Re-run  `spark-submit spark_jobs/train_group.py --dt D --group G` replaces that group's partitions.
 
@@ -19,8 +19,9 @@ newest earlier day whose metrics.json says `served_from: model`), or from popula
 is none. metrics.json records the gate's figures, `served_from` and the reason.
 
 The group's data is small next to the events (a few hundred thousand ratings at 100,000
-members), so the gate's evaluation and the warm start run in numpy on the driver; the
-scoring of every member against the candidates is one mapInPandas pass (transforms/top_k.py).
+members): it is read on the driver with pyarrow, and the gate's evaluation, the warm start and
+the scoring of every member against the candidates (blocks of members times the candidate
+matrix, transforms/top_k.py) run there in numpy. Only the fit is a Spark job.
 """
 from __future__ import annotations
 
