@@ -66,9 +66,10 @@ def prepare(root: str, day: str, env: dict, all_from_model: bool) -> None:
     if not Path(lake.success(lake.features(day, root))).exists():
         spark_submit("features.py", ["--dt", day], env)
     text = config_path().read_text()
-    als_cfg = load_config()["als"]
+    defaults = load_config()
+    als_cfg = defaults["als"]
     if all_from_model:   # every group served from its model: personal rankings, the demanding case
-        margin = load_config()["evaluation"]["gate_ndcg_margin"]
+        margin = defaults["evaluation"]["gate_ndcg_margin"]
         assert f"gate_ndcg_margin: {margin}" in text
         text = text.replace(f"gate_ndcg_margin: {margin}", "gate_ndcg_margin: 1.0", 1)
     for key in ("top_k", "top_k_products"):

@@ -138,7 +138,6 @@ def dynamodb_client(endpoint: str | None = None, region: str | None = None):
         max_pool_connections=max(10, threads * 2),   # one connection per loader thread, plus readers
         retries={"mode": "standard", "max_attempts": 3},
         connect_timeout=5, read_timeout=30,
-        parameter_validation=False,
     )
     kwargs: dict[str, Any] = {"region_name": region, "config": config}
     if endpoint:

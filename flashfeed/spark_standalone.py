@@ -261,7 +261,8 @@ def _wait(home: Path, daemon_class: str, what: str, ready, timeout: float) -> di
 
 def memory_mb(size: str) -> int:
     """A JVM/Spark memory size ("3g", "512m", "1t") in MiB."""
-    number, unit = size.strip().lower().rstrip("b")[:-1], size.strip().lower().rstrip("b")[-1:]
+    text = size.strip().lower().rstrip("b")
+    number, unit = text[:-1], text[-1:]
     scale = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
     if unit not in scale or not number.isdigit():
         raise ValueError(f"not a memory size: {size!r} (examples: 512m, 3g)")
