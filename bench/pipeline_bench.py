@@ -58,7 +58,8 @@ DAILY, LAUNCH = "flashfeed_daily_model", "flashfeed_launch_feeds"
 DAILY_HOUR, LAUNCH_LEAD = 5, timedelta(minutes=45)
 NY = ZoneInfo("America/New_York")
 RSS_SAMPLE_SECONDS = 0.5
-SESSION_READY = re.compile(r"Spark session (\S+) ready on .*?\), ([\d.]+) s after the driver JVM started")
+# A job logs when its Spark session is ready, or (train_group on the driver) that it needs none.
+SESSION_READY = re.compile(r"Spark (?:session|driver) (\S+) ready .*?\), ([\d.]+) s after the driver JVM started")
 # The Spark application name of each job (spark_session's app_name) -> its task id.
 APP_TASKS = (
     (re.compile(r"^flashfeed-features-"), "features.build_features"),
@@ -156,8 +157,8 @@ def startup_seconds(output: str) -> dict[tuple[str, str | None], float]:
     for app, seconds in SESSION_READY.findall(output):
         for pattern, task in APP_TASKS:
             match = pattern.match(app)
-            if match:
-                found[(task, match.group(1) if match.groups() else None)] = float(seconds)
+            if match:   # the first line of a task: a session a job starts later does not count
+                found.setdefault((task, match.group(1) if match.groups() else None), float(seconds))
     return found
 
 

@@ -129,6 +129,22 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
     return spark
 
 
+def driver_jvm():
+    """The driver's JVM without starting a Spark session: under spark-submit the one already
+    running (its py4j gateway), otherwise a new one. A later session re-uses it."""
+    from pyspark import SparkContext
+
+    SparkContext._ensure_initialized()
+    return SparkContext._jvm
+
+
+def log_driver_ready(app_name: str, why: str) -> None:
+    """The start-up line of a job that needs no Spark session (the pipeline benchmark reads it)."""
+    startup = driver_startup_seconds()
+    get_logger("spark").info("Spark driver %s ready without a session (%s)%s", app_name, why,
+                             f", {startup:.1f} s after the driver JVM started" if startup is not None else "")
+
+
 def driver_startup_seconds() -> float | None:
     """Seconds since the driver's JVM started: under spark-submit the Python driver is a child
     of the JVM, otherwise Python starts the JVM itself and its own start counts. Linux only
@@ -157,9 +173,16 @@ def read_sql(name: str) -> str:
 class LakeFS:
     """Thin wrapper over Hadoop's FileSystem for markers, small JSON files and renames."""
 
-    def __init__(self, spark: SparkSession):
-        self._jvm = spark.sparkContext._jvm
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+    def __init__(self, spark: SparkSession | None = None):
+        """On a session's Hadoop configuration, or without a session (`spark` None) on the driver
+        JVM's own: the same `spark.hadoop.*` settings, for a job that needs no Spark session."""
+        if spark is not None:
+            self._jvm = spark.sparkContext._jvm
+            self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+        else:
+            self._jvm = driver_jvm()
+            self._conf = self._jvm.org.apache.spark.deploy.SparkHadoopUtil.get().newConfiguration(
+                self._jvm.org.apache.spark.SparkConf())
 
     def _path(self, uri: str):
         path = self._jvm.org.apache.hadoop.fs.Path(uri)

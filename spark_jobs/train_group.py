@@ -7,7 +7,7 @@ Writes  models/dt=D/group=G/{factors/{members, items}, metrics.json},
         affinity/dt=D/group=G/ (top-K per member among the day's candidates)
 Re-run  `spark-submit spark_jobs/train_group.py --dt D --group G` replaces that group's partitions.
 
-One model fit per group. Spark's ALS is trained on the gate's training part (each member's
+One model fit per group. Implicit ALS is trained on the gate's training part (each member's
 events before her last `evaluation.gate_holdout_days`), and the quality gate judges exactly
 that model: on the held-out part it must reach popularity's NDCG@k minus
 `evaluation.gate_ndcg_margin`. The served model continues the judged one on every rating:
@@ -21,11 +21,16 @@ is none. metrics.json records the gate's figures, `served_from` and the reason.
 The group's data is small next to the events (a few hundred thousand ratings at 100,000
 members): it is read on the driver with pyarrow, and the gate's evaluation, the warm start and
 the scoring of every member against the candidates (blocks of members times the candidate
-matrix, transforms/top_k.py) run there in numpy. Only the fit is a Spark job.
+matrix, transforms/top_k.py) run there in numpy. So does the fit, with Spark's own algorithm
+(transforms/als.py), up to `als.driver_fit_max_ratings`: below that, Spark's distributed fit
+costs more in JVM warm-up than the whole fit costs on the driver (BENCHMARKS.md). A group with
+more ratings is fit by Spark's ALS on the executors.
 """
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -44,6 +49,7 @@ from spark_jobs.common import (
     features_next_step,
     first_line,
     get_logger,
+    log_driver_ready,
     parse_job_args,
     run_job,
     spark_session,
@@ -181,23 +187,44 @@ def read_gate(features: str, group: str, ratings: pd.DataFrame) -> GateInputs:
     return GateInputs(train, relevant, candidates)
 
 
-def fit_and_judge(spark: SparkSession, ratings: pd.DataFrame, gate_inputs: GateInputs | None,
+def fits_on_driver(ratings: int, params: dict) -> bool:
+    return ratings <= int(params["driver_fit_max_ratings"])
+
+
+def fitted_factors(spark: Callable[[], SparkSession], fit_frame: pd.DataFrame, params: dict,
+                   blocks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(member factors by member_sk, item factors by subclass_brand_id) of one ALS fit: in numpy
+    on the driver when the ratings are at most `als.driver_fit_max_ratings` (the same algorithm;
+    Spark's own fit of a group that size is mostly the JVM warming up), else Spark's ALS in the
+    session `spark()` starts."""
+    if fits_on_driver(len(fit_frame), params):
+        member_sks, member_index = np.unique(fit_frame["member_sk"].to_numpy(), return_inverse=True)
+        item_ids, item_index = np.unique(fit_frame["subclass_brand_id"].to_numpy(), return_inverse=True)
+        users, items = als.fit_on_driver(member_index, item_index, fit_frame["rating"].to_numpy(dtype=np.float64),
+                                         len(member_sks), len(item_ids), params)
+        return (pd.DataFrame({"member_sk": member_sks, "features": list(users)}),
+                pd.DataFrame({"subclass_brand_id": item_ids, "features": list(items)}))
+    # Fitted from the frame already on the driver: reading the Parquet again costs a cold
+    # Spark scan (about a second a group).
+    model = als.estimator(params, blocks).fit(spark().createDataFrame(fit_frame[list(RATING_COLUMNS)]))
+    return (model.userFactors.withColumnRenamed("id", "member_sk").toPandas(),
+            model.itemFactors.withColumnRenamed("id", "subclass_brand_id").toPandas())
+
+
+def fit_and_judge(spark: Callable[[], SparkSession], ratings: pd.DataFrame, gate_inputs: GateInputs | None,
                   params: dict, blocks: int, k: int, margin: float,
                   block: int) -> tuple[tuple[pd.DataFrame, pd.DataFrame], dict]:
-    """((member factors by member_id, item factors), gate): the one Spark ALS fit, on the gate's
+    """((member factors by member_id, item factors), gate): the one ALS fit, on the gate's
     training part (or on every rating when no member has held-out events), judged by the gate;
     when it passes, continued on every rating (the served model), else its own factors (kept
     for inspection)."""
-    # Fitted from the frame already on the driver: reading the Parquet again costs a cold
-    # Spark scan (about a second a group).
     fit_frame = gate_inputs.train if gate_inputs is not None else ratings
     fitted = len(fit_frame)
     what = "the gate's training part" if gate_inputs is not None else "every rating (no held-out events: no gate)"
+    where = "in numpy on the driver" if fits_on_driver(fitted, params) else f"with Spark, {blocks} user blocks"
     with timed(log, f"training ALS on {what}: {fitted} ratings, {params['max_iter']} iterations, rank "
-                    f"{params['rank']}, {blocks} user blocks"):
-        model = als.estimator(params, blocks).fit(spark.createDataFrame(fit_frame[list(RATING_COLUMNS)]))
-    users = model.userFactors.withColumnRenamed("id", "member_sk").toPandas()
-    items = model.itemFactors.withColumnRenamed("id", "subclass_brand_id").toPandas()
+                    f"{params['rank']}, {where}"):
+        users, items = fitted_factors(spark, fit_frame, params, blocks)
     if gate_inputs is None:
         gate = {"evaluated": False, "passed": True, "k": k, "margin": margin,
                 "reason": "no member of the group has held-out events in the gate window: not evaluated"}
@@ -224,8 +251,18 @@ def main(argv: list[str] | None = None) -> None:
     params = group_settings(config, "als", group)
     gate_cfg = config["evaluation"]
     k_gate, margin, block = int(gate_cfg["k"]), float(gate_cfg["gate_ndcg_margin"]), int(params["score_block_members"])
-    spark = spark_session(f"flashfeed-als-{dt}-group-{group}", config)
-    fs = LakeFS(spark)
+    app_name = f"flashfeed-als-{dt}-group-{group}"
+    checkpoints = lake.models(dt, group, root) + ".__checkpoints"    # Spark's ALS truncates its lineage there
+
+    @functools.cache
+    def spark() -> SparkSession:
+        """Started only for a fit too large for the driver (`als.driver_fit_max_ratings`)."""
+        session = spark_session(app_name, config)
+        session.sparkContext.setCheckpointDir(checkpoints)
+        return session
+
+    fs = LakeFS()
+    log_driver_ready(app_name, "a Spark session starts only for a fit too large for the driver")
 
     # Extract
     features = lake.features(dt, root)
@@ -257,8 +294,6 @@ def main(argv: list[str] | None = None) -> None:
              blocks, divisor)
 
     # Transform: one fit, judged by the gate, continued on every rating
-    checkpoints = lake.models(dt, group, root) + ".__checkpoints"    # ALS truncates its lineage there
-    spark.sparkContext.setCheckpointDir(checkpoints)
     gate_inputs = read_gate(features, group, local) if has_gate else None
     try:
         trained, gate = fit_and_judge(spark, local, gate_inputs, params, blocks, k_gate, margin, block)
@@ -315,7 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     fs.delete(checkpoints)
     log.info("group %s on %s done in %.1f s (served from %s): wrote %s and %s", group, dt,
              time.monotonic() - started_job, served_from, lake.affinity(dt, group, root), lake.models(dt, group, root))
-    spark.stop()
+    if spark.cache_info().currsize:
+        spark().stop()
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""Implicit ALS as the pipeline uses it: the estimator from a group's settings, and scores."""
+"""Implicit ALS as the pipeline uses it: Spark's estimator from a group's settings, the same
+algorithm in numpy for groups that fit on the driver, and scores."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame
+from scipy import sparse
 
 from spark_jobs.transforms import affinity
 from spark_jobs.transforms.evaluation import dot_scores
 
-FOLD_IN_CHUNK_VALUES = 1 << 25   # doubles of outer products held at once (256 MB)
+OUTER_CHUNK_VALUES = 1 << 25   # doubles of factor outer products held at once (256 MB)
 
 
 def estimator(params: dict, user_blocks: int) -> ALS:
@@ -40,42 +44,83 @@ def member_scores(model: ALSModel, ratings: DataFrame, members: DataFrame) -> Da
     return dot_scores(users, model.itemFactors).join(ids, "member_sk").drop("member_sk")
 
 
+@dataclass(frozen=True)
+class ImplicitRatings:
+    """Ratings as one ALS half-step needs them, rows solved from columns' factors (rows x columns):
+    confidence - 1 (c = alpha |r|), (1 + c) where r > 0, and the count of r > 0 per row."""
+    confidence: sparse.csc_matrix
+    preference: sparse.csr_matrix
+    positives: np.ndarray
+
+    @classmethod
+    def of(cls, row_index: np.ndarray, col_index: np.ndarray, rating: np.ndarray, rows: int, cols: int,
+           alpha: float) -> ImplicitRatings:
+        rating = np.asarray(rating, dtype=np.float64)
+        confidence = alpha * np.abs(rating)
+        positive = rating > 0
+        where = (np.asarray(row_index), np.asarray(col_index))
+        return cls(sparse.csc_matrix((confidence, where), shape=(rows, cols)),
+                   sparse.csr_matrix(((1.0 + confidence) * positive, where), shape=(rows, cols)),
+                   np.bincount(where[0], weights=positive, minlength=rows))
+
+    def solve(self, col_factors: np.ndarray, reg_param: float, chunk_cols: int | None = None) -> np.ndarray:
+        """One half-step of Spark's implicit ALS (ALS.computeFactors with implicitPrefs): for row u,
+            (Y'Y + sum_i c_ui y_i y_i' + reg_param n_u I) x_u = sum_{i: r_ui > 0} (1 + c_ui) y_i
+        with n_u its count of r > 0; rows without one get zeros. The outer products y_i y_i' are
+        formed for `chunk_cols` columns at a time (OUTER_CHUNK_VALUES doubles by default)."""
+        factors = np.asarray(col_factors, dtype=np.float64)
+        rank = factors.shape[1]
+        chunk_cols = chunk_cols or max(1, OUTER_CHUNK_VALUES // (rank * rank))
+        normal = np.zeros((self.confidence.shape[0], rank * rank))
+        for start in range(0, len(factors), chunk_cols):
+            y = factors[start:start + chunk_cols]
+            normal += self.confidence[:, start:start + chunk_cols] @ (y[:, :, None] * y[:, None, :]).reshape(len(y), -1)
+        normal = normal.reshape(-1, rank, rank) + factors.T @ factors
+        normal += (reg_param * self.positives)[:, None, None] * np.eye(rank)
+        right = self.preference @ factors
+        solved = np.zeros((len(normal), rank))
+        rated = self.positives > 0
+        solved[rated] = np.linalg.solve(normal[rated], right[rated][:, :, None])[:, :, 0]
+        return solved
+
+
 def fold_in(member_index: np.ndarray, item_index: np.ndarray, rating: np.ndarray, item_factors: np.ndarray,
-            members: int, alpha: float, reg_param: float, chunk_ratings: int | None = None) -> np.ndarray:
+            members: int, alpha: float, reg_param: float, chunk_cols: int | None = None) -> np.ndarray:
     """Members' factors from their ratings with the item factors held fixed: one user half-step
     of Spark's implicit ALS, so that applied to a fitted model's item factors it reproduces the
-    model's own user factors.
+    model's own user factors. `member_index` (0 .. members-1) and `item_index` (rows of
+    `item_factors`) give each rating's member and item; returns members x rank."""
+    by_member = ImplicitRatings.of(member_index, item_index, rating, members, len(item_factors), alpha)
+    return by_member.solve(item_factors, reg_param, chunk_cols)
 
-    For member u with ratings r_ui (confidence - 1: c_ui = alpha |r_ui|, preference 1 where r > 0):
-        (Y'Y + sum_i c_ui y_i y_i' + reg_param n_u I) x_u = sum_{i: r_ui > 0} (1 + c_ui) y_i
-    with n_u the number of positive ratings (Spark's ALS.computeFactors with implicitPrefs).
-    `member_index` (0 .. members-1) and `item_index` (rows of `item_factors`) give each rating's
-    member and item; returns a members x rank matrix (zeros for members without ratings).
-    Works through the ratings in chunks so that memory stays at chunk x rank x rank doubles
-    (FOLD_IN_CHUNK_VALUES, 256 MB, by default).
-    """
-    rank = item_factors.shape[1]
-    chunk_ratings = chunk_ratings or max(1024, FOLD_IN_CHUNK_VALUES // (rank * rank))
-    factors = item_factors.astype(np.float64)
-    order = np.argsort(member_index, kind="stable")
-    member_index, item_index, rating = member_index[order], item_index[order], rating[order].astype(np.float64)
-    confidence = alpha * np.abs(rating)
-    positive = rating > 0
-    normal = np.broadcast_to(factors.T @ factors, (members, rank, rank)).copy()
-    right = np.zeros((members, rank))
-    counts = np.zeros(members)
-    for start in range(0, len(rating), chunk_ratings):
-        part = slice(start, start + chunk_ratings)
-        rows, y, c = member_index[part], factors[item_index[part]], confidence[part]
-        members_here, starts = np.unique(rows, return_index=True)     # rows are sorted: one run per member
-        normal[members_here] += np.add.reduceat(c[:, None, None] * y[:, :, None] * y[:, None, :], starts, axis=0)
-        right[members_here] += np.add.reduceat(((1.0 + c) * positive[part])[:, None] * y, starts, axis=0)
-        counts[members_here] += np.add.reduceat(positive[part].astype(np.float64), starts)
-    normal += (reg_param * counts)[:, None, None] * np.eye(rank)
-    solved = np.zeros((members, rank))
-    rated = counts > 0
-    solved[rated] = np.linalg.solve(normal[rated], right[rated][:, :, None])[:, :, 0]
-    return solved
+
+def initial_factors(count: int, rank: int, rng: np.random.Generator) -> np.ndarray:
+    """Spark's ALS start: a Gaussian vector of unit length per member or item."""
+    factors = rng.standard_normal((count, rank))
+    return factors / np.linalg.norm(factors, axis=1, keepdims=True)
+
+
+def iterate(member_index: np.ndarray, item_index: np.ndarray, rating: np.ndarray, users: np.ndarray, items: int,
+            alpha: float, reg_param: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """(member factors, item factors) after `iterations` ALS iterations from member factors
+    `users`, each an item half-step then a user half-step, as Spark orders them."""
+    by_item = ImplicitRatings.of(item_index, member_index, rating, items, len(users), alpha)
+    by_member = ImplicitRatings.of(member_index, item_index, rating, len(users), items, alpha)
+    item_factors = np.zeros((items, users.shape[1]))
+    for _ in range(iterations):
+        item_factors = by_item.solve(users, reg_param)
+        users = by_member.solve(item_factors, reg_param)
+    return users, item_factors
+
+
+def fit_on_driver(member_index: np.ndarray, item_index: np.ndarray, rating: np.ndarray, members: int, items: int,
+                  params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(member factors, item factors): Spark's implicit ALS (the same start, normal equations and
+    order of half-steps) in numpy on the driver, for a group whose ratings fit there
+    (`als.driver_fit_max_ratings`): Spark's own fit of such a group is mostly fixed cost."""
+    start = initial_factors(members, int(params["rank"]), np.random.default_rng(int(params["seed"])))
+    return iterate(member_index, item_index, rating, start, items, float(params["alpha"]), float(params["reg_param"]),
+                   int(params["max_iter"]))
 
 
 def warm_start(member_index: np.ndarray, item_index: np.ndarray, rating: np.ndarray, item_factors: np.ndarray,
@@ -83,12 +128,10 @@ def warm_start(member_index: np.ndarray, item_index: np.ndarray, rating: np.ndar
                iterations: int) -> tuple[np.ndarray, np.ndarray]:
     """(member factors, item factors) after continuing a fitted model on more ratings: every
     member folded in against the model's item factors (items the model does not know, where
-    `known_items` is False, are skipped), then `iterations` full ALS iterations (item half-step,
-    user half-step, as Spark orders them) over all the ratings. The item half-step also gives
-    items first rated in the new ratings their factors."""
+    `known_items` is False, do not count), then `iterations` full ALS iterations over all the
+    ratings. The item half-step also gives items first rated in the new ratings their factors."""
     known = known_items[item_index]
     users = fold_in(member_index[known], item_index[known], rating[known], item_factors, members, alpha, reg_param)
-    for _ in range(iterations):
-        item_factors = fold_in(item_index, member_index, rating, users, items, alpha, reg_param)
-        users = fold_in(member_index, item_index, rating, item_factors, members, alpha, reg_param)
-    return users, item_factors
+    if not iterations:
+        return users, item_factors
+    return iterate(member_index, item_index, rating, users, items, alpha, reg_param, iterations)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spark_jobs.train_group import factor_matrix, gate_evaluation, popularity_scores
+from spark_jobs.train_group import factor_matrix, fitted_factors, gate_evaluation, popularity_scores
 
 
 def ratings(rows):
@@ -51,3 +51,28 @@ def test_gate_judges_the_model_against_popularity_on_the_held_out_part():
     lenient = gate_evaluation(users, worse, train, relevant.assign(subclass_brand_id=[20, 30]),
                               np.array([10, 20, 30]), k=1, margin=0.5, block=8)
     assert lenient["passed"]                       # 0.5 >= 1.0 - 0.5
+
+
+@pytest.mark.parametrize(("limit", "engine"), [(1000, "driver"), (10, "spark")])
+def test_a_group_is_fit_on_the_driver_up_to_the_limit_and_by_spark_above_it(spark, tmp_path, limit, engine):
+    """30 ratings: within a limit of 1000 the fit runs in numpy and no Spark session is asked
+    for, above a limit of 10 Spark's ALS fits them; both give factors keyed as the gate and the
+    scoring read them."""
+    spark.sparkContext.setCheckpointDir(str(tmp_path))
+    sessions = []
+
+    def session():
+        sessions.append(spark)
+        return spark
+
+    rng = np.random.default_rng(2)
+    frame = ratings([(f"m{u}", u, int(i), float(rng.choice([3.0, 40.0])))
+                     for u in range(10) for i in rng.choice(8, 3, replace=False)])
+    params = {"rank": 3, "max_iter": 4, "reg_param": 0.1, "alpha": 0.5, "seed": 1, "item_blocks": 1,
+              "checkpoint_interval": 10, "driver_fit_max_ratings": limit}
+    users, items = fitted_factors(session, frame, params, blocks=1)
+    assert bool(sessions) == (engine == "spark")
+    assert sorted(users["member_sk"]) == list(range(10))
+    assert sorted(items["subclass_brand_id"]) == sorted(frame["subclass_brand_id"].unique())
+    assert {len(f) for f in users["features"]} == {3}
+    assert {len(f) for f in items["features"]} == {3}
