@@ -9,12 +9,19 @@ time is the JVM's warm-up every train_group task pays for a Spark fit, reported 
 gate's holdout, `train_group.gate_evaluation`). Prints per group the ratings, the NDCG@k of
 each engine (mean over seeds and the seed-to-seed range) and the fit times; writes
 `bench/results/als-fit-<name>.json`. Needs `features/dt=D` in the lake.
+
+    .venv/bin/python bench/als_fit_bench.py --synthetic 1000000 3000000 10000000
+
+times `als.fit_on_driver` alone (default `als` settings) on random ratings of those sizes, 25
+per member over 5,000 subclass-brands (Zipf-like popularity), with the process's peak RSS: the
+evidence for `als.driver_fit_max_ratings`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -23,6 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
 
 from flashfeed import lake  # noqa: E402
 from flashfeed.config import group_settings, load_config  # noqa: E402
@@ -35,13 +44,36 @@ SPARK_ONLY = {"driver_fit_max_ratings": -1}   # every fit goes to Spark's ALS
 DRIVER_ONLY = {"driver_fit_max_ratings": 1 << 62}
 
 
+def synthetic(sizes: list[int], params: dict, per_member: int = 25, items: int = 5000) -> None:
+    rng = np.random.default_rng(1)
+    print("| ratings | members | rank | fit on the driver, s | peak RSS of this process, GB |\n|---|---|---|---|---|")
+    for size in sizes:
+        members = size // per_member
+        pairs = np.unique(np.repeat(np.arange(members, dtype=np.int64), per_member) * items
+                          + rng.zipf(1.3, members * per_member) % items)
+        member_index, item_index = pairs // items, pairs % items
+        rating = rng.choice([3.0, 10.0, 30.0, 40.0, 43.0], len(pairs))
+        started = time.monotonic()
+        als.fit_on_driver(member_index, item_index, rating, members, items, params)
+        seconds = time.monotonic() - started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"| {len(pairs):,} | {members:,} | {params['rank']} | {seconds:.1f} | {peak:.2f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lake", required=True)
-    parser.add_argument("--dt", required=True)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--lake")
+    parser.add_argument("--dt")
+    parser.add_argument("--name")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--synthetic", type=int, nargs="+", metavar="RATINGS",
+                        help="time the driver fit alone on random ratings of these sizes")
     args = parser.parse_args(argv)
+    if args.synthetic:
+        synthetic(args.synthetic, load_config()["als"])
+        return 0
+    if not (args.lake and args.dt and args.name):
+        parser.error("--lake, --dt and --name are required (or --synthetic)")
     root = str(Path(args.lake).resolve())
     os.environ.update(project_env({**os.environ, "FLASHFEED_LAKE": root}))
     config = load_config()

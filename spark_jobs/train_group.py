@@ -343,9 +343,10 @@ def main(argv: list[str] | None = None) -> None:
             "ratings": n_ratings, "candidates": len(candidate_ids), "top_k": k, "top_k_products": enough_products,
             "affinity_rows": rows,
             "members_scored": scored_members, "user_blocks": blocks, "user_blocks_divisor": divisor,
+            "fit_on": "spark" if spark.cache_info().currsize else "driver",
             "gate": gate, "served_from": served_from, "fallback_reason": fallback_reason,
             "params": {key: params[key] for key in ("rank", "max_iter", "reg_param", "alpha", "item_blocks", "seed",
-                                                    "serve_iterations")},
+                                                    "serve_iterations", "driver_fit_max_ratings")},
         })
     fs.delete(checkpoints)
     log.info("group %s on %s done in %.1f s (served from %s): wrote %s and %s", group, dt,

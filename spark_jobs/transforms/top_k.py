@@ -35,13 +35,16 @@ def top_k_block(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     # The k-th largest score of each row, then everything above it plus the lowest columns tied
     # with it: the same set a sort by (score desc, column asc) would keep.
     kth = np.partition(scores, width - k, axis=1)[:, width - k]
-    above = scores > kth[:, None]
-    tied = scores == kth[:, None]
-    room = k - above.sum(axis=1)
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))
+    chosen = scores >= kth[:, None]
+    surplus = chosen.sum(axis=1) > k      # more than one score equal to the k-th: rare with real factors
+    if surplus.any():
+        tied = scores[surplus] == kth[surplus, None]
+        room = k - (scores[surplus] > kth[surplus, None]).sum(axis=1)
+        chosen[surplus] &= ~tied | (np.cumsum(tied, axis=1) <= room[:, None])
     columns = np.nonzero(chosen)[1].reshape(rows, k)          # ascending within each row
     values = np.take_along_axis(scores, columns, axis=1)
-    order = np.lexsort((columns, -values), axis=1)
+    # A stable sort by score keeps the ascending columns of equal scores in order.
+    order = np.argsort(-values, axis=1, kind="stable")
     columns = np.take_along_axis(columns, order, axis=1)
     valid = np.isfinite(np.take_along_axis(values, order, axis=1))
     return columns, valid
@@ -103,7 +106,7 @@ def top_k_rows(members: pd.DataFrame, item_ids: np.ndarray, item_values: np.ndar
         rows, cols, kept = item_positions(part["rated_items"], ids)
         rated[rows, cols] = np.concatenate([np.asarray(v, dtype=np.float64) for v in part["rated_values"]])[kept]
         yield pd.DataFrame({
-            "member_id": np.broadcast_to(part["member_id"].to_numpy()[:, None], columns.shape)[valid],
+            "member_id": np.repeat(part["member_id"].to_numpy(), valid.sum(axis=1)),   # rows in member order
             "subclass_brand_id": ids[columns[valid]].astype(np.int32),
             "affinity": np.take_along_axis(scores, columns, axis=1)[valid],
             "rating": np.take_along_axis(rated, columns, axis=1)[valid],

@@ -109,6 +109,7 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
     for group in groups:
         metrics = json.loads(Path(lake.models(DAY, group, root), "metrics.json").read_text())
         assert metrics["members"] >= 1 and metrics["affinity_rows"] > 0
+        assert metrics["fit_on"] == "driver"     # groups this small are fit without a Spark session
     assert Path(lake.success(lake.affinity(DAY, root=root))).exists()
 
     served = []

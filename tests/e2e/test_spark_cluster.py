@@ -6,10 +6,11 @@ builds a small world like test_pipeline.py, points AIRFLOW_CONN_SPARK_DEFAULT at
 runs the daily model and the 11:00 launch with `airflow dags test`. Then checks that the launch's
 version is served and that every Spark application of both DAGs ran on the cluster (the
 master lists them as finished applications, and the worker's executors ran their tasks), not
-in local mode. The world has its own DynamoDB table prefix, so test_pipeline.py's served
-version on the session's DynamoDB is untouched. Also checks that master and worker listen on
-loopback only, that executors run this venv's Python, and that a daemon that cannot start is
-reported with its log file. The cluster is stopped by its PIDs at the end, also when a test fails.
+in local mode; every group's ALS is fit by Spark here (`als.driver_fit_max_ratings` 0). The
+world has its own DynamoDB table prefix, so test_pipeline.py's served version on the session's
+DynamoDB is untouched. Also checks that master and worker listen on loopback only, that
+executors run this venv's Python, and that a daemon that cannot start is reported with its log
+file. The cluster is stopped by its PIDs at the end, also when a test fails.
 """
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ def world(tmp_path_factory, dynamodb_endpoint):
     """The local-mode world of test_pipeline.py (own tables on the shared DynamoDB)."""
     home = tmp_path_factory.mktemp("flashfeed-cluster-home")
     prefix = "cluster-"
-    config = config_with_table_prefix(home, prefix)
+    # Every group is fit by Spark's ALS here, so that the fit too large for a driver runs on the
+    # cluster's executors (by default these small groups are fit on the driver without a session).
+    config = config_with_table_prefix(home, prefix, {"driver_fit_max_ratings: 10000000": "driver_fit_max_ratings: 0"})
     env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
                        "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint, "FLASHFEED_CONFIG": str(config)})
     _run(["flashfeed", "airflow-init"], env)
@@ -117,6 +120,8 @@ def test_daily_model_and_launch_run_on_the_standalone_cluster(cluster, world):
     groups = json.loads(Path(lake.affinity(DAY, root=root), "groups.json").read_text())["groups"]
     assert groups, "no member group was trained"
     assert Path(lake.success(lake.affinity(DAY, root=root))).exists()
+    for group in groups:
+        assert json.loads(Path(lake.models(DAY, group, root), "metrics.json").read_text())["fit_on"] == "spark"
 
     slot = calendar.slot(DAY, LAUNCH)
     launch_log = _dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
