@@ -206,7 +206,8 @@ def fitted_factors(spark: Callable[[], SparkSession], fit_frame: pd.DataFrame, p
                 pd.DataFrame({"subclass_brand_id": item_ids, "features": list(items)}))
     # Fitted from the frame already on the driver: reading the Parquet again costs a cold
     # Spark scan (about a second a group).
-    model = als.estimator(params, blocks).fit(spark().createDataFrame(fit_frame[list(RATING_COLUMNS)]))
+    ratings = spark().createDataFrame(fit_frame[list(RATING_COLUMNS)])   # the session first: ALS() needs it
+    model = als.estimator(params, blocks).fit(ratings)
     return (model.userFactors.withColumnRenamed("id", "member_sk").toPandas(),
             model.itemFactors.withColumnRenamed("id", "subclass_brand_id").toPandas())
 
