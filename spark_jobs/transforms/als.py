@@ -117,7 +117,11 @@ def fit_on_driver(member_index: np.ndarray, item_index: np.ndarray, rating: np.n
                   params: dict) -> tuple[np.ndarray, np.ndarray]:
     """(member factors, item factors): Spark's implicit ALS (the same start, normal equations and
     order of half-steps) in numpy on the driver, for a group whose ratings fit there
-    (`als.driver_fit_max_ratings`): Spark's own fit of such a group is mostly fixed cost."""
+    (`als.driver_fit_max_ratings`): Spark's own fit of such a group is mostly fixed cost.
+    Refuses the settings Spark's ALS refuses, with the same names."""
+    for name, least in (("rank", 1), ("max_iter", 0), ("reg_param", 0), ("alpha", 0)):
+        if not float(params[name]) >= least:
+            raise ValueError(f"als {name} must be at least {least}, got {params[name]!r}")
     start = initial_factors(members, int(params["rank"]), np.random.default_rng(int(params["seed"])))
     return iterate(member_index, item_index, rating, start, items, float(params["alpha"]), float(params["reg_param"]),
                    int(params["max_iter"]))

@@ -3,6 +3,7 @@ whole fit on the driver."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from spark_jobs.transforms.als import fit_on_driver, fold_in, initial_factors, iterate
 
@@ -75,3 +76,10 @@ def test_driver_fit_starts_like_spark_and_is_reproducible():
     again = fit_on_driver(member_index, item_index, rating, 4, 3, params)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not first[0][3].any()     # member 3 has no ratings: zeros, as fold-in leaves her
+
+
+@pytest.mark.parametrize(("name", "value"), [("rank", 0), ("max_iter", -1), ("reg_param", -0.1), ("alpha", -1.0)])
+def test_driver_fit_refuses_what_sparks_als_refuses(name, value):
+    params = {"rank": 2, "max_iter": 1, "reg_param": 0.1, "alpha": 0.5, "seed": 1, name: value}
+    with pytest.raises(ValueError, match=rf"als {name} must be at least"):
+        fit_on_driver(np.array([0]), np.array([0]), np.array([3.0]), 1, 1, params)
