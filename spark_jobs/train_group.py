@@ -39,7 +39,6 @@ import pandas as pd
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-
 from flashfeed import lake
 from flashfeed.config import group_settings
 from spark_jobs.common import (

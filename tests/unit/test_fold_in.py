@@ -53,7 +53,7 @@ def test_numpy_iterations_from_sparks_start_reproduce_sparks_fit(spark):
     """The driver fit is Spark's algorithm: from the factors Spark starts with (maxIter 0), five
     numpy iterations land on Spark's own five-iteration model (Spark keeps floats: 1e-3)."""
     rng = np.random.default_rng(5)
-    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, 50, 600), rng.integers(0, 30, 600))}
+    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, 50, 600), rng.integers(0, 30, 600), strict=True)}
     rows = [(u, i, float(rng.choice([3.0, 10.0, 40.0, -5.0]))) for u, i in sorted(pairs)]
     start, _ = _spark_fit(spark, rows, 0)
     users, items = _spark_fit(spark, rows, 5)
@@ -74,7 +74,7 @@ def test_driver_fit_starts_like_spark_and_is_reproducible():
     member_index, item_index, rating = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), np.array([3.0, 10.0, 40.0, 3.0])
     first = fit_on_driver(member_index, item_index, rating, 4, 3, params)
     again = fit_on_driver(member_index, item_index, rating, 4, 3, params)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not first[0][3].any()     # member 3 has no ratings: zeros, as fold-in leaves her
 
 
