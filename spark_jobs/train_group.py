@@ -125,18 +125,39 @@ def gate_evaluation(users: pd.DataFrame, items: pd.DataFrame, train: pd.DataFram
     return judge(result)
 
 
+@dataclass
+class IndexedRatings:
+    """A group's ratings as numpy ALS takes them: members and items numbered 0.. in key order."""
+    member_key: str              # member_id or member_sk
+    member_keys: np.ndarray      # the keys, ascending (row i of the member factors)
+    member_index: np.ndarray     # each rating's member row
+    item_ids: np.ndarray         # subclass_brand_id, ascending (row j of the item factors)
+    item_index: np.ndarray       # each rating's item row
+    rating: np.ndarray
+
+    @classmethod
+    def of(cls, ratings: pd.DataFrame, member_key: str) -> IndexedRatings:
+        member_keys, member_index = np.unique(ratings[member_key].to_numpy(), return_inverse=True)
+        item_ids, item_index = np.unique(ratings["subclass_brand_id"].to_numpy(), return_inverse=True)
+        return cls(member_key, member_keys, member_index, item_ids, item_index,
+                   ratings["rating"].to_numpy(dtype=np.float64))
+
+    def factor_frames(self, users: np.ndarray, items: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(member key, features) and (subclass_brand_id, features) frames of factor matrices."""
+        return (pd.DataFrame({self.member_key: self.member_keys, "features": list(users)}),
+                pd.DataFrame({"subclass_brand_id": self.item_ids, "features": list(items)}))
+
+
 def continued_model(gate_items: pd.DataFrame, ratings: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(members: member_id, features; items: subclass_brand_id, features): the gate's model
     continued on every rating (als.warm_start); every member is solved again from all her
     ratings, so the judged model's own member factors are not needed."""
-    member_ids, member_index = np.unique(ratings["member_id"].to_numpy(), return_inverse=True)
-    item_ids, item_index = np.unique(ratings["subclass_brand_id"].to_numpy(), return_inverse=True)
-    known, item_matrix = factor_matrix(gate_items, "subclass_brand_id", item_ids)
-    users, items = als.warm_start(member_index, item_index, ratings["rating"].to_numpy(dtype=np.float64),
-                                  item_matrix, known, len(member_ids), len(item_ids), float(params["alpha"]),
+    indexed = IndexedRatings.of(ratings, "member_id")
+    known, item_matrix = factor_matrix(gate_items, "subclass_brand_id", indexed.item_ids)
+    users, items = als.warm_start(indexed.member_index, indexed.item_index, indexed.rating, item_matrix, known,
+                                  len(indexed.member_keys), len(indexed.item_ids), float(params["alpha"]),
                                   float(params["reg_param"]), int(params["serve_iterations"]))
-    return (pd.DataFrame({"member_id": member_ids, "features": list(users)}),
-            pd.DataFrame({"subclass_brand_id": item_ids, "features": list(items)}))
+    return indexed.factor_frames(users, items)
 
 
 def factors_served(members: pd.DataFrame, items: pd.DataFrame, candidates: pd.DataFrame) -> Served:
@@ -197,12 +218,9 @@ def fitted_factors(spark: Callable[[], SparkSession], fit_frame: pd.DataFrame, p
     Spark's own fit of a group that size is mostly the JVM warming up), else Spark's ALS in the
     session `spark()` starts."""
     if fits_on_driver(len(fit_frame), params):
-        member_sks, member_index = np.unique(fit_frame["member_sk"].to_numpy(), return_inverse=True)
-        item_ids, item_index = np.unique(fit_frame["subclass_brand_id"].to_numpy(), return_inverse=True)
-        users, items = als.fit_on_driver(member_index, item_index, fit_frame["rating"].to_numpy(dtype=np.float64),
-                                         len(member_sks), len(item_ids), params)
-        return (pd.DataFrame({"member_sk": member_sks, "features": list(users)}),
-                pd.DataFrame({"subclass_brand_id": item_ids, "features": list(items)}))
+        indexed = IndexedRatings.of(fit_frame, "member_sk")
+        return indexed.factor_frames(*als.fit_on_driver(indexed.member_index, indexed.item_index, indexed.rating,
+                                                        len(indexed.member_keys), len(indexed.item_ids), params))
     # Fitted from the frame already on the driver: reading the Parquet again costs a cold
     # Spark scan (about a second a group).
     ratings = spark().createDataFrame(fit_frame[list(RATING_COLUMNS)])   # the session first: ALS() needs it
