@@ -64,6 +64,7 @@ SESSION_READY = re.compile(r"Spark (?:session|driver) (\S+) ready .*?\), ([\d.]+
 APP_TASKS = (
     (re.compile(r"^flashfeed-features-"), "features.build_features"),
     (re.compile(r"^flashfeed-als-.*-group-(\w+)$"), "train.train_group_als"),
+    (re.compile(r"^flashfeed-als-.*-global$"), "train.train_global_als"),
     (re.compile(r"^flashfeed-score-"), "build.score_products"),
     (re.compile(r"^flashfeed-collections-"), "build.build_collections"),
 )

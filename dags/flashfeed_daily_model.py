@@ -11,10 +11,12 @@ Then one task group per stage:
    D-1, catalog and sale calendar of D.
 2. **features**: `build_features` (Spark): cleaning, implicit ratings, member groups ->
    `features/dt=D`.
-3. **train**: `discover_groups` reads the groups of the day; `train_group_als` is one Spark
-   application per member group (mapped) -> `models/dt=D/group=G`, `affinity/dt=D/group=G`.
-   Each first passes a quality gate (NDCG@k on a time holdout against popularity): a group
-   that fails it, or whose training fails, is served from its last good model, or from popularity.
+3. **train**: `discover_groups` reads the groups of the day; `train_global_als` fits one ALS
+   over every member -> `models/dt=D/global`; `train_group_als` is one Spark application per
+   member group (mapped) -> `models/dt=D/group=G`, `affinity/dt=D/group=G`. Its quality gate
+   judges the group's own ALS, the global one, a repeat-aware blend and popularity on the same
+   held-out members and serves the best (popularity when no model reaches it); a group where no
+   model trains at all is served its last good model, or popularity.
 4. **publish**: `report_quality` logs which groups fell back and why, and writes
    `models/dt=D/metrics.json` and `report.png`; `publish_affinity` seals
    `affinity/dt=D/_SUCCESS`, which the launch feeds wait for.
@@ -32,7 +34,13 @@ from pathlib import Path
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, task
 from flashfeed_airflow.schedules import (
-    DAILY_MODEL_CRON, NO_RETRIES, SPARK_DAILY_TIMEOUT, SPARK_POOL, START_DATE, TIMEZONE, default_args,
+    DAILY_MODEL_CRON,
+    NO_RETRIES,
+    SPARK_DAILY_TIMEOUT,
+    SPARK_POOL,
+    START_DATE,
+    TIMEZONE,
+    default_args,
     spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
@@ -116,6 +124,22 @@ overwrites `features/dt=D` only, then clear the train stage.
             return [["--dt", plan["dt"], "--group", group] for group in groups]
 
         groups = discover_groups(plan)
+        global_model = SparkSubmitOperator(
+            task_id="train_global_als",
+            application=str(SPARK_JOBS / "train_global.py"),
+            application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
+            name="flashfeed-als-global",
+            conn_id="spark_default", conf=spark_submit_conf("plan_model_day"),
+            pool=SPARK_POOL,
+            execution_timeout=SPARK_DAILY_TIMEOUT,
+            doc_md="""
+Spark job `spark_jobs/train_global.py --dt D`: one implicit ALS over every member (settings:
+`als.group_overrides.global`), a candidate of every group's quality gate. **Reads**
+`features/dt=D` (every group's ratings and gate split). **Writes** `models/dt=D/global`. A
+failed fit is recorded in its `metrics.json` and the groups judge their other candidates.
+**Re-run**: clear this task and the train_group_als tasks.
+""",
+        )
         train = SparkSubmitOperator.partial(
             task_id="train_group_als",
             application=str(SPARK_JOBS / "train_group.py"),
@@ -127,10 +151,10 @@ overwrites `features/dt=D` only, then clear the train stage.
             doc_md="""
 Spark job `spark_jobs/train_group.py --dt D --group G`, one mapped task per member group.
 **Reads** `features/dt=D` (the group's ratings and gate split). **Writes**
-`models/dt=D/group=G` (factors, `metrics.json` with the gate's NDCG figures) and
-`affinity/dt=D/group=G`. A group that fails the gate serves its last good model or popularity
-(the task still succeeds; see report_quality). **Re-run**: clear one map index to retrain one
-group, or trigger the DAG with param `groups`.
+`models/dt=D/group=G` (the served factors, `metrics.json` with every candidate's NDCG figures
+and the gate's choice) and `affinity/dt=D/group=G`. A group whose best model is below
+popularity serves popularity (the task still succeeds; see report_quality). **Re-run**: clear
+one map index to retrain one group, or trigger the DAG with param `groups`.
 """,
         ).expand(application_args=groups)
 
@@ -155,5 +179,5 @@ group, or trigger the DAG with param `groups`.
         quality = report_quality(plan)
         quality >> publish_affinity(plan)
 
-    plan >> waits >> features >> groups
+    plan >> waits >> features >> groups >> global_model >> train
     train >> quality

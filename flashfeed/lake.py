@@ -46,6 +46,11 @@ def models(dt: date | str, group: str | None = None, root: str | None = None) ->
     return base if group is None else f"{base}/group={group}"
 
 
+def global_model(dt: date | str, root: str | None = None) -> str:
+    """The day's one ALS over every member (train_global), next to the groups' models."""
+    return f"{models(dt, root=root)}/global"
+
+
 def affinity(dt: date | str, group: str | None = None, root: str | None = None) -> str:
     base = f"{_root(root)}/affinity/dt={_day(dt)}"
     return base if group is None else f"{base}/group={group}"

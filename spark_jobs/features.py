@@ -5,7 +5,8 @@ Reads   raw/events and raw/returns for the look-back days before D (UTC dates), 
 Writes  features/dt=D/{ratings (by group), members, recent_interest, style_activity, groups.json,
         candidates (subclass-brands with stock on sale in any launch window of D and how many of
         their products a collection can show; shared by every group),
-        gate/{train_ratings, relevant (by group), candidates}: the quality gate's time split}
+        gate/{ratings (by group, by part: train, validation, test), live (subclass-brands rated in each
+        part)}: the quality gate's time split}
         rejects/dt=D/ (every rejected event with its reason)
 Re-run  `spark-submit spark_jobs/features.py --dt D` replaces both partitions of day D only.
 """
@@ -32,8 +33,8 @@ from spark_jobs.common import (
     staged_partition,
     timed,
 )
-from spark_jobs.transforms import catalog as catalog_t
 from spark_jobs.transforms import affinity as affinity_t
+from spark_jobs.transforms import catalog as catalog_t
 from spark_jobs.transforms import cleaning, evaluation, groups, ratings, scoring
 
 log = get_logger("features")
@@ -62,17 +63,13 @@ def read_daily(spark, fs: LakeFS, dataset: str, days: list[date], root: str):
                          lake.raw(dataset, "*", root), raw_next_step(dataset, days[0]))
 
 
-def quality_gate_split(ratings_by_part: DataFrame, members: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """The daily quality gate's time split, from ratings kept apart by `held_out` (each member's
-    last `evaluation.gate_holdout_days`): (training ratings with member_sk and group, relevant
-    pairs with group, the subclass-brands of the held-out part). Each group's model is trained
-    on the first and must find the second (evaluation.py)."""
-    held_out = F.col("held_out")
-    train = ratings_by_part.where(~held_out).drop("held_out").join(
-        members.select("member_id", "member_sk", "group"), "member_id")
-    test = ratings_by_part.where(held_out).drop("held_out")
-    relevant = evaluation.relevant_items(train, test).join(members.select("member_id", "group"), "member_id")
-    return train, relevant, test.select("subclass_brand_id").distinct()
+def quality_gate_split(ratings_by_part: DataFrame, members: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The daily quality gate's split, from ratings kept apart by `part` (train, validation,
+    test; evaluation.mark_gate_parts): (every group's ratings by part with member_sk and group;
+    the subclass-brands someone rated in each part, i.e. live then, shared by the groups). Each
+    model is fit on the training part, tuned on the validation part and judged on the test part."""
+    by_part = ratings_by_part.join(members.select("member_id", "member_sk", "group"), "member_id")
+    return by_part, ratings_by_part.select("subclass_brand_id", "part").distinct()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,16 +130,19 @@ def main(argv: list[str] | None = None) -> None:
     # Transform: ratings, groups, quality-gate split, recent interest, style activity, candidates
     lookback_since = cutoff - timedelta(days=int(feats["lookback_days"]))
     in_lookback = clean.where(F.col("occurred_at") >= F.lit(lookback_since))
-    # Ratings kept apart by the gate's holdout, once: the day's ratings are their sum.
-    ratings_by_part = ratings.implicit_ratings(
-        evaluation.mark_time_holdout(in_lookback, int(config["evaluation"]["gate_holdout_days"])), catalog,
-        feats["event_weights"], by=("held_out",)).persist()
-    rated = ratings_by_part.groupBy("member_id", "subclass_brand_id").agg(F.sum("rating").alias("rating")).persist()
+    # Ratings kept apart by the gate's parts, once: the day's ratings are their sums.
+    gate_cfg = config["evaluation"]
+    parts = evaluation.mark_gate_parts(in_lookback, int(gate_cfg["gate_holdout_days"]),
+                                       int(gate_cfg["gate_validation_days"]))
+    ratings_by_part = ratings.implicit_ratings(parts, catalog, feats["event_weights"], by=("part",),
+                                               recency=(cutoff, float(feats["history_half_life_days"]))).persist()
+    rated = ratings_by_part.groupBy("member_id", "subclass_brand_id").agg(
+        F.sum("rating").alias("rating"), F.sum("recent_rating").alias("recent_rating")).persist()
     names = catalog_t.subclass_brands(catalog)
     members, grouping, codes = groups.member_groups(rated, in_lookback, names, feats)
     members = members.persist()
     member_ratings = rated.join(members.select("member_id", "member_sk", "group"), "member_id")
-    gate_train, gate_relevant, gate_candidates = quality_gate_split(ratings_by_part, members)
+    gate_ratings, gate_live = quality_gate_split(ratings_by_part, members)
     interest = groups.recent_interest(
         clean, catalog, cutoff - timedelta(days=int(feats["recent_days"])),
         int(config["collections"]["boost_top_subclasses"]),
@@ -168,8 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                 raw_next_step("sale_calendar", dt),
             )
         for name, frame, by_group in (("ratings", member_ratings, True), ("members", members, False),
-                                      ("gate/train_ratings", gate_train, True), ("gate/relevant", gate_relevant, True),
-                                      ("gate/candidates", gate_candidates, False),
+                                      ("gate/ratings", gate_ratings, True), ("gate/live", gate_live, False),
                                       ("recent_interest", interest, False), ("style_activity", activity, False)):
             with timed(log, f"writing {name}"):
                 (frame.write.partitionBy("group") if by_group else frame.write).parquet(f"{staging}/{name}")

@@ -2,17 +2,22 @@
 algorithm in numpy for groups that fit on the driver, and scores."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from scipy import sparse
 
 from spark_jobs.transforms import affinity
 from spark_jobs.transforms.evaluation import dot_scores
 
 OUTER_CHUNK_VALUES = 1 << 25   # doubles of factor outer products held at once (256 MB)
+MEMBER_FACTORS_SCHEMA = pa.schema([("member_id", pa.string()), ("features", pa.list_(pa.float64()))])
+ITEM_FACTORS_SCHEMA = pa.schema([("subclass_brand_id", pa.int32()), ("features", pa.list_(pa.float64()))])
 
 
 def estimator(params: dict, user_blocks: int) -> ALS:
@@ -139,3 +144,71 @@ def warm_start(member_index: np.ndarray, item_index: np.ndarray, rating: np.ndar
     if not iterations:
         return users, item_factors
     return iterate(member_index, item_index, rating, users, items, alpha, reg_param, iterations)
+
+
+def factor_matrix(factors: pd.DataFrame, key: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(present, matrix): which of `ids` have factors in `factors` (key, features), and their
+    factors in `ids` order (zeros where absent)."""
+    position = pd.Index(factors[key]).get_indexer(ids)
+    present = position >= 0
+    stacked = np.stack(factors["features"].to_numpy()) if len(factors) else np.zeros((0, 1))
+    matrix = np.zeros((len(ids), stacked.shape[1]))
+    matrix[present] = stacked[position[present]]
+    return present, matrix
+
+
+@dataclass
+class IndexedRatings:
+    """Ratings as numpy ALS takes them: members and items numbered 0.. in key order."""
+    member_key: str              # member_id or member_sk
+    member_keys: np.ndarray      # the keys, ascending (row i of the member factors)
+    member_index: np.ndarray     # each rating's member row
+    item_ids: np.ndarray         # subclass_brand_id, ascending (row j of the item factors)
+    item_index: np.ndarray       # each rating's item row
+    rating: np.ndarray
+
+    @classmethod
+    def of(cls, ratings: pd.DataFrame, member_key: str) -> IndexedRatings:
+        member_keys, member_index = np.unique(ratings[member_key].to_numpy(), return_inverse=True)
+        item_ids, item_index = np.unique(ratings["subclass_brand_id"].to_numpy(), return_inverse=True)
+        return cls(member_key, member_keys, member_index, item_ids, item_index,
+                   ratings["rating"].to_numpy(dtype=np.float64))
+
+    def factor_frames(self, users: np.ndarray, items: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(member key, features) and (subclass_brand_id, features) frames of factor matrices."""
+        return (pd.DataFrame({self.member_key: self.member_keys, "features": list(users)}),
+                pd.DataFrame({"subclass_brand_id": self.item_ids, "features": list(items)}))
+
+
+def fits_on_driver(ratings: int, params: dict) -> bool:
+    return ratings <= int(params["driver_fit_max_ratings"])
+
+
+def fitted_factors(spark: Callable[[], SparkSession], ratings: pd.DataFrame, params: dict,
+                   blocks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(member factors by member_sk, item factors by subclass_brand_id) of one ALS fit of
+    `ratings` (member_sk, subclass_brand_id, rating): in numpy on the driver up to
+    `als.driver_fit_max_ratings` (the same algorithm; Spark's own fit of that much is mostly the
+    JVM warming up), else Spark's ALS in the session `spark()` starts."""
+    if fits_on_driver(len(ratings), params):
+        indexed = IndexedRatings.of(ratings, "member_sk")
+        return indexed.factor_frames(*fit_on_driver(indexed.member_index, indexed.item_index, indexed.rating,
+                                                    len(indexed.member_keys), len(indexed.item_ids), params))
+    # Fitted from the frame already on the driver: reading the Parquet again costs a cold
+    # Spark scan (about a second a group).
+    frame = spark().createDataFrame(ratings[["member_sk", "subclass_brand_id", "rating"]])   # the session first
+    model = estimator(params, blocks).fit(frame)
+    return (model.userFactors.withColumnRenamed("id", "member_sk").toPandas(),
+            model.itemFactors.withColumnRenamed("id", "subclass_brand_id").toPandas())
+
+
+def continued_model(items: pd.DataFrame, ratings: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(members: member_id, features; items: subclass_brand_id, features): a fitted model (its
+    item factors `items`) continued on every rating (warm_start, `serve_iterations`); every
+    member is solved again from all her ratings, so the model's own member factors are not needed."""
+    indexed = IndexedRatings.of(ratings, "member_id")
+    known, item_matrix = factor_matrix(items, "subclass_brand_id", indexed.item_ids)
+    users, item_factors = warm_start(indexed.member_index, indexed.item_index, indexed.rating, item_matrix, known,
+                                     len(indexed.member_keys), len(indexed.item_ids), float(params["alpha"]),
+                                     float(params["reg_param"]), int(params["serve_iterations"]))
+    return indexed.factor_frames(users, item_factors)

@@ -32,6 +32,17 @@ def mark_time_holdout(events: DataFrame, holdout_days: int) -> DataFrame:
             .drop("_last"))
 
 
+def mark_gate_parts(events: DataFrame, holdout_days: int, validation_days: int) -> DataFrame:
+    """`events` plus `part`: "test" for each member's events in the `holdout_days` up to her
+    own last event, "validation" for her events in the `validation_days` up to her last event
+    before those, "train" for the rest (the same rule applied twice: the validation part is
+    the training part's own holdout)."""
+    marked = mark_time_holdout(events, holdout_days)
+    train = mark_time_holdout(marked.where(~F.col("held_out")).drop("held_out"), validation_days)
+    return (train.withColumn("part", F.when(F.col("held_out"), "validation").otherwise("train")).drop("held_out")
+            .unionByName(marked.where(F.col("held_out")).drop("held_out").withColumn("part", F.lit("test"))))
+
+
 def time_split(events: DataFrame, holdout_days: int) -> tuple[DataFrame, DataFrame]:
     """(train, test): each member's events in the `holdout_days` before and including their own
     last event are the test part. A member active on one day only has no training part."""

@@ -16,12 +16,16 @@ fewer than k items.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from flashfeed.metrics import METRICS, ranking_metrics_block
+
+# A model's scores for a block of members: rows of a members frame -> rows x candidates
+# (columns in ascending subclass_brand_id; -inf: the model cannot rank that item for that member).
+Scorer = Callable[[pd.DataFrame], np.ndarray]
 
 
 def top_k_block(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,39 +76,35 @@ def exclude_seen(scores: np.ndarray, seen: Iterable, item_ids: np.ndarray) -> No
     scores[rows, columns] = -np.inf
 
 
-def block_scores(vectors: np.ndarray | None, candidates: np.ndarray, rows: int) -> np.ndarray:
-    """rows x candidates scores: member vectors times the candidate factor matrix, or one score
-    vector (e.g. popularity) repeated for every row when `candidates` is 1-D."""
-    if candidates.ndim == 1:
-        return np.tile(candidates.astype(np.float64), (rows, 1))
-    return np.asarray(vectors, dtype=np.float64) @ candidates.T
+def history_block(part: pd.DataFrame, item_ids: np.ndarray, items: str, values: str) -> np.ndarray:
+    """rows x items: each member's values (column `values`, parallel to the ids in column
+    `items`) at the positions of `item_ids` (ascending), 0 elsewhere."""
+    block = np.zeros((len(part), len(item_ids)))
+    rows, columns, kept = item_positions(part[items], item_ids)
+    if kept.size:
+        block[rows, columns] = np.concatenate([np.asarray(v, dtype=np.float64) for v in part[values]])[kept]
+    return block
 
 
-def top_k_rows(members: pd.DataFrame, item_ids: np.ndarray, item_values: np.ndarray, k: int,
-               block_members: int, item_products: np.ndarray | None = None,
-               enough_products: int | None = None) -> Iterator[pd.DataFrame]:
+def top_k_rows(members: pd.DataFrame, item_ids: np.ndarray, scorer: Scorer, k: int, block_members: int,
+               item_products: np.ndarray | None = None, enough_products: int | None = None) -> Iterator[pd.DataFrame]:
     """Blocks of rows (member_id, subclass_brand_id, affinity, rating, affinity_rank): each
     member's best candidates, at most k of them, and no more than it takes for their products
     to add up to `enough_products` (`item_products`: products per candidate; None: always k).
 
     `members`: member_id, `rated_items` and `rated_values` (her implicit ratings; each output row
-    carries her rating of that subclass-brand, 0 when unrated) and, when `item_values` is a
-    factor matrix (candidates x rank, rows in `item_ids` order, ids ascending), her ALS
-    `features`; when it is one score per candidate (1-D), every member gets the same ranking.
+    carries her rating of that subclass-brand, 0 when unrated) and whatever `scorer` reads;
+    `scorer` maps a block of those rows to their scores over `item_ids` (ascending).
     """
     ids = np.asarray(item_ids, dtype=np.int64)
-    values = np.asarray(item_values, dtype=np.float64)
     for start in range(0, len(members), int(block_members)):
         part = members.iloc[start:start + int(block_members)]
-        vectors = np.stack(part["features"].to_numpy()) if values.ndim == 2 else None
-        scores = block_scores(vectors, values, len(part))
+        scores = scorer(part)
         columns, valid = top_k_block(scores, k)
         if enough_products is not None:
             counts = np.asarray(item_products)[columns]
             valid &= (np.cumsum(counts, axis=1) - counts) < enough_products   # the one that crosses is kept
-        rated = np.zeros(scores.shape)
-        rows, cols, kept = item_positions(part["rated_items"], ids)
-        rated[rows, cols] = np.concatenate([np.asarray(v, dtype=np.float64) for v in part["rated_values"]])[kept]
+        rated = history_block(part, ids, "rated_items", "rated_values")
         yield pd.DataFrame({
             "member_id": np.repeat(part["member_id"].to_numpy(), valid.sum(axis=1)),   # rows in member order
             "subclass_brand_id": ids[columns[valid]].astype(np.int32),
@@ -114,28 +114,27 @@ def top_k_rows(members: pd.DataFrame, item_ids: np.ndarray, item_values: np.ndar
         })
 
 
-def evaluate(vectors: np.ndarray | None, item_ids: np.ndarray, item_values: np.ndarray, seen: list, relevant: list,
-             k: int, block_members: int) -> dict[str, float]:
-    """Mean ranking metrics at k (flashfeed/metrics.py) over the given members, in numpy blocks
-    on the driver: row i has `vectors[i]` (or the shared score vector), leaves out `seen[i]` and
-    must find `relevant[i]` (arrays of subclass_brand_id, each non-empty). A member who cannot
-    be scored (no factors) is passed with a vector of zeros: her list is then in id order."""
-    members = len(relevant)
+def evaluate(members: pd.DataFrame, item_ids: np.ndarray, scorer: Scorer, k: int, block_members: int,
+             exclude: str | None = "seen") -> dict[str, float]:
+    """Mean ranking metrics at k (flashfeed/metrics.py) over `members`, in numpy blocks on the
+    driver: each row's scores come from `scorer` (see top_k_rows); the ids in its column
+    `exclude` (None: nothing excluded) are left out of its ranking, and it must find the ids
+    in its column `relevant` (non-empty; ids that are no candidate count as missed)."""
     totals = dict.fromkeys(METRICS, 0.0)
     ids = np.asarray(item_ids, dtype=np.int64)
-    values = np.asarray(item_values, dtype=np.float64)
-    for start in range(0, members, int(block_members)):
-        stop = min(members, start + int(block_members))
-        scores = block_scores(None if vectors is None else vectors[start:stop], values, stop - start)
-        exclude_seen(scores, seen[start:stop], ids)
+    for start in range(0, len(members), int(block_members)):
+        part = members.iloc[start:start + int(block_members)]
+        scores = scorer(part)
+        if exclude is not None:
+            exclude_seen(scores, part[exclude], ids)
         columns, valid = top_k_block(scores, k)
         wanted = np.zeros(scores.shape, dtype=bool)
-        rows, columns_, _ = item_positions(relevant[start:stop], ids)
+        rows, columns_, _ = item_positions(part["relevant"], ids)
         wanted[rows, columns_] = True
         hits = np.take_along_axis(wanted, columns, axis=1) & valid
-        sizes = np.array([len(r) for r in relevant[start:stop]])
+        sizes = np.array([len(r) for r in part["relevant"]])
         for name, per_member in ranking_metrics_block(hits, sizes, k).items():
             totals[name] += float(per_member.sum())
-    means = {name: (total / members if members else 0.0) for name, total in totals.items()}
-    means["members"] = members
+    means = {name: (total / len(members) if len(members) else 0.0) for name, total in totals.items()}
+    means["members"] = len(members)
     return means

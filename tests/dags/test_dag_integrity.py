@@ -21,7 +21,7 @@ NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "serve.validate_feeds", "serv
                   "rollback_served_version", "check_launch_flipped"}
 STAGES = {"flashfeed_daily_model": {"inputs", "features", "train", "publish"},
           "flashfeed_launch_feeds": {"inputs", "build", "serve"}}
-DOCUMENTED_TASKS = {"features.build_features", "train.train_group_als", "build.score_products",
+DOCUMENTED_TASKS = {"features.build_features", "train.train_global_als", "train.train_group_als", "build.score_products",
                     "build.build_collections", "serve.load_feeds", "serve.flip_served_version",
                     "rollback_served_version", "check_launch_flipped"}
 
@@ -132,6 +132,8 @@ def test_daily_model_shape(dagbag):
     assert train.operator_class.__name__ == "SparkSubmitOperator"
     upstream_of_groups = dag.get_task("train.discover_groups").upstream_task_ids
     assert "features.build_features" in upstream_of_groups  # groups are only known after features ran
+    # Every group's gate judges the day's global ALS: it is trained first.
+    assert "train.train_global_als" in train.upstream_task_ids
     sensors = {t.task_id for t in dag.tasks if t.task_id.startswith("inputs.")}
     assert sensors == {f"inputs.wait_for_{name}" for name in ("events", "returns", "catalog", "sale_calendar")}
     # The quality report sees every group's outcome before the day's affinities are sealed.

@@ -1,9 +1,12 @@
 """The daily quality gate and its fallbacks, running the real Spark jobs on a small generated world.
 
-train_group is run as its own process (as spark-submit would), with configs that force each path:
+train_global and train_group are run as their own processes (as spark-submit would), with
+configs that force each path:
 1. training fails on the first day and nothing earlier exists -> the group is served from popularity;
-2. the gate passes (margin 1.0: any model is good enough) -> served from the day's model;
-3. training fails the next day -> served from the last good model, the day before.
+2. the global model is trained, the gate passes (margin 1.0: any model is good enough) -> served
+   from the day's best model, every candidate judged on both parts;
+3. training fails the next day (no global model either) -> served from the last good model;
+4. no model can reach popularity (margin -1.0) -> popularity, although a last good model exists.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from flashfeed.config import REPO_ROOT
 from flashfeed.env import project_env
 
 DAY1, DAY2 = "2026-11-22", "2026-11-23"
-MEMBERS, DAYS, SEED = 500, 14, 5
+MEMBERS, DAYS, SEED = 500, 21, 5     # 21 days: the gate needs a training part before its 7 + 7
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +58,7 @@ def test_gate_and_fallbacks(tmp_path):
     group = json.loads(Path(lake.features(DAY1, root), "groups.json").read_text())["groups"][0]
     broken = _config(tmp_path, "broken", lambda c: c["als"]["group_overrides"].update({group: {"rank": 0}}))
     lenient = _config(tmp_path, "lenient", lambda c: c["evaluation"].update(gate_ndcg_margin=1.0))
+    strict = _config(tmp_path, "strict", lambda c: c["evaluation"].update(gate_ndcg_margin=-1.0))
     train = ["-m", "spark_jobs.train_group", "--group", group]
 
     # 1. Training fails, no earlier model: popularity, and the reason is recorded.
@@ -62,14 +66,23 @@ def test_gate_and_fallbacks(tmp_path):
     first = _metrics(root, DAY1, group)
     assert first["served_from"] == "popularity"
     assert first["fallback_reason"].startswith("training failed: ") and "rank" in first["fallback_reason"]
-    assert "FAILED" in log and "falls back" in log
+    assert "FAILED" in log and "is served from popularity because training failed" in log
     assert first["affinity_rows"] > 0 and Path(lake.success(lake.affinity(DAY1, group, root))).exists()
 
-    # 2. The gate passes: the day's model is served and becomes the last good one.
+    # 2. With the global model, the gate passes: the day's best model is served and becomes the last good one.
+    _run(["-m", "spark_jobs.train_global", "--dt", DAY1], env)
     _run([*train, "--dt", DAY1], {**env, "FLASHFEED_CONFIG": lenient})
     good = _metrics(root, DAY1, group)
     assert good["served_from"] == "model" and good["fallback_reason"] is None
-    assert good["gate"]["evaluated"] and good["gate"]["passed"] and good["gate"]["model"]["members"] > 0
+    assert good["gate"]["evaluated"] and good["gate"]["passed"] and good["served_model"] == good["gate"]["chosen"]
+    candidates = {"group_als", "global_als", "repeat_blend", "popularity"}
+    assert set(good["gate"]["validation"]) == set(good["gate"]["test"]) == candidates
+    members = {m["members"] for m in good["gate"]["test"].values()}
+    assert len(members) == 1 and members.pop() > 0            # every candidate on the same members
+    best = max(good["gate"]["test"][name]["ndcg@k"] for name in candidates - {"popularity"})
+    assert good["gate"]["test"][good["served_model"]]["ndcg@k"] == best
+    assert good["gate"]["blend"]["weight"] in good["gate"]["blend"]["validation_ndcg_by_weight"] or \
+        str(good["gate"]["blend"]["weight"]) in good["gate"]["blend"]["validation_ndcg_by_weight"]
     assert Path(lake.models(DAY1, group, root), "factors", "members").is_dir()
 
     # 3. Next day training fails: the day before's model serves today's members.
@@ -79,3 +92,10 @@ def test_gate_and_fallbacks(tmp_path):
     assert second["served_from"] == f"last_good_model:{DAY1}"
     assert second["fallback_reason"].startswith("training failed: ")
     assert 0 < second["members_scored"] <= second["members"]
+    assert second["served_model"] == good["served_model"]
+
+    # 4. Every model judged below popularity: popularity, not the last good model.
+    _run([*train, "--dt", DAY2], {**env, "FLASHFEED_CONFIG": strict})
+    strictly = _metrics(root, DAY2, group)
+    assert strictly["served_from"] == "popularity" and strictly["served_model"] is None
+    assert strictly["fallback_reason"].startswith("quality gate: the best model, ")

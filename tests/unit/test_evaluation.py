@@ -5,7 +5,6 @@ from datetime import datetime
 
 import pytest
 
-from spark_jobs.train_group import judge
 from spark_jobs.transforms import evaluation
 
 EVENT_SCHEMA = "member_id string, subclass_brand_id int, occurred_at timestamp"
@@ -30,6 +29,18 @@ def test_time_split_holds_out_each_members_own_last_days(spark):
     # Held out: after (last - 3 days): a after the 11th 12:00 -> 3, 4; b after the 1st 12:00 -> 5, 6.
     assert pairs(test) == {("a", 3), ("a", 4), ("b", 5), ("b", 6), ("c", 7)}
     assert pairs(train) == {("a", 1), ("a", 2)}
+
+
+def test_gate_parts_hold_out_the_last_days_and_the_days_before_them(spark):
+    # a: events on the 1st, 10th, 16th and 20th. Test: her last 3 days up to the 20th (after the
+    # 17th, 12:00): the 20th. Validation: 3 days up to her last earlier event, the 16th: the 16th
+    # (the 10th is before the 13th, 12:00). b: one event, all test.
+    events = spark.createDataFrame([("a", 1, at(1)), ("a", 2, at(10)), ("a", 3, at(16)), ("a", 4, at(20)),
+                                    ("b", 5, at(5))], EVENT_SCHEMA)
+    marked = {(r.member_id, r.subclass_brand_id): r.part
+              for r in evaluation.mark_gate_parts(events, holdout_days=3, validation_days=3).collect()}
+    assert marked == {("a", 1): "train", ("a", 2): "train", ("a", 3): "validation", ("a", 4): "test",
+                      ("b", 5): "test"}
 
 
 def test_stratified_split_keeps_ceil_ratio_of_each_members_items_and_is_seeded(spark):
@@ -88,11 +99,3 @@ def test_evaluate_means_over_every_member_with_relevant_items(spark):
     assert got["members"] == 2
     assert got["precision@k"] == pytest.approx(0.25) and got["recall@k"] == pytest.approx(0.5)
     assert got["mrr"] == pytest.approx(0.25)
-
-
-def test_gate_judgement_uses_the_margin():
-    gate = {"k": 10, "margin": 0.0, "evaluated": True,
-            "model": {"ndcg@k": 0.095}, "popularity": {"ndcg@k": 0.1}}
-    assert judge(gate)["passed"] is False and "0.0950 is below popularity 0.1000 - margin 0.0" in judge(gate)["reason"]
-    assert judge({**gate, "margin": 0.01})["passed"] is True      # 0.095 >= 0.1 - 0.01
-    assert judge({**gate, "margin": 0.004})["passed"] is False    # 0.095 < 0.096

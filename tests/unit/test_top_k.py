@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from spark_jobs.transforms.candidates import factor_scorer, shared_scorer
 from spark_jobs.transforms.top_k import evaluate, exclude_seen, top_k_block, top_k_rows
 
 
@@ -42,7 +43,8 @@ def test_random_blocks_match_a_full_sort(seed):
 
 
 def rows_of(members, ids, values, k, block):
-    return sorted(tuple(r) for r in pd.concat(list(top_k_rows(members, ids, values, k, block))).itertuples(index=False))
+    scorer = shared_scorer(values) if values.ndim == 1 else factor_scorer(values, np.ones(len(ids), dtype=bool))
+    return sorted(tuple(r) for r in pd.concat(list(top_k_rows(members, ids, scorer, k, block))).itertuples(index=False))
 
 
 def test_top_k_rows_score_members_against_candidates_only_with_their_ratings():
@@ -64,10 +66,10 @@ def test_top_k_rows_by_one_score_give_every_member_the_same_ranking():
 
 
 def test_evaluate_scores_each_members_top_k_against_her_relevant_items():
-    users = np.array([[1.0, 0.0], [0.5, 2.0]])
+    members = pd.DataFrame({"features": [np.array([1.0, 0.0]), np.array([0.5, 2.0])],
+                            "seen": [None, np.array([20])], "relevant": [np.array([20]), np.array([30, 40])]})
     ids, items = np.array([10, 20, 30]), np.array([[0.9, 0.1], [0.2, 1.0], [0.1, 0.5]])
-    got = evaluate(users, ids, items, seen=[None, np.array([20])], relevant=[np.array([20]), np.array([30, 40])],
-                   k=2, block_members=1)
+    got = evaluate(members, ids, factor_scorer(items, np.ones(3, dtype=bool)), k=2, block_members=1)
     # member 1: 10 (0.9), 20 (0.2) -> hit at 2: NDCG 1/log2(3), RR 1/2, recall 1, precision 1/2.
     # member 2 has seen 20: 30 (0.05 + 1.0), 10 (0.65) -> hit at 1 of 2 relevant (40 is no candidate):
     # NDCG 1 / (1 + 1/log2(3)), RR 1, recall 1/2, precision 1/2. Means over 2.
