@@ -9,9 +9,9 @@ Plain Python (fsspec, matplotlib): it runs in an Airflow task, not in Spark.
 from __future__ import annotations
 
 import io
-from collections import Counter
 import json
 import logging
+from collections import Counter
 
 from flashfeed import lake
 
@@ -83,7 +83,8 @@ def write_report(models_day: str, groups: list[str], dt: str,
                                                                        "gate's candidates"))
     served = Counter(entry.get("served_model") or entry["served_from"] for entry in summary["groups"].values())
     logger.info("%d of %d groups serve today's model (%s); fell back: %s. Summary %s, picture %s",
-                len(summary["served_from_model"]), len(groups), ", ".join(f"{n} {m}" for m, n in sorted(served.items())),
+                len(summary["served_from_model"]), len(groups),
+                ", ".join(f"{n} {m}" for m, n in sorted(served.items())),
                 ", ".join(f"{g} ({r})" for g, r in summary["fell_back"].items()) or "none",
                 f"{models_day}/{SUMMARY_FILE}", f"{models_day}/{REPORT_FILE}")
     return summary
