@@ -1,15 +1,24 @@
-"""Offline evaluation: popularity vs one global ALS vs per-group ALS, with and without the boost.
+"""Offline evaluation: every candidate of the daily quality gate, and what the gate would serve.
 
-Reads   raw/events of the look-back days before D, raw/catalog/dt=D (D: --dt, default the
-        newest catalog partition of the lake)
-Writes  --out metrics.json, and a table on stdout
+Reads   raw/events before D (default: all imported history; --lookback-days N: the N days
+        before D), raw/catalog/dt=D (D: --dt, default the newest catalog partition of the lake)
+Writes  --out metrics.json (overall and per group), and a table on stdout
 
     flashfeed evaluate --lake URI --out metrics.json [--split time --holdout-days N]
     flashfeed evaluate --lake URI --out metrics.json --split stratified --ratio 0.75 --seed S
+    flashfeed evaluate --lake URI --out metrics.json --protocol msr
 
-The split, the relevant items and the metrics are defined in spark_jobs/transforms/evaluation.py
-and flashfeed/metrics.py. Member groups are formed from the training part with the pipeline's
-own rules; each group's ALS uses its per-group config (`als.group_overrides`).
+Each member's events are split three ways. time: her last --holdout-days are the test part,
+the --holdout-days before them the validation part, the rest the fit part. stratified: --ratio
+of her subclass-brands train, the rest are the test part, and the training part is split the
+same way into fit and validation. `--protocol msr` is the Microsoft Recommenders protocol:
+stratified 75/25 per member, every subclass-brand ranked, seen ones excluded.
+
+Member groups are formed from the training part with the pipeline's rules. Per group, the
+candidates of the daily gate (spark_jobs/transforms/candidates.py) are fit on the fit part; the
+blend's weight and the gate's choice are made on the validation part; then every model is fit
+again on the whole training part and reported on the test part, on the same members, with
+`served` (each group's choice) and `served_boosted` (the choice with the collections' boost).
 """
 from __future__ import annotations
 
@@ -19,9 +28,11 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -29,24 +40,31 @@ from flashfeed import lake
 from flashfeed.config import group_settings, lake_root, load_config
 from flashfeed.metrics import METRICS
 from spark_jobs.common import LakeFS, get_logger, read_raw, spark_session
-from spark_jobs.transforms import als
+from spark_jobs.transforms import als, candidates, cleaning, evaluation, groups, ratings
 from spark_jobs.transforms import catalog as catalog_t
-from spark_jobs.transforms import cleaning, evaluation, groups, ratings
 
 log = get_logger("evaluate")
-MODELS = ("popularity", "global_als", "group_als", "group_als_boosted")
+SERVED, SERVED_BOOSTED = "served", "served_boosted"
+REPORTED = (candidates.POPULARITY, *candidates.MODELS, SERVED, SERVED_BOOSTED)
+GLOBAL = "global"   # the global ALS's settings: als.group_overrides.global
 
 
 @dataclass
 class Prepared:
-    """One split of a lake, ready for any model."""
-    train_ratings: DataFrame    # member_id, member_sk, group, subclass_brand_id, rating
-    relevant: DataFrame         # member_id, subclass_brand_id (evaluated members only)
-    seen: DataFrame | None      # excluded from rankings (None: nothing excluded)
-    interest: DataFrame         # member_id, subclass_key: recent browsed-not-bought (the boost's input)
-    item_subclass: DataFrame    # subclass_brand_id, subclass_key
-    candidates: DataFrame | None  # subclass_brand_id that may be ranked (None: every item)
+    """One three-way split of a lake, on the driver."""
+    ratings: pd.DataFrame       # member_sk, group, subclass_brand_id, part (train/validation/test), rating,
+                                # recent_rating
+    live: pd.DataFrame          # subclass_brand_id, part: what may be ranked in each part
+    boost_items: pd.Series      # per member_sk: the subclass-brands of her recently browsed-not-bought subclasses
+    exclude_seen: bool
     split: dict                 # what metrics.json reports about the split
+
+
+def imported_days(fs: LakeFS, root: str, dt: date) -> list[date]:
+    """Every day before D with a complete raw/events partition, newest first."""
+    days = [date.fromisoformat(name[len("dt="):]) for name in fs.list_dirs(f"{root}/raw/events")
+            if name.startswith("dt=")]
+    return sorted((d for d in days if d < dt and fs.exists(lake.success(lake.raw("events", d, root)))), reverse=True)
 
 
 def newest_catalog_date(root: str) -> date:
@@ -59,116 +77,154 @@ def newest_catalog_date(root: str) -> date:
     raise FileNotFoundError(f"no complete raw/catalog partition under {root}; import or generate data first")
 
 
-def prepare(spark: SparkSession, config: dict, root: str, dt: date, split: str, *, holdout_days: int,
-            ratio: float, seed: int, exclude_seen: bool = True, live_only: bool = True) -> Prepared:
-    """Clean the events before D, split them, and build training ratings with member groups.
+def mark_parts(clean: DataFrame, catalog: DataFrame, split: str, holdout_days: int, ratio: float,
+               seed: int) -> DataFrame:
+    """Clean events with `part`: train (the fit part), validation or test (module docstring)."""
+    if split == "time":
+        return evaluation.mark_gate_parts(clean, holdout_days, holdout_days)
+    if split != "stratified":
+        raise ValueError(f"unknown split {split!r}: use time or stratified")
+    # Split per subclass-brand; the pipeline's transforms add the keys themselves.
+    keyed = evaluation.with_keys(clean, catalog)
+    training, test = evaluation.stratified_split(keyed, ratio, seed)
+    fit, validation = evaluation.stratified_split(training, ratio, seed + 1)
+    return (fit.withColumn("part", F.lit("train")).unionByName(validation.withColumn("part", F.lit("validation")))
+            .unionByName(test.withColumn("part", F.lit("test"))).select(*clean.columns, "part"))
 
-    `live_only`: rank only subclass-brands that someone interacted with in the test part,
-    i.e. that were on sale then, as the pipeline ranks only subclass-brands on sale in the
-    launch window. That tells the models what was available, never what a member chose."""
+
+def prepare(spark: SparkSession, config: dict, root: str, dt: date, args: argparse.Namespace) -> Prepared:
+    """Clean the events before D, split them three ways, rate them and form member groups."""
     from spark_jobs.features import read_daily
 
     feats = config["features"]
     fs = LakeFS(spark)
     cutoff = datetime.combine(dt, datetime.min.time(), timezone.utc)
-    days = [dt - timedelta(days=i) for i in range(1, int(feats["lookback_days"]) + 1)]
+    days = ([dt - timedelta(days=i) for i in range(1, args.lookback_days + 1)] if args.lookback_days
+            else imported_days(fs, root, dt))
+    if not days:
+        raise SystemExit(f"no complete raw/events partition before {dt} under {root}: import events first")
     catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", dt, root)).cache()
     clean, _ = cleaning.clean_events(read_daily(spark, fs, "events", days, root), catalog,
                                      config["cleaning"]["event_types"], cutoff)
-    clean = clean.persist()
-
-    if split == "time":
-        train, test = evaluation.time_split(clean, holdout_days)
-        described = {"type": "time", "holdout_days": holdout_days}
-    elif split == "stratified":
-        # Split per subclass-brand; the pipeline's transforms below add the keys themselves.
-        train, test = (part.select(*clean.columns) for part in
-                       evaluation.stratified_split(evaluation.with_keys(clean, catalog), ratio, seed))
-        described = {"type": "stratified", "ratio": ratio, "seed": seed}
+    marked = mark_parts(clean, catalog, args.split, args.holdout_days, args.ratio, args.seed).persist()
+    training = marked.where(F.col("part") != "test")
+    rated = ratings.implicit_ratings(marked, catalog, feats["event_weights"], by=("part",),
+                                     recency=(cutoff, float(feats["history_half_life_days"])))
+    trained = rated.where(F.col("part") != "test").groupBy("member_id", "subclass_brand_id").agg(
+        F.sum("rating").alias("rating"))
+    members, grouping, _ = groups.member_groups(trained, training, catalog_t.subclass_brands(catalog), feats)
+    by_part = rated.join(members.select("member_id", "member_sk", "group"), "member_id").drop("member_id").toPandas()
+    if args.all_items:
+        items = np.unique(by_part["subclass_brand_id"])
+        live = pd.DataFrame({"subclass_brand_id": np.tile(items, 3), "part": np.repeat(["train", "validation", "test"],
+                                                                                       len(items))})
     else:
-        raise ValueError(f"unknown split {split!r}: use time or stratified")
-    train = train.persist()
-    weights = feats["event_weights"]
-    rated = ratings.implicit_ratings(train, catalog, weights)
-    members, grouping, _ = groups.member_groups(rated, train, catalog_t.subclass_brands(catalog), feats)
-    # Checkpointed: every model and grid point builds on these, and their plans would grow huge.
-    train_ratings = rated.join(members.select("member_id", "member_sk", "group"), "member_id").localCheckpoint()
-    test_ratings = ratings.implicit_ratings(test, catalog, weights)
-    relevant = evaluation.relevant_items(train_ratings, test_ratings, exclude_seen).localCheckpoint()
-    candidates = test_ratings.select("subclass_brand_id").distinct().localCheckpoint() if live_only else None
-    newest_train = train.agg(F.max("occurred_at")).first()[0]
-    interest = groups.recent_interest(train, catalog, newest_train - timedelta(days=int(feats["recent_days"])),
-                                      int(config["collections"]["boost_top_subclasses"])).localCheckpoint()
-    described.update({
-        "dt": dt.isoformat(), "exclude_seen": exclude_seen,
-        "candidates": "live in the test part" if live_only else "all",
-        "train_events": train.count(), "test_events": test.count(),
-        "members_with_training": train_ratings.select("member_id").distinct().count(),
-        "members_evaluated": relevant.select("member_id").distinct().count(),
-        "relevant_pairs": relevant.count(), "groups": grouping["sizes"],
-    })
-    log.info("split %s: %d training events, %d test events; %d members evaluated (%d relevant pairs)",
-             split, described["train_events"], described["test_events"], described["members_evaluated"],
-             described["relevant_pairs"])
-    return Prepared(train_ratings=train_ratings, relevant=relevant,
-                    seen=train_ratings.select("member_id", "subclass_brand_id") if exclude_seen else None,
-                    interest=interest, item_subclass=catalog.select("subclass_brand_id", "subclass_key").distinct(),
-                    candidates=candidates, split=described)
+        # Only what someone rated in a part was on sale then, as the pipeline ranks only what is on sale.
+        live = by_part[["subclass_brand_id", "part"]].drop_duplicates()
+    newest_training = training.agg(F.max("occurred_at")).first()[0]
+    interest = groups.recent_interest(training, catalog, newest_training - timedelta(days=int(feats["recent_days"])),
+                                      int(config["collections"]["boost_top_subclasses"]))
+    boost_pairs = (interest.join(members.select("member_id", "member_sk"), "member_id")
+                   .join(catalog.select("subclass_key", "subclass_brand_id").distinct(), "subclass_key")
+                   .select("member_sk", "subclass_brand_id").distinct().toPandas())
+    boost_items = boost_pairs.sort_values("subclass_brand_id").groupby("member_sk")["subclass_brand_id"].apply(
+        lambda s: s.to_numpy(dtype=np.int64))
+    counts = by_part.groupby("part").size().to_dict()
+    described = {"type": args.split, "dt": dt.isoformat(), "history_days": len(days),
+                 "oldest_day": min(days).isoformat(), "exclude_seen": args.exclude_seen,
+                 "candidates": "all" if args.all_items else "live in the part",
+                 "ratings_by_part": {part: int(n) for part, n in counts.items()},
+                 "members_with_training": int(by_part.loc[by_part["part"] != "test", "member_sk"].nunique()),
+                 "groups": grouping["sizes"]}
+    described.update({"holdout_days": args.holdout_days} if args.split == "time" else
+                     {"ratio": args.ratio, "seed": args.seed})
+    log.info("split %s of %d days (%s .. %s): ratings by part %s; %d members with training in %d groups", args.split,
+             len(days), min(days), max(days), described["ratings_by_part"], described["members_with_training"],
+             len(grouping["sizes"]))
+    marked.unpersist()
+    return Prepared(by_part, live, boost_items, args.exclude_seen, described)
 
 
-def group_scores(prepared: Prepared, config: dict, group: str, params: dict | None = None) -> DataFrame:
-    """Scores of one group's ALS for that group's evaluated members."""
-    group_ratings = prepared.train_ratings.where(F.col("group") == group)
-    model = als.fit(group_ratings, params or group_settings(config, "als", group))
-    evaluated = prepared.relevant.select("member_id").distinct().join(
-        group_ratings.select("member_id").distinct(), "member_id", "left_semi")
-    return als.member_scores(model, group_ratings, evaluated)
+def fit_items(spark: SparkSession, frame: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Item factors of one ALS fit of ratings (member_sk, subclass_brand_id, rating)."""
+    blocks, _ = als.blocks_for(frame["member_sk"].nunique(), params)
+    return als.fitted_factors(lambda: spark, frame, params, blocks)[1]
 
 
-def run_models(spark: SparkSession, prepared: Prepared, config: dict, k: int,
-               models: tuple[str, ...] = MODELS) -> dict[str, dict]:
-    """Metrics at k of each model, on the same evaluated members."""
-    evaluated = prepared.relevant.select("member_id").distinct()
-    results: dict[str, dict] = {}
-    rankings: dict[str, DataFrame] = {}
-    if "popularity" in models:
-        rankings["popularity"] = evaluation.popularity_scores(prepared.train_ratings, evaluated, k,
-                                                              prepared.candidates)
-    if "global_als" in models:
+def with_boost_items(stage: candidates.Stage, boost_items: pd.Series) -> candidates.Stage:
+    stage.members["boost_items"] = [boost_items.get(m, np.zeros(0, dtype=np.int64))
+                                    for m in stage.members["member_sk"]]
+    return stage
+
+
+def evaluate_groups(spark: SparkSession, prepared: Prepared, config: dict, settings: candidates.Settings,
+                    boost: float) -> dict[str, dict]:
+    """Per group: every candidate on both parts, the choice made on validation, and on the test
+    part `served` and `served_boosted`."""
+    fit = prepared.ratings[prepared.ratings["part"] == "train"]
+    training = candidates.summed(prepared.ratings[prepared.ratings["part"] != "test"])
+    global_params = group_settings(config, "als", GLOBAL)
+    started = time.monotonic()
+    global_fit, global_training = fit_items(spark, fit, global_params), fit_items(spark, training, global_params)
+    log.info("global ALS fit on the fit part (%d ratings) and on the training part (%d) in %.1f s", len(fit),
+             len(training), time.monotonic() - started)
+    results = {}
+    for group, rows in sorted(prepared.ratings.groupby("group")):
         started = time.monotonic()
-        model = als.fit(prepared.train_ratings, group_settings(config, "als", "global"))
-        rankings["global_als"] = als.member_scores(model, prepared.train_ratings, evaluated)
-        log.info("global ALS trained in %.1f s", time.monotonic() - started)
-    if {"group_als", "group_als_boosted"} & set(models):
-        group_keys = sorted(r["group"] for r in prepared.train_ratings.select("group").distinct().collect())
-        per_group = []
-        for group in group_keys:
-            started = time.monotonic()
-            per_group.append(group_scores(prepared, config, group).localCheckpoint())
-            log.info("group %s ALS trained and scored in %.1f s", group, time.monotonic() - started)
-        scores = per_group[0]
-        for more in per_group[1:]:
-            scores = scores.unionByName(more)
-        if "group_als" in models:
-            rankings["group_als"] = scores
-        if "group_als_boosted" in models:
-            with_subclass = scores.join(F.broadcast(prepared.item_subclass), "subclass_brand_id")
-            rankings["group_als_boosted"] = evaluation.boosted(
-                with_subclass, prepared.interest, float(config["collections"]["boost"])).drop("subclass_key")
-    for name in models:
-        top = evaluation.top_k_unseen(evaluation.only(rankings[name], prepared.candidates), prepared.seen, k)
-        results[name] = evaluation.evaluate(top, prepared.relevant, k)
-        log.info("%s: %s", name, ", ".join(f"{m} {results[name][m]:.4f}" for m in METRICS))
+        params = group_settings(config, "als", group)
+        parts = candidates.GateParts(rows, prepared.live)
+        validation, test = parts.stages(prepared.exclude_seen)
+        if test.members.empty:
+            log.info("group %s: no member with a test part, skipped", group)
+            continue
+        with_boost_items(test, prepared.boost_items)
+        on_fit = {candidates.GROUP_ALS: (fit_items(spark, parts.part("train"), params), params),
+                  candidates.GLOBAL_ALS: (global_fit, global_params)}
+        on_training = {candidates.GROUP_ALS: (fit_items(spark, candidates.summed(parts.part("train", "validation")),
+                                                        params), params),
+                       candidates.GLOBAL_ALS: (global_training, global_params)}
+        result, test_scorers = candidates.gate(validation, test, on_fit, settings, on_training, choose_on="validation")
+        served = result["chosen"] if result["passed"] else candidates.POPULARITY
+        result["test"][SERVED] = result["test"][served]
+        result["test"][SERVED_BOOSTED] = candidates.judged(
+            test, candidates.boosted_scorer(test_scorers[served], boost, test.item_ids), settings.k, settings.block,
+            settings.exclude_seen)
+        result["served"] = served
+        results[group] = result
+        log.info("group %s (%d test members) in %.1f s: serves %s; NDCG@%d validation/test: %s", group,
+                 len(test.members), time.monotonic() - started, served, settings.k, candidates.summary_line(result))
     return results
 
 
+def overall(per_group: dict[str, dict], part: str) -> dict[str, dict]:
+    """Member-weighted means over the groups of each reported model's metrics on `part`."""
+    totals: dict[str, dict] = {}
+    for result in per_group.values():
+        for name, metrics in result[part].items():
+            entry = totals.setdefault(name, dict.fromkeys((*METRICS, "members"), 0.0))
+            for metric in METRICS:
+                entry[metric] += metrics[metric] * metrics["members"]
+            entry["members"] += metrics["members"]
+    return {name: {**{m: (t[m] / t["members"] if t["members"] else 0.0) for m in METRICS},
+                   "members": int(t["members"])} for name, t in totals.items()}
+
+
 def table(results: dict[str, dict], k: int) -> str:
-    """The stdout table: one row per model."""
+    """The stdout table: one row per model, in REPORTED order."""
     header = f"{'model':<20}" + "".join(f"{m.replace('@k', f'@{k}'):>14}" for m in METRICS) + f"{'members':>10}"
     rows = [header, "-" * len(header)]
-    for name, metrics in results.items():
+    for name in [n for n in REPORTED if n in results]:
+        metrics = results[name]
         rows.append(f"{name:<20}" + "".join(f"{metrics[m]:>14.4f}" for m in METRICS) + f"{metrics['members']:>10}")
     return "\n".join(rows)
+
+
+def gate_settings(config: dict, k: int, exclude_seen: bool) -> candidates.Settings:
+    gate_cfg = config["evaluation"]
+    return candidates.Settings(k=k, margin=float(gate_cfg["gate_ndcg_margin"]),
+                               tolerance=float(gate_cfg["gate_ndcg_tolerance"]),
+                               blend_weights=[float(w) for w in gate_cfg["blend_weights"]],
+                               exclude_seen=exclude_seen, block=int(config["als"]["score_block_members"]))
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -177,6 +233,11 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--lake", default=None, help="lake root URI (default: FLASHFEED_LAKE)")
     p.add_argument("--dt", default=None, help="model date D (default: the newest raw/catalog partition)")
+    p.add_argument("--lookback-days", type=int, default=None,
+                   help="evaluate the events of the N days before D (default: all imported history)")
+    p.add_argument("--protocol", choices=("msr",), default=None,
+                   help="msr: the Microsoft Recommenders protocol (stratified 75/25 per member, every item ranked, "
+                        "seen items excluded); sets --split, --ratio and --all-items")
     p.add_argument("--split", choices=("time", "stratified"), default="time",
                    help="time: hold out each member's last --holdout-days; stratified: per-member random split")
     p.add_argument("--holdout-days", type=int, default=int(settings["holdout_days"]))
@@ -184,11 +245,27 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="stratified: share of each member's subclass-brands kept for training")
     p.add_argument("--seed", type=int, default=int(settings["seed"]))
     p.add_argument("--k", type=int, default=int(settings["k"]), help="metrics at k")
-    p.add_argument("--include-seen", action="store_true",
-                   help="rank (and count as relevant) subclass-brands the member has in training")
+    seen = p.add_mutually_exclusive_group()
+    seen.add_argument("--include-seen", dest="exclude_seen", action="store_false",
+                      help="rank (and count as relevant) subclass-brands the member has in training, as the served "
+                           "feeds do (default: evaluation.exclude_seen of the config)")
+    seen.add_argument("--exclude-seen", dest="exclude_seen", action="store_true",
+                      help="leave them out of rankings and relevant sets")
+    p.set_defaults(exclude_seen=bool(settings["exclude_seen"]))
     p.add_argument("--all-items", action="store_true",
-                   help="rank every subclass-brand, not only those live (interacted with by anyone) in the test part")
+                   help="rank every subclass-brand, not only those live (interacted with by anyone) in the part")
     return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if args.protocol == "msr":
+        args.split, args.ratio, args.all_items, args.exclude_seen = "stratified", 0.75, True, True
+    if not 0 < args.ratio < 1:
+        raise SystemExit(f"--ratio must be between 0 and 1, got {args.ratio}")
+    if args.k < 1 or args.holdout_days < 1 or (args.lookback_days is not None and args.lookback_days < 1):
+        raise SystemExit("--k, --holdout-days and --lookback-days must be at least 1")
+    return args
 
 
 def open_lake(args: argparse.Namespace, app: str) -> tuple[SparkSession, dict, str, date]:
@@ -197,30 +274,30 @@ def open_lake(args: argparse.Namespace, app: str) -> tuple[SparkSession, dict, s
     if "://" not in root:
         root = str(Path(root).resolve())     # Spark and fsspec agree on an absolute local path
     dt = date.fromisoformat(args.dt) if args.dt else newest_catalog_date(root)
-    if not 0 < args.ratio < 1:
-        raise SystemExit(f"--ratio must be between 0 and 1, got {args.ratio}")
-    if args.k < 1 or args.holdout_days < 1:
-        raise SystemExit("--k and --holdout-days must be at least 1")
     return spark_session(app, config), config, root, dt
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("flashfeed evaluate", __doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="metrics.json to write")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spark, config, root, dt = open_lake(args, "flashfeed-evaluate")
-    log.info("evaluating %s on %s, models %s, k=%d", root, dt, ", ".join(args.models), args.k)
-    prepared = prepare(spark, config, root, dt, args.split, holdout_days=args.holdout_days, ratio=args.ratio,
-                       seed=args.seed, exclude_seen=not args.include_seen, live_only=not args.all_items)
-    results = run_models(spark, prepared, config, args.k, tuple(args.models))
-    report = {"k": args.k, "split": prepared.split, "lake": root, "models": results}
+    log.info("evaluating %s on %s (%s), k=%d", root, dt, args.protocol or f"{args.split} split", args.k)
+    prepared = prepare(spark, config, root, dt, args)
+    per_group = evaluate_groups(spark, prepared, config, gate_settings(config, args.k, prepared.exclude_seen),
+                                float(config["collections"]["boost"]))
+    results = overall(per_group, "test")
+    report = {"k": args.k, "protocol": args.protocol, "split": prepared.split, "lake": root, "models": results,
+              "validation": overall(per_group, "validation"),
+              "served_by_group": {g: r["served"] for g, r in per_group.items()}, "groups": per_group}
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
         handle.write("\n")
     print(table(results, args.k))
-    print(f"\nmetrics written to {args.out}")
+    print(f"\nserved per group (chosen on the validation part): "
+          f"{', '.join(f'{g} {r}' for g, r in report['served_by_group'].items())}")
+    print(f"metrics written to {args.out}")
     spark.stop()
     return 0
 

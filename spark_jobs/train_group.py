@@ -131,34 +131,14 @@ def scoring_frame(ratings: pd.DataFrame, served: Served) -> pd.DataFrame:
     return frame
 
 
-@dataclass
-class GateInputs:
-    """The gate's split of one group, on the driver."""
-    ratings: pd.DataFrame        # member_sk, subclass_brand_id, part, rating, recent_rating
-    live: pd.DataFrame           # subclass_brand_id, part: rated by anyone in that part
-
-    def part(self, *names: str) -> pd.DataFrame:
-        return self.ratings[self.ratings["part"].isin(names)]
-
-    def stages(self, exclude_seen: bool) -> tuple[candidates.Stage, candidates.Stage]:
-        """(validation, test): the validation part judged from the training part, the test part
-        from both."""
-        live = {part: rows["subclass_brand_id"].to_numpy() for part, rows in self.live.groupby("part")}
-        empty = np.zeros(0, dtype=np.int64)
-        return (candidates.stage(candidates.summed(self.part("train")), self.part("validation"),
-                                 live.get("validation", empty), exclude_seen),
-                candidates.stage(candidates.summed(self.part("train", "validation")), self.part("test"),
-                                 live.get("test", empty), exclude_seen))
-
-
-def read_gate(features: str, group: str) -> GateInputs | None:
+def read_gate(features: str, group: str) -> candidates.GateParts | None:
     """The group's gate split, or None when it has no training or no test part (a history
     shorter than the gate's parts)."""
     ratings = lake.read_table(f"{features}/gate/ratings/group={group}",
                               ["member_sk", "subclass_brand_id", "part", "rating", "recent_rating"])
     if not ((ratings["part"] == "test").any() and (ratings["part"] == "train").any()):
         return None
-    return GateInputs(ratings, lake.read_table(f"{features}/gate/live"))
+    return candidates.GateParts(ratings, lake.read_table(f"{features}/gate/live"))
 
 
 def gate_settings(config: dict, block: int) -> candidates.Settings:
@@ -166,7 +146,7 @@ def gate_settings(config: dict, block: int) -> candidates.Settings:
     return candidates.Settings(k=int(gate_cfg["k"]), margin=float(gate_cfg["gate_ndcg_margin"]),
                                tolerance=float(gate_cfg["gate_ndcg_tolerance"]),
                                blend_weights=[float(w) for w in gate_cfg["blend_weights"]],
-                               exclude_seen=bool(gate_cfg["gate_exclude_seen"]), block=block)
+                               exclude_seen=bool(gate_cfg["exclude_seen"]), block=block)
 
 
 def fit_group(spark: Callable[[], SparkSession], fit_frame: pd.DataFrame, params: dict, blocks: int,
@@ -185,7 +165,7 @@ def fit_group(spark: Callable[[], SparkSession], fit_frame: pd.DataFrame, params
         return None, failure
 
 
-def judge_candidates(gate_inputs: GateInputs | None, group_items: pd.DataFrame | None, failure: str | None,
+def judge_candidates(gate_inputs: candidates.GateParts | None, group_items: pd.DataFrame | None, failure: str | None,
                      global_items: pd.DataFrame | None, params: dict, global_params: dict,
                      settings: candidates.Settings) -> dict:
     """The gate's verdict (candidates.gate) on the models that trained; without a gate split the
@@ -203,7 +183,7 @@ def judge_candidates(gate_inputs: GateInputs | None, group_items: pd.DataFrame |
                     if items is not None}
     validation, test = gate_inputs.stages(settings.exclude_seen)
     started = time.monotonic()
-    gate = candidates.gate(validation, test, item_factors, settings)
+    gate, _ = candidates.gate(validation, test, item_factors, settings)
     gate["failed"] = {candidates.GROUP_ALS: failure} if failure else {}
     log.info("quality gate on %d validation and %d test members in %.1f s: NDCG@%d validation/test: %s",
              len(validation.members), len(test.members), time.monotonic() - started, settings.k,

@@ -1,32 +1,77 @@
-"""Tuning: a grid of ALS rank, regParam and alpha per member group, on an offline split.
+"""Tuning: a grid of ALS rank, regParam and alpha per member group, chosen on validation, reported on test.
 
 Reads   what `flashfeed evaluate` reads (raw/events before D, raw/catalog/dt=D)
 Writes  --out results.csv (one row per group and grid point, plus each group's popularity
-        baseline) and the same table as Markdown on stdout, best NDCG@k per group marked
+        baseline; NDCG etc. on the validation and the test part), the same table as Markdown on
+        stdout, and with --settings-out a JSON of each group's chosen settings and their evidence
 
     flashfeed tune --lake URI [--groups 13 21] [--rank 10 50] [--reg-param 0.01 0.1] [--alpha 0.05 1]
 
-Copy a group's best row into `als.group_overrides` of include/flashfeed.yaml (or the
-defaults when one setting wins everywhere): the evidence stays in the committed table.
+The split is `flashfeed evaluate`'s: each grid point's group ALS is fit on the fit part and
+judged on the validation part, where each group's best point is chosen; it is then fit again on
+the whole training part and judged on the untouched test part, so the test figures say how well
+the choice generalises. `flashfeed_weekly_tune` runs this on the lake and writes the settings where
+the daily model reads them; committed defaults come from the same table (include/tuning/).
 """
 from __future__ import annotations
 
 import csv
 import itertools
+import json
 import logging
 import sys
 import time
 
-from pyspark.sql import functions as F
-
 from flashfeed.config import group_settings, load_config
 from flashfeed.metrics import METRICS
 from spark_jobs.common import get_logger
-from spark_jobs.evaluate import group_scores, open_lake, parser, prepare
-from spark_jobs.transforms import evaluation
+from spark_jobs.evaluate import fit_items, gate_settings, open_lake, parse, parser, prepare
+from spark_jobs.transforms import candidates
 
 log = get_logger("tune")
 GRID = ("rank", "reg_param", "alpha")
+PARTS = ("validation", "test")
+
+
+def tune_group(spark, parts: candidates.GateParts, base: dict, points: list[tuple], settings: candidates.Settings,
+               group: str) -> list[dict]:
+    """Rows of one group: popularity, then every grid point, each on both parts; the point with
+    the best validation NDCG@k is marked `chosen`."""
+    validation, test = parts.stages(settings.exclude_seen)
+    stages = {"validation": validation, "test": test}
+    histories = {"validation": parts.part("train"), "test": candidates.summed(parts.part("train", "validation"))}
+    rows = [{"group": group, "model": "popularity", **dict.fromkeys(GRID, ""), "seconds": "",
+             **{part: candidates.judged(stages[part], candidates.shared_scorer(stages[part].popularity), settings.k,
+                                        settings.block, settings.exclude_seen) for part in PARTS}}]
+    for rank, reg_param, alpha in points:
+        params = {**base, "rank": rank, "reg_param": reg_param, "alpha": alpha}
+        started = time.monotonic()
+        row = {"group": group, "model": "als", "rank": rank, "reg_param": reg_param, "alpha": alpha}
+        for part in PARTS:
+            scorer, _ = candidates.with_member_vectors(stages[part], "tuned", fit_items(spark, histories[part], params),
+                                                       params)
+            row[part] = candidates.judged(stages[part], scorer, settings.k, settings.block, settings.exclude_seen)
+        row["seconds"] = round(time.monotonic() - started, 1)
+        rows.append(row)
+        log.info("group %s rank=%s regParam=%s alpha=%s: NDCG@k validation %.4f, test %.4f (%d/%d members)", group,
+                 rank, reg_param, alpha, row["validation"]["ndcg@k"], row["test"]["ndcg@k"],
+                 row["validation"]["members"], row["test"]["members"])
+    best = max((r for r in rows if r["model"] == "als"), key=lambda r: r["validation"]["ndcg@k"])
+    best["chosen"] = True
+    return rows
+
+
+def chosen_settings(rows: list[dict], split: dict) -> dict:
+    """Per group, the chosen grid point with its evidence (what the weekly tune writes)."""
+    groups = {}
+    for row in rows:
+        if row.get("chosen"):
+            baseline = next(r for r in rows if r["group"] == row["group"] and r["model"] == "popularity")
+            groups[row["group"]] = {"settings": {name: row[name] for name in GRID},
+                                    "evidence": {part: {"ndcg@k": row[part]["ndcg@k"],
+                                                        "popularity_ndcg@k": baseline[part]["ndcg@k"],
+                                                        "members": row[part]["members"]} for part in PARTS}}
+    return {"split": split, "groups": groups}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,67 +82,54 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reg-param", nargs="+", type=float, default=grid["reg_param"])
     p.add_argument("--alpha", nargs="+", type=float, default=grid["alpha"])
     p.add_argument("--out", default="tune_results.csv", help="results table (CSV)")
-    args = p.parse_args(argv)
+    p.add_argument("--settings-out", default=None, help="each group's chosen settings and evidence (JSON)")
+    args = parse(p, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spark, config, root, dt = open_lake(args, "flashfeed-tune")
-    prepared = prepare(spark, config, root, dt, args.split, holdout_days=args.holdout_days, ratio=args.ratio,
-                       seed=args.seed, exclude_seen=not args.include_seen, live_only=not args.all_items)
-    existing = sorted(r["group"] for r in prepared.train_ratings.select("group").distinct().collect())
+    prepared = prepare(spark, config, root, dt, args)
+    existing = sorted(prepared.ratings["group"].unique())
     groups = args.groups or existing
     unknown = sorted(set(groups) - set(existing))
     if unknown:
         raise SystemExit(f"groups {unknown} do not exist in this split; groups: {existing}")
     points = list(itertools.product(args.rank, args.reg_param, args.alpha))
     log.info("tuning %d groups x %d grid points on %s (%s split)", len(groups), len(points), dt, args.split)
-
+    settings = gate_settings(config, args.k, prepared.exclude_seen)
     rows = []
     for group in groups:
-        members = prepared.train_ratings.where(F.col("group") == group).select("member_id").distinct()
-        relevant = prepared.relevant.join(members, "member_id", "left_semi").persist()
-        baseline = evaluation.top_k_unseen(evaluation.popularity_scores(
-            prepared.train_ratings, relevant.select("member_id").distinct(), args.k, prepared.candidates),
-            prepared.seen, args.k)
-        rows.append({"group": group, "model": "popularity", "rank": "", "reg_param": "", "alpha": "",
-                     **evaluation.evaluate(baseline, relevant, args.k), "seconds": ""})
-        for rank, reg_param, alpha in points:
-            params = {**group_settings(config, "als", group), "rank": rank, "reg_param": reg_param, "alpha": alpha}
-            started = time.monotonic()
-            scores = evaluation.only(group_scores(prepared, config, group, params), prepared.candidates)
-            top = evaluation.top_k_unseen(scores, prepared.seen, args.k)
-            metrics = evaluation.evaluate(top, relevant, args.k)
-            rows.append({"group": group, "model": "als", "rank": rank, "reg_param": reg_param, "alpha": alpha,
-                         **metrics, "seconds": round(time.monotonic() - started, 1)})
-            log.info("group %s rank=%s regParam=%s alpha=%s: ndcg@k %.4f recall@k %.4f (%d members)",
-                     group, rank, reg_param, alpha, metrics["ndcg@k"], metrics["recall@k"], metrics["members"])
-        relevant.unpersist()
+        parts = candidates.GateParts(prepared.ratings[prepared.ratings["group"] == group], prepared.live)
+        rows.extend(tune_group(spark, parts, group_settings(config, "als", group), points, settings, group))
 
-    columns = ["group", "model", *GRID, *METRICS, "members", "seconds"]
+    columns = ["group", "model", *GRID, *(f"{part}_{m}" for part in PARTS for m in METRICS),
+               "validation_members", "test_members", "chosen", "seconds"]
     with open(args.out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({c: (f"{row[c]:.4f}" if c in METRICS else row[c]) for c in columns})
+            writer.writerow({**{c: row.get(c, "") for c in ("group", "model", *GRID, "seconds")},
+                             **{f"{part}_{m}": f"{row[part][m]:.4f}" for part in PARTS for m in METRICS},
+                             "validation_members": row["validation"]["members"],
+                             "test_members": row["test"]["members"], "chosen": bool(row.get("chosen"))})
+    if args.settings_out:
+        with open(args.settings_out, "w", encoding="utf-8") as handle:
+            json.dump(chosen_settings(rows, prepared.split), handle, indent=2)
+            handle.write("\n")
     print(markdown(rows, args.k))
-    print(f"\nresults written to {args.out} ({args.split} split of {dt}, k={args.k})")
+    print(f"\nresults written to {args.out} ({args.split} split of {dt}, k={args.k}); each group's chosen point "
+          "(best validation NDCG) is in bold")
     spark.stop()
     return 0
 
 
 def markdown(rows: list[dict], k: int) -> str:
-    """The results as a Markdown table; each group's best ALS NDCG@k is in bold."""
-    best = {}
+    """The results as a Markdown table; each group's chosen row (best validation NDCG@k) in bold."""
+    lines = [f"| group | model | rank | regParam | alpha | validation NDCG@{k} | test NDCG@{k} | test recall@{k} "
+             "| members (validation/test) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        if row["model"] == "als" and row["ndcg@k"] > best.get(row["group"], -1.0):
-            best[row["group"]] = row["ndcg@k"]
-    lines = [f"| group | model | rank | regParam | alpha | NDCG@{k} | recall@{k} | precision@{k} | MAP@{k} | MRR | members |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        ndcg = f"{row['ndcg@k']:.4f}"
-        if row["model"] == "als" and row["ndcg@k"] == best[row["group"]]:
-            ndcg = f"**{ndcg}**"
-        lines.append(f"| {row['group']} | {row['model']} | {row['rank']} | {row['reg_param']} | {row['alpha']} | {ndcg} "
-                     f"| {row['recall@k']:.4f} | {row['precision@k']:.4f} | {row['map@k']:.4f} | {row['mrr']:.4f} "
-                     f"| {row['members']} |")
+        mark = "**" if row.get("chosen") else ""
+        lines.append(f"| {row['group']} | {row['model']} | {row['rank']} | {row['reg_param']} | {row['alpha']} "
+                     f"| {mark}{row['validation']['ndcg@k']:.4f}{mark} | {mark}{row['test']['ndcg@k']:.4f}{mark} "
+                     f"| {row['test']['recall@k']:.4f} | {row['validation']['members']}/{row['test']['members']} |")
     return "\n".join(lines)
 
 

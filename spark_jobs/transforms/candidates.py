@@ -44,6 +44,17 @@ def factor_scorer(item_matrix: np.ndarray, known: np.ndarray, column: str = "fea
     return score
 
 
+def boosted_scorer(model: Scorer, boost: float, item_ids: np.ndarray) -> Scorer:
+    """The model's scores x (1 + boost) on each member's `boost_items` (the subclass-brands of
+    the subclasses she recently browsed without buying): the collections' boost."""
+    def score(part: pd.DataFrame) -> np.ndarray:
+        scores = model(part)
+        rows, columns, _ = top_k.item_positions(part["boost_items"], item_ids)
+        scores[rows, columns] *= 1.0 + boost
+        return scores
+    return score
+
+
 def shared_scorer(values: np.ndarray) -> Scorer:
     """The same scores (e.g. popularity) for every member."""
     values = np.asarray(values, dtype=np.float64)
@@ -148,8 +159,9 @@ class Settings:
 
 
 def choose(test: dict[str, dict], settings: Settings) -> tuple[str, bool, str]:
-    """(candidate, passed, reason): the best model on the test part (ties within the tolerance go
-    to the first in MODELS), served when it reaches popularity's NDCG@k - margin; else popularity."""
+    """(candidate, passed, reason): the best model on `test` (one part's metrics by candidate;
+    ties within the tolerance go to the first in MODELS), served when it reaches popularity's
+    NDCG@k - margin; else popularity."""
     k, floor = settings.k, test[POPULARITY]["ndcg@k"]
     models = [name for name in MODELS if name in test]
     if not models:
@@ -165,17 +177,23 @@ def choose(test: dict[str, dict], settings: Settings) -> tuple[str, bool, str]:
 
 
 def gate(validation: Stage, test: Stage, item_factors: dict[str, tuple[pd.DataFrame, dict]],
-         settings: Settings) -> dict:
-    """Every candidate's metrics on both parts and the gate's choice. `item_factors`: per CF
-    model that trained, its item factors (fit before the validation part) and its als settings.
-    The blend's CF model and weight are chosen on validation; the choice is made on test."""
+         settings: Settings, test_item_factors: dict[str, tuple[pd.DataFrame, dict]] | None = None,
+         choose_on: str = "test") -> tuple[dict, dict[str, Scorer]]:
+    """(result, the test part's scorers): every candidate's metrics on both parts and the gate's
+    choice. `item_factors`: per CF model that trained, its item factors (fit before the
+    validation part) and its als settings;
+    `test_item_factors`: the same refit before the test part (default: the same factors, their
+    members folded in on the longer history). The blend's CF model and weight are chosen on
+    validation; the choice on `choose_on`: the daily gate chooses on its test part, the newest
+    data; `flashfeed evaluate` on validation, keeping its test part for the report."""
     k, block, exclude = settings.k, settings.block, settings.exclude_seen
     result: dict = {"evaluated": True, "k": k, "margin": settings.margin, "tolerance": settings.tolerance,
                     "exclude_seen": exclude, "validation": {}, "test": {}}
     scorers: dict[str, dict[str, Scorer]] = {"validation": {}, "test": {}}
     for part, target in (("validation", validation), ("test", test)):
         scorers[part][POPULARITY] = shared_scorer(target.popularity)
-        for name, (items, params) in item_factors.items():
+        for name, (items, params) in (item_factors if part == "validation" else
+                                      test_item_factors or item_factors).items():
             scorers[part][name] = with_member_vectors(target, name, items, params)[0]
     if len(validation.members):
         for name, scorer in scorers["validation"].items():
@@ -196,8 +214,30 @@ def gate(validation: Stage, test: Stage, item_factors: dict[str, tuple[pd.DataFr
         scorers["test"][REPEAT_BLEND] = blend_scorer(scorers["test"][cf], weight, test.item_ids)
     for name, scorer in scorers["test"].items():
         result["test"][name] = judged(test, scorer, k, block, exclude)
-    chosen, passed, reason = choose(result["test"], settings)
-    return {**result, "chosen": chosen, "passed": passed, "reason": reason}
+    chosen, passed, reason = choose(result[choose_on], settings) if result[choose_on] else \
+        (POPULARITY, False, f"no member to judge on the {choose_on} part")
+    return {**result, "chosen": chosen, "passed": passed, "reason": reason}, scorers["test"]
+
+
+@dataclass
+class GateParts:
+    """One group's ratings split for the gate (train, validation, test), and the subclass-brands
+    rankable in each part."""
+    ratings: pd.DataFrame        # member_sk, subclass_brand_id, part, rating, recent_rating
+    live: pd.DataFrame           # subclass_brand_id, part
+
+    def part(self, *names: str) -> pd.DataFrame:
+        return self.ratings[self.ratings["part"].isin(names)]
+
+    def stages(self, exclude_seen: bool) -> tuple[Stage, Stage]:
+        """(validation, test): the validation part judged from the training part, the test part
+        from both."""
+        live = {part: rows["subclass_brand_id"].to_numpy() for part, rows in self.live.groupby("part")}
+        empty = np.zeros(0, dtype=np.int64)
+        return (stage(summed(self.part("train")), self.part("validation"), live.get("validation", empty),
+                      exclude_seen),
+                stage(summed(self.part("train", "validation")), self.part("test"), live.get("test", empty),
+                      exclude_seen))
 
 
 def summary_line(result: dict) -> str:

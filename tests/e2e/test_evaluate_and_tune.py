@@ -13,7 +13,7 @@ from flashfeed.env import project_env
 from flashfeed.metrics import METRICS
 from tests.conftest import UCI_SAMPLE
 
-MODELS = {"popularity", "global_als", "group_als", "group_als_boosted"}
+MODELS = {"popularity", "group_als", "global_als", "repeat_blend", "served", "served_boosted"}
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not UCI_SAMPLE.is_file(), reason=f"the UCI sample is not at {UCI_SAMPLE}")]
@@ -39,24 +39,45 @@ def test_evaluate_and_tune_on_the_uci_sample(tmp_path):
     report = json.loads(out.read_text())
     assert report["k"] == 10 and report["split"]["type"] == "stratified" and report["split"]["seed"] == 3
     assert report["split"]["dt"] == "2011-12-10"            # the day after the last invoice
+    # All imported history by default: from the sample's first invoice day on.
+    with open(tmp_path / "csv" / "events.csv", newline="") as handle:
+        first_day = min(row["occurred_at"][:10] for row in csv.DictReader(handle))
+    assert report["split"]["oldest_day"] == first_day
     assert set(report["models"]) == MODELS
-    evaluated = report["split"]["members_evaluated"]
+    evaluated = report["models"]["popularity"]["members"]
     assert evaluated > 100
     for name, metrics in report["models"].items():
         assert metrics["members"] == evaluated, name        # every model on the same members
         assert all(0.0 <= metrics[m] <= 1.0 for m in METRICS), name
     assert report["models"]["popularity"]["ndcg@k"] > 0      # the baseline finds something
+    # `served` is each group's choice (made on validation), reported on the test part.
+    for group, result in report["groups"].items():
+        assert result["test"]["served"] == result["test"][report["served_by_group"][group]], group
     for name in MODELS:
         assert name in table
     assert "ndcg@10" in table and "recall@10" in table
 
-    # One grid point for one group: a row per grid point plus the group's popularity baseline.
-    results = tmp_path / "tune.csv"
+    # The MSR protocol on the last 7 days: every item ranked, seen items excluded.
+    msr = tmp_path / "msr.json"
+    _flashfeed(["evaluate", "--lake", lake, "--out", str(msr), "--protocol", "msr", "--lookback-days", "7"], env)
+    protocol = json.loads(msr.read_text())
+    assert protocol["protocol"] == "msr" and protocol["split"]["ratio"] == 0.75
+    assert protocol["split"]["candidates"] == "all" and protocol["split"]["exclude_seen"] is True
+    assert protocol["split"]["history_days"] == 7 and protocol["split"]["oldest_day"] == "2011-12-03"
+
+    # Two grid points for one group: popularity, then a row per point, on both parts; one is chosen.
+    results, chosen = tmp_path / "tune.csv", tmp_path / "settings.json"
     group = next(iter(report["split"]["groups"]))
     _flashfeed(["tune", "--lake", lake, "--split", "stratified", "--ratio", "0.75", "--seed", "3",
                 "--groups", group, "--rank", "5", "--reg-param", "0.1",
-                "--alpha", "0.05", "1.0", "--out", str(results)], env)
+                "--alpha", "0.05", "1.0", "--out", str(results), "--settings-out", str(chosen)], env)
     with open(results, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["model"], r["alpha"]) for r in rows] == [("popularity", ""), ("als", "0.05"), ("als", "1.0")]
-    assert all(r["group"] == group and 0 <= float(r["ndcg@k"]) <= 1 for r in rows)
+    assert all(r["group"] == group and 0 <= float(r["validation_ndcg@k"]) <= 1 and 0 <= float(r["test_ndcg@k"]) <= 1
+               for r in rows)
+    best = max(rows[1:], key=lambda r: float(r["validation_ndcg@k"]))
+    assert [r["chosen"] for r in rows] == [str(r is best) for r in rows]
+    settings = json.loads(chosen.read_text())["groups"][group]
+    assert settings["settings"] == {"rank": 5, "reg_param": 0.1, "alpha": float(best["alpha"])}
+    assert settings["evidence"]["test"]["ndcg@k"] == pytest.approx(float(best["test_ndcg@k"]), abs=1e-4)

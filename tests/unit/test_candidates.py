@@ -74,7 +74,7 @@ def test_the_gate_tunes_the_blend_on_validation_and_chooses_on_test():
     known = candidates.summed(pd.concat([train, history([(1, 30, 3.0, 3.0), (2, 30, 3.0, 3.0)])]))
     test = stage(known, pd.DataFrame({"member_sk": [1, 2], "subclass_brand_id": [10, 20]}), np.array([10, 20, 30]),
                  False)
-    result = candidates.gate(validation, test, {"group_als": (items({10: 0.9, 20: 0.5, 30: 0.1}), PARAMS),
+    result, _ = candidates.gate(validation, test, {"group_als": (items({10: 0.9, 20: 0.5, 30: 0.1}), PARAMS),
                                                 "global_als": (items({10: 0.1, 20: 0.5, 30: 0.9}), PARAMS)},
                              settings())
     ndcg = {part: {name: m["ndcg@k"] for name, m in result[part].items()} for part in ("validation", "test")}
