@@ -5,8 +5,8 @@
 For every group of the day, fits the group's ALS (its own settings) on the gate's training part
 once per seed with Spark (`local[*]`, one session for all fits after one warm-up fit, whose
 time is the JVM's warm-up every train_group task pays for a Spark fit, reported apart) and with
-`als.fit_on_driver`, then judges each model as the daily quality gate does (NDCG@k on the
-gate's holdout, `train_group.gate_evaluation`). Prints per group the ratings, the NDCG@k of
+`als.fit_on_driver`, then judges each model as the daily quality gate judges group_als (NDCG@k
+on the gate's test part, transforms/candidates.py). Prints per group the ratings, the NDCG@k of
 each engine (mean over seeds and the seed-to-seed range) and the fit times; writes
 `bench/results/als-fit-<name>.json`. Needs `features/dt=D` in the lake.
 
@@ -37,8 +37,9 @@ from flashfeed import lake  # noqa: E402
 from flashfeed.config import group_settings, load_config  # noqa: E402
 from flashfeed.env import project_env  # noqa: E402
 from spark_jobs.common import spark_session  # noqa: E402
-from spark_jobs.train_group import fitted_factors, gate_evaluation, read_gate  # noqa: E402
-from spark_jobs.transforms import als  # noqa: E402
+from spark_jobs.train_group import gate_settings, read_gate  # noqa: E402
+from spark_jobs.transforms import als, candidates  # noqa: E402
+from spark_jobs.transforms.als import fitted_factors  # noqa: E402
 
 SPARK_ONLY = {"driver_fit_max_ratings": -1}   # every fit goes to Spark's ALS
 DRIVER_ONLY = {"driver_fit_max_ratings": 1 << 62}
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     root = str(Path(args.lake).resolve())
     os.environ.update(project_env({**os.environ, "FLASHFEED_LAKE": root}))
     config = load_config()
-    gate_cfg = config["evaluation"]
-    k, margin = int(gate_cfg["k"]), float(gate_cfg["gate_ndcg_margin"])
+    settings = gate_settings(config, int(config["als"]["score_block_members"]))
+    k = settings.k
     features = lake.features(args.dt, root)
     groups = json.loads(Path(features, "groups.json").read_text())["groups"]
 
@@ -88,24 +89,27 @@ def main(argv: list[str] | None = None) -> int:
     for group in groups:
         params = group_settings(config, "als", group)
         ratings = lake.read_table(f"{features}/ratings/group={group}")
-        gate = read_gate(features, group, ratings)
-        blocks, _ = als.blocks_for(int(gate.train["member_sk"].nunique()), params)
-        result = {"group": group, "gate_train_ratings": len(gate.train), "members": int(ratings["member_id"].nunique()),
+        gate = read_gate(features, group)
+        if gate is None:
+            continue
+        train, (_, test) = gate.part("train"), gate.stages(settings.exclude_seen)
+        blocks, _ = als.blocks_for(int(train["member_sk"].nunique()), params)
+        result = {"group": group, "gate_train_ratings": len(train), "members": int(ratings["member_id"].nunique()),
                   "rank": params["rank"]}
         if first_spark_fit is None:   # the JVM's warm-up, reported apart from the table
             started = time.monotonic()
-            fitted_factors(lambda: spark, gate.train, {**params, **SPARK_ONLY}, blocks)
+            fitted_factors(lambda: spark, train, {**params, **SPARK_ONLY}, blocks)
             first_spark_fit = time.monotonic() - started
         for engine, override in (("spark", SPARK_ONLY), ("driver", DRIVER_ONLY)):
             ndcg, seconds = [], []
             for seed in args.seeds:
                 started = time.monotonic()
-                users, items = fitted_factors(lambda: spark, gate.train, {**params, **override, "seed": seed}, blocks)
+                _, items = fitted_factors(lambda: spark, train, {**params, **override, "seed": seed}, blocks)
                 seconds.append(time.monotonic() - started)
-                judged = gate_evaluation(users, items, gate.train, gate.relevant, gate.candidates, k, margin,
-                                         int(params["score_block_members"]))
-                ndcg.append(judged["model"]["ndcg@k"])
-                result["popularity_ndcg"] = judged["popularity"]["ndcg@k"]
+                scorer, _ = candidates.with_member_vectors(test, engine, items, params)
+                ndcg.append(candidates.judged(test, scorer, k, settings.block, settings.exclude_seen)["ndcg@k"])
+                result["popularity_ndcg"] = candidates.judged(test, candidates.shared_scorer(test.popularity), k,
+                                                              settings.block, settings.exclude_seen)["ndcg@k"]
             result[engine] = {"ndcg_mean": statistics.mean(ndcg), "ndcg_min": min(ndcg), "ndcg_max": max(ndcg),
                               "fit_s_median": statistics.median(seconds), "seeds": len(ndcg)}
         rows.append(result)
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[f"{engine}_ndcg_ratings_weighted"] = sum(r[engine]["ndcg_mean"] * r["gate_train_ratings"]
                                                          for r in rows) / weight
         summary[f"{engine}_fit_s_total"] = sum(r[engine]["fit_s_median"] for r in rows)
-        summary[f"{engine}_groups_passing_gate"] = sum(r[engine]["ndcg_mean"] >= r["popularity_ndcg"] - margin
+        summary[f"{engine}_groups_passing_gate"] = sum(r[engine]["ndcg_mean"] >= r["popularity_ndcg"] - settings.margin
                                                        for r in rows)
     out = REPO / "bench" / "results" / f"als-fit-{args.name}.json"
     out.write_text(json.dumps({"lake": root, "dt": args.dt, "k": k, "summary": summary, "groups": rows}, indent=2))

@@ -26,8 +26,9 @@ from flashfeed import lake  # noqa: E402
 from flashfeed.config import group_settings, load_config  # noqa: E402
 from flashfeed.env import project_env  # noqa: E402
 from spark_jobs.common import driver_startup_seconds, spark_session  # noqa: E402
-from spark_jobs.train_group import RATING_COLUMNS  # noqa: E402
 from spark_jobs.transforms import als  # noqa: E402
+
+RATING_COLUMNS = ["member_sk", "subclass_brand_id", "rating"]   # what ALS reads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,14 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(project_env({**os.environ, "FLASHFEED_LAKE": root}))
     config = load_config()
     params = group_settings(config, "als", args.group)
-    path = f"{lake.features(args.dt, root)}/gate/train_ratings/group={args.group}"
-    frame = lake.read_table(path, RATING_COLUMNS)
+    path = f"{lake.features(args.dt, root)}/gate/ratings/group={args.group}"
+    frame = lake.read_table(path, [*RATING_COLUMNS, "part"])
+    frame = frame[frame["part"] == "train"][RATING_COLUMNS]      # the gate's training part
     blocks, _ = als.blocks_for(int(frame["member_sk"].nunique()), params)
 
     spark = spark_session("flashfeed-fixed-costs-bench", config)
     startup = driver_startup_seconds()
     spark.sparkContext.setCheckpointDir(tempfile.mkdtemp(prefix="flashfeed-fixed-costs-"))
-    inputs = {"parquet": lambda: spark.read.parquet(path).select(*RATING_COLUMNS),
+    inputs = {"parquet": lambda: spark.read.parquet(path).where("part = 'train'").select(*RATING_COLUMNS),
               "driver frame": lambda: spark.createDataFrame(frame)}
     seconds: dict[str, list[float]] = {name: [] for name in inputs}
     order = []

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import SparkSession
 from scipy import sparse
 
 from spark_jobs.transforms import affinity
-from spark_jobs.transforms.evaluation import dot_scores
 
 OUTER_CHUNK_VALUES = 1 << 25   # doubles of factor outer products held at once (256 MB)
 MEMBER_FACTORS_SCHEMA = pa.schema([("member_id", pa.string()), ("features", pa.list_(pa.float64()))])
@@ -34,19 +33,6 @@ def blocks_for(members: int, params: dict) -> tuple[int, int]:
     """(user blocks, divisor) for a group of `members` members."""
     return affinity.user_blocks(members, int(params["user_blocks_threshold"]),
                                 int(params["user_blocks_divisor_small"]), int(params["user_blocks_divisor_large"]))
-
-
-def fit(ratings: DataFrame, params: dict) -> ALSModel:
-    blocks, _ = blocks_for(ratings.select("member_sk").distinct().count(), params)
-    return estimator(params, blocks).fit(ratings)
-
-
-def member_scores(model: ALSModel, ratings: DataFrame, members: DataFrame) -> DataFrame:
-    """(member_id, subclass_brand_id, score) of every item the model knows, for `members`
-    (member_id) that have factors; `ratings` maps member_id to the model's member_sk."""
-    ids = ratings.select("member_id", "member_sk").distinct().join(members, "member_id", "left_semi")
-    users = model.userFactors.join(ids.withColumnRenamed("member_sk", "id"), "id", "left_semi")
-    return dot_scores(users, model.itemFactors).join(ids, "member_sk").drop("member_sk")
 
 
 @dataclass(frozen=True)

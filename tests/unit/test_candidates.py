@@ -91,3 +91,9 @@ def test_the_gate_tunes_the_blend_on_validation_and_chooses_on_test():
     assert ndcg["test"] == {"popularity": 0.0, "group_als": 0.5, "global_als": 0.0, "repeat_blend": 0.0}
     assert (result["chosen"], result["passed"]) == ("group_als", True)
     assert result["test"]["group_als"]["members"] == 2
+
+
+def test_the_boost_multiplies_the_scores_of_recently_browsed_subclass_brands():
+    member = pd.DataFrame({"boost_items": [np.array([10, 99])]})            # 99 is no candidate
+    got = candidates.boosted_scorer(candidates.shared_scorer(np.array([0.5, 0.6])), 0.25, np.array([10, 20]))(member)
+    assert got[0].tolist() == pytest.approx([0.625, 0.6])                  # 0.5 x 1.25 now outranks 0.6
