@@ -51,6 +51,11 @@ def global_model(dt: date | str, root: str | None = None) -> str:
     return f"{models(dt, root=root)}/global"
 
 
+def tuning(dt: date | str, root: str | None = None) -> str:
+    """`flashfeed_weekly_tune`'s per-group ALS settings of day D (settings.json, results.csv)."""
+    return f"{_root(root)}/tuning/dt={_day(dt)}"
+
+
 def affinity(dt: date | str, group: str | None = None, root: str | None = None) -> str:
     base = f"{_root(root)}/affinity/dt={_day(dt)}"
     return base if group is None else f"{base}/group={group}"

@@ -192,6 +192,32 @@ def judge_candidates(gate_inputs: candidates.GateParts | None, group_items: pd.D
     return gate
 
 
+def tuned_settings(fs: LakeFS, root: str, dt: date) -> tuple[str, dict] | None:
+    """(day, settings.json) of the newest weekly tune (`flashfeed_weekly_tune`) not after `dt`."""
+    base = f"{root}/tuning"
+    if not fs.exists(base):
+        return None
+    days = [name[len("dt="):] for name in fs.list_dirs(base) if name.startswith("dt=")]
+    for day in sorted((d for d in days if d <= dt.isoformat()), reverse=True):
+        path = f"{lake.tuning(day, root)}/settings.json"
+        if fs.exists(path):
+            return day, fs.read_json(path)
+    return None
+
+
+def with_tuning(params: dict, tuned: tuple[str, dict] | None, group: str) -> tuple[dict, str | None]:
+    """(the group's als settings, the tuning day they come from or None): a weekly tune's chosen
+    settings of the group replace the config's."""
+    chosen = (tuned[1].get("groups") or {}).get(group) if tuned else None
+    if not chosen:
+        return params, None
+    unknown = set(chosen["settings"]) - set(params)
+    if unknown:
+        raise JobError(f"the weekly tune of {tuned[0]} sets unknown als settings {sorted(unknown)} for group {group}",
+                       "re-run flashfeed_weekly_tune for that day, or delete its tuning/dt= folder")
+    return {**params, **chosen["settings"]}, tuned[0]
+
+
 def global_factors(fs: LakeFS, dt: date, group: str, root: str, which: str) -> pd.DataFrame | None:
     """The day's global ALS: its gate item factors (`which` = gate_items), or its served factors
     of the group's members or of the items; None when train_global did not produce them."""
@@ -238,6 +264,11 @@ def main(argv: list[str] | None = None) -> None:
 
     fs = LakeFS()
     log_driver_ready(app_name, "a Spark session starts only for a fit too large for the driver")
+    params, tuned_from = with_tuning(params, tuned_settings(fs, root, dt), group)
+    if tuned_from:
+        log.info("group %s uses the settings the weekly tune of %s chose (%s): rank=%s regParam=%s alpha=%s", group,
+                 tuned_from, f"{lake.tuning(tuned_from, root)}/settings.json", params["rank"], params["reg_param"],
+                 params["alpha"])
 
     # Extract
     features = lake.features(dt, root)
@@ -329,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
             "members_scored": scored_members, "user_blocks": blocks, "user_blocks_divisor": divisor,
             "fit_on": "spark" if spark.cache_info().currsize else "driver",
             "gate": gate, "served_from": served_from, "served_model": served_model,
-            "history_weight": served.history_weight, "fallback_reason": fallback_reason,
+            "history_weight": served.history_weight, "fallback_reason": fallback_reason, "tuned_from": tuned_from,
             "params": {key: params[key] for key in ("rank", "max_iter", "reg_param", "alpha", "item_blocks", "seed",
                                                     "serve_iterations", "driver_fit_max_ratings")},
         })

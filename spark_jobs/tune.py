@@ -16,12 +16,14 @@ the daily model reads them; committed defaults come from the same table (include
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import logging
 import sys
 import time
 
+from flashfeed import lake
 from flashfeed.config import group_settings, load_config
 from flashfeed.metrics import METRICS
 from spark_jobs.common import get_logger
@@ -61,8 +63,9 @@ def tune_group(spark, parts: candidates.GateParts, base: dict, points: list[tupl
     return rows
 
 
-def chosen_settings(rows: list[dict], split: dict) -> dict:
-    """Per group, the chosen grid point with its evidence (what the weekly tune writes)."""
+def chosen_settings(rows: list[dict], split: dict, dt) -> dict:
+    """Per group, the chosen grid point with its evidence (what the weekly tune writes and
+    train_group reads: `groups.G.settings` replace the group's als settings)."""
     groups = {}
     for row in rows:
         if row.get("chosen"):
@@ -71,7 +74,7 @@ def chosen_settings(rows: list[dict], split: dict) -> dict:
                                     "evidence": {part: {"ndcg@k": row[part]["ndcg@k"],
                                                         "popularity_ndcg@k": baseline[part]["ndcg@k"],
                                                         "members": row[part]["members"]} for part in PARTS}}
-    return {"split": split, "groups": groups}
+    return {"dt": dt.isoformat(), "split": split, "groups": groups}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,25 +103,30 @@ def main(argv: list[str] | None = None) -> int:
         parts = candidates.GateParts(prepared.ratings[prepared.ratings["group"] == group], prepared.live)
         rows.extend(tune_group(spark, parts, group_settings(config, "als", group), points, settings, group))
 
-    columns = ["group", "model", *GRID, *(f"{part}_{m}" for part in PARTS for m in METRICS),
-               "validation_members", "test_members", "chosen", "seconds"]
-    with open(args.out, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**{c: row.get(c, "") for c in ("group", "model", *GRID, "seconds")},
-                             **{f"{part}_{m}": f"{row[part][m]:.4f}" for part in PARTS for m in METRICS},
-                             "validation_members": row["validation"]["members"],
-                             "test_members": row["test"]["members"], "chosen": bool(row.get("chosen"))})
-    if args.settings_out:
-        with open(args.settings_out, "w", encoding="utf-8") as handle:
-            json.dump(chosen_settings(rows, prepared.split), handle, indent=2)
-            handle.write("\n")
+    lake.write_bytes(args.out, results_csv(rows).encode("utf-8"))
+    if args.settings_out:   # last: the daily model reads it, so it appears only with its results
+        lake.write_bytes(args.settings_out,
+                         (json.dumps(chosen_settings(rows, prepared.split, dt), indent=2) + "\n").encode("utf-8"))
     print(markdown(rows, args.k))
     print(f"\nresults written to {args.out} ({args.split} split of {dt}, k={args.k}); each group's chosen point "
           "(best validation NDCG) is in bold")
     spark.stop()
     return 0
+
+
+def results_csv(rows: list[dict]) -> str:
+    """Every row with its metrics on both parts."""
+    columns = ["group", "model", *GRID, *(f"{part}_{m}" for part in PARTS for m in METRICS),
+               "validation_members", "test_members", "chosen", "seconds"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**{c: row.get(c, "") for c in ("group", "model", *GRID, "seconds")},
+                         **{f"{part}_{m}": f"{row[part][m]:.4f}" for part in PARTS for m in METRICS},
+                         "validation_members": row["validation"]["members"],
+                         "test_members": row["test"]["members"], "chosen": bool(row.get("chosen"))})
+    return buffer.getvalue()
 
 
 def markdown(rows: list[dict], k: int) -> str:

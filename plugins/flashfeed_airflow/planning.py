@@ -51,6 +51,14 @@ def plan_model_day(when: datetime) -> dict[str, Any]:
     return plan
 
 
+def plan_tune_week(when: datetime) -> dict[str, Any]:
+    """The weekly tune's day D (as the daily model's) and where it writes the chosen settings."""
+    dt = calendar.model_date_for_run(when)
+    plan = {"dt": dt.isoformat(), "tuning": lake.tuning(dt, lake_root()), "spark_submit": spark_submit_settings()}
+    log.info("weekly tune on the history before %s: writes %s/settings.json", dt, plan["tuning"])
+    return plan
+
+
 def plan_launch(when: datetime, launch: str | None = None) -> dict[str, Any]:
     """Partitions of one launch-feeds run; `launch` (HHMM) overrides the scheduled slot."""
     slot = calendar.slot_for_run(when)

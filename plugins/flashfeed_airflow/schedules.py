@@ -10,6 +10,7 @@ LAUNCH_SLOTS = tuple(t.replace(":", "") for t in LAUNCH_TIMES)  # HHMM, as in ve
 LAUNCH_LEAD_MINUTES = 45  # the feeds of a launch start this long before it
 FLIP_DEADLINE_BEFORE_LAUNCH = timedelta(minutes=15)  # alert when a launch is not flipped by then
 DAILY_MODEL_CRON = "0 5 * * *"  # before the first launch
+WEEKLY_TUNE_CRON = "0 1 * * 0"  # Sundays at 01:00, before that day's daily model
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -70,6 +71,7 @@ NO_RETRIES = 0
 # Execution timeouts: a hung task must fail (and alert) well before the launch it serves.
 TASK_TIMEOUT = timedelta(minutes=10)            # small lake and DynamoDB tasks
 SPARK_DAILY_TIMEOUT = timedelta(hours=1)        # features, one group's ALS
+SPARK_TUNE_TIMEOUT = timedelta(hours=3)         # the weekly grid over every group
 SPARK_LAUNCH_TIMEOUT = timedelta(minutes=20)    # scoring, collections: 45 min before launch in all
 LOAD_TIMEOUT = timedelta(minutes=20)            # batch load + verification of one version
 

@@ -14,16 +14,17 @@ sys.path.insert(0, str(REPO / "plugins"))
 
 from flashfeed_airflow import schedules  # noqa: E402
 
-EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_launch_watch", "flashfeed_rollback"}
+EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_launch_watch", "flashfeed_rollback",
+                 "flashfeed_weekly_tune"}
 # Tasks a retry cannot help: planning is date arithmetic, a timed-out sensor means missing data,
 # a bad manifest stays bad, and a lost race or refused flip needs a person.
-NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "serve.validate_feeds", "serve.flip_served_version",
+NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "plan_tune_week", "serve.validate_feeds", "serve.flip_served_version",
                   "rollback_served_version", "check_launch_flipped"}
 STAGES = {"flashfeed_daily_model": {"inputs", "features", "train", "publish"},
           "flashfeed_launch_feeds": {"inputs", "build", "serve"}}
-DOCUMENTED_TASKS = {"features.build_features", "train.train_global_als", "train.train_group_als", "build.score_products",
-                    "build.build_collections", "serve.load_feeds", "serve.flip_served_version",
-                    "rollback_served_version", "check_launch_flipped"}
+DOCUMENTED_TASKS = {"features.build_features", "train.train_global_als", "train.train_group_als",
+                    "build.score_products", "build.build_collections", "serve.load_feeds", "serve.flip_served_version",
+                    "rollback_served_version", "check_launch_flipped", "tune_groups"}
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +182,28 @@ def test_launch_watch_fires_15_minutes_before_each_launch_and_checks_that_launch
     assert [f.astimezone(ny).strftime("%H:%M") for f in fires] == ["10:45", "14:45", "19:45"] * 3
     for fire in fires:
         assert calendar.slot_for_run(fire).starts_at - fire == timedelta(minutes=15)
+
+
+def test_weekly_tune_is_off_until_unpaused_and_writes_where_the_daily_model_reads(dagbag):
+    from flashfeed_airflow.planning import plan_tune_week
+
+    dag = dagbag.dags["flashfeed_weekly_tune"]
+    assert dag.is_paused_upon_creation is True
+    assert [t.task_id for t in dag.topological_sort()] == ["plan_tune_week", "tune_groups"]
+    tune = dag.get_task("tune_groups")
+    assert tune.pool == "flashfeed_spark" and tune.application.endswith("spark_jobs/tune.py")
+    # Sunday 01:00 in New York plans the Sunday: the day whose daily model (05:00) reads it.
+    plan = plan_tune_week(datetime(2026, 11, 29, 6, 0, tzinfo=timezone.utc))
+    assert plan["dt"] == "2026-11-29" and plan["tuning"].endswith("/tuning/dt=2026-11-29")
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    from airflow.serialization.encoders import encode_timetable
+
+    timetable = CronTriggerTimetable(schedules.WEEKLY_TUNE_CRON, timezone=schedules.TIMEZONE)
+    assert encode_timetable(dag.timetable) == encode_timetable(timetable)
+    fires = _fire_times(timetable, datetime(2026, 11, 23, tzinfo=timezone.utc), 2)
+    ny = ZoneInfo("America/New_York")
+    assert [(f.astimezone(ny).strftime("%a %H:%M")) for f in fires] == ["Sun 01:00", "Sun 01:00"]
 
 
 def test_rollback_shape(dagbag):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,10 +70,18 @@ def test_gate_and_fallbacks(tmp_path):
     assert "FAILED" in log and "is served from popularity because training failed" in log
     assert first["affinity_rows"] > 0 and Path(lake.success(lake.affinity(DAY1, group, root))).exists()
 
-    # 2. With the global model, the gate passes: the day's best model is served and becomes the last good one.
+    # 2. With the global model, the gate passes: the day's best model is served and becomes the last
+    # good one. A weekly tune of the day before chose the group's settings: they replace the config's.
     _run(["-m", "spark_jobs.train_global", "--dt", DAY1], env)
-    _run([*train, "--dt", DAY1], {**env, "FLASHFEED_CONFIG": lenient})
+    tuning = Path(lake.tuning("2026-11-21", root))
+    tuning.mkdir(parents=True)
+    (tuning / "settings.json").write_text(json.dumps(
+        {"dt": "2026-11-21", "groups": {group: {"settings": {"rank": 3, "reg_param": 0.5, "alpha": 2.0}}}}))
+    log = _run([*train, "--dt", DAY1], {**env, "FLASHFEED_CONFIG": lenient})
     good = _metrics(root, DAY1, group)
+    assert good["tuned_from"] == "2026-11-21" and "the weekly tune of 2026-11-21 chose" in log
+    assert (good["params"]["rank"], good["params"]["reg_param"], good["params"]["alpha"]) == (3, 0.5, 2.0)
+    shutil.rmtree(tuning)      # the groups return to the config's settings
     assert good["served_from"] == "model" and good["fallback_reason"] is None
     assert good["gate"]["evaluated"] and good["gate"]["passed"] and good["served_model"] == good["gate"]["chosen"]
     candidates = {"group_als", "global_als", "repeat_blend", "popularity"}
