@@ -18,8 +18,8 @@ EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_l
                  "flashfeed_weekly_tune"}
 # Tasks a retry cannot help: planning is date arithmetic, a timed-out sensor means missing data,
 # a bad manifest stays bad, and a lost race or refused flip needs a person.
-NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "plan_tune_week", "serve.validate_feeds", "serve.flip_served_version",
-                  "rollback_served_version", "check_launch_flipped"}
+NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "plan_tune_week", "serve.validate_feeds",
+                  "serve.flip_served_version", "rollback_served_version", "check_launch_flipped"}
 STAGES = {"flashfeed_daily_model": {"inputs", "features", "train", "publish"},
           "flashfeed_launch_feeds": {"inputs", "build", "serve"}}
 DOCUMENTED_TASKS = {"features.build_features", "train.train_global_als", "train.train_group_als",
