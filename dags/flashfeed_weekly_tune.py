@@ -25,7 +25,13 @@ from pathlib import Path
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, task
 from flashfeed_airflow.schedules import (
-    NO_RETRIES, SPARK_POOL, SPARK_TUNE_TIMEOUT, START_DATE, TIMEZONE, WEEKLY_TUNE_CRON, default_args,
+    NO_RETRIES,
+    SPARK_POOL,
+    SPARK_TUNE_TIMEOUT,
+    START_DATE,
+    TIMEZONE,
+    WEEKLY_TUNE_CRON,
+    default_args,
     spark_submit_conf,
 )
 
