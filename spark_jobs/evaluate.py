@@ -248,10 +248,11 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     seen = p.add_mutually_exclusive_group()
     seen.add_argument("--include-seen", dest="exclude_seen", action="store_false",
                       help="rank (and count as relevant) subclass-brands the member has in training, as the served "
-                           "feeds do (default: evaluation.exclude_seen of the config)")
+                           "feeds do (default with --split time: evaluation.exclude_seen of the config)")
     seen.add_argument("--exclude-seen", dest="exclude_seen", action="store_true",
-                      help="leave them out of rankings and relevant sets")
-    p.set_defaults(exclude_seen=bool(settings["exclude_seen"]))
+                      help="leave them out of rankings and relevant sets (default with --split stratified, whose "
+                           "test part never holds a member's training subclass-brands)")
+    p.set_defaults(exclude_seen=None)
     p.add_argument("--all-items", action="store_true",
                    help="rank every subclass-brand, not only those live (interacted with by anyone) in the part")
     return p
@@ -261,6 +262,8 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namesp
     args = p.parse_args(argv)
     if args.protocol == "msr":
         args.split, args.ratio, args.all_items, args.exclude_seen = "stratified", 0.75, True, True
+    if args.exclude_seen is None:
+        args.exclude_seen = True if args.split == "stratified" else bool(load_config()["evaluation"]["exclude_seen"])
     if not 0 < args.ratio < 1:
         raise SystemExit(f"--ratio must be between 0 and 1, got {args.ratio}")
     if args.k < 1 or args.holdout_days < 1 or (args.lookback_days is not None and args.lookback_days < 1):
