@@ -187,18 +187,21 @@ def gate(validation: Stage, test: Stage, item_factors: dict[str, tuple[pd.DataFr
     validation; the choice on `choose_on`: the daily gate chooses on its test part, the newest
     data; `flashfeed evaluate` on validation, keeping its test part for the report."""
     k, block, exclude = settings.k, settings.block, settings.exclude_seen
+    # A model fit on no ratings (an empty part) cannot be judged.
+    item_factors = {name: fitted for name, fitted in item_factors.items() if len(fitted[0])}
+    test_item_factors = {name: fitted for name, fitted in (test_item_factors or item_factors).items()
+                         if len(fitted[0])}
     result: dict = {"evaluated": True, "k": k, "margin": settings.margin, "tolerance": settings.tolerance,
                     "exclude_seen": exclude, "validation": {}, "test": {}}
     scorers: dict[str, dict[str, Scorer]] = {"validation": {}, "test": {}}
     for part, target in (("validation", validation), ("test", test)):
         scorers[part][POPULARITY] = shared_scorer(target.popularity)
-        for name, (items, params) in (item_factors if part == "validation" else
-                                      test_item_factors or item_factors).items():
+        for name, (items, params) in (item_factors if part == "validation" else test_item_factors).items():
             scorers[part][name] = with_member_vectors(target, name, items, params)[0]
     if len(validation.members):
         for name, scorer in scorers["validation"].items():
             result["validation"][name] = judged(validation, scorer, k, block, exclude)
-    cf_models = [name for name in CF_MODELS if name in item_factors]
+    cf_models = [name for name in CF_MODELS if name in item_factors and name in test_item_factors]
     if cf_models:
         # Without validation members the first CF model and the middle weight are taken, unjudged.
         cf = max(cf_models, key=lambda name: result["validation"].get(name, {}).get("ndcg@k", 0.0))
