@@ -37,7 +37,7 @@ from flashfeed import lake  # noqa: E402
 from flashfeed.config import group_settings, load_config  # noqa: E402
 from flashfeed.env import project_env  # noqa: E402
 from spark_jobs.common import spark_session  # noqa: E402
-from spark_jobs.train_group import gate_settings, read_gate  # noqa: E402
+from spark_jobs.train_group import read_gate  # noqa: E402
 from spark_jobs.transforms import als, candidates  # noqa: E402
 from spark_jobs.transforms.als import fitted_factors  # noqa: E402
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     root = str(Path(args.lake).resolve())
     os.environ.update(project_env({**os.environ, "FLASHFEED_LAKE": root}))
     config = load_config()
-    settings = gate_settings(config, int(config["als"]["score_block_members"]))
+    settings = candidates.settings_from(config)
     k = settings.k
     features = lake.features(args.dt, root)
     groups = json.loads(Path(features, "groups.json").read_text())["groups"]

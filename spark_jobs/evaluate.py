@@ -219,14 +219,6 @@ def table(results: dict[str, dict], k: int) -> str:
     return "\n".join(rows)
 
 
-def gate_settings(config: dict, k: int, exclude_seen: bool) -> candidates.Settings:
-    gate_cfg = config["evaluation"]
-    return candidates.Settings(k=k, margin=float(gate_cfg["gate_ndcg_margin"]),
-                               tolerance=float(gate_cfg["gate_ndcg_tolerance"]),
-                               blend_weights=[float(w) for w in gate_cfg["blend_weights"]],
-                               exclude_seen=exclude_seen, block=int(config["als"]["score_block_members"]))
-
-
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """Arguments shared by `flashfeed evaluate` and `flashfeed tune`."""
     settings = load_config()["evaluation"]
@@ -288,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     spark, config, root, dt = open_lake(args, "flashfeed-evaluate")
     log.info("evaluating %s on %s (%s), k=%d", root, dt, args.protocol or f"{args.split} split", args.k)
     prepared = prepare(spark, config, root, dt, args)
-    per_group = evaluate_groups(spark, prepared, config, gate_settings(config, args.k, prepared.exclude_seen),
-                                float(config["collections"]["boost"]))
+    settings = candidates.settings_from(config, k=args.k, exclude_seen=prepared.exclude_seen)
+    per_group = evaluate_groups(spark, prepared, config, settings, float(config["collections"]["boost"]))
     results = overall(per_group, "test")
     report = {"k": args.k, "protocol": args.protocol, "split": prepared.split, "lake": root, "models": results,
               "validation": overall(per_group, "validation"),

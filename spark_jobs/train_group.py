@@ -141,14 +141,6 @@ def read_gate(features: str, group: str) -> candidates.GateParts | None:
     return candidates.GateParts(ratings, lake.read_table(f"{features}/gate/live"))
 
 
-def gate_settings(config: dict, block: int) -> candidates.Settings:
-    gate_cfg = config["evaluation"]
-    return candidates.Settings(k=int(gate_cfg["k"]), margin=float(gate_cfg["gate_ndcg_margin"]),
-                               tolerance=float(gate_cfg["gate_ndcg_tolerance"]),
-                               blend_weights=[float(w) for w in gate_cfg["blend_weights"]],
-                               exclude_seen=bool(gate_cfg["exclude_seen"]), block=block)
-
-
 def fit_group(spark: Callable[[], SparkSession], fit_frame: pd.DataFrame, params: dict, blocks: int,
               what: str) -> tuple[pd.DataFrame | None, str | None]:
     """(item factors, None) of the group ALS fit on `fit_frame`, or (None, why) when it fails:
@@ -251,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     dt, group = date.fromisoformat(args.dt), args.group
     params, global_params = group_settings(config, "als", group), group_settings(config, "als", GLOBAL)
     block = int(params["score_block_members"])
-    settings = gate_settings(config, block)
+    settings = candidates.settings_from(config, group)
     app_name = f"flashfeed-als-{dt}-group-{group}"
     checkpoints = lake.models(dt, group, root) + ".__checkpoints"    # Spark's ALS truncates its lineage there
 

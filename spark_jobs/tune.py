@@ -27,7 +27,7 @@ from flashfeed import lake
 from flashfeed.config import group_settings, load_config
 from flashfeed.metrics import METRICS
 from spark_jobs.common import get_logger
-from spark_jobs.evaluate import fit_items, gate_settings, open_lake, parse, parser, prepare
+from spark_jobs.evaluate import fit_items, open_lake, parse, parser, prepare
 from spark_jobs.transforms import candidates
 
 log = get_logger("tune")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"groups {unknown} do not exist in this split; groups: {existing}")
     points = list(itertools.product(args.rank, args.reg_param, args.alpha))
     log.info("tuning %d groups x %d grid points on %s (%s split)", len(groups), len(points), dt, args.split)
-    settings = gate_settings(config, args.k, prepared.exclude_seen)
+    settings = candidates.settings_from(config, k=args.k, exclude_seen=prepared.exclude_seen)
     rows = []
     for group in groups:
         parts = candidates.GateParts(prepared.ratings[prepared.ratings["group"] == group], prepared.live)

@@ -158,6 +158,20 @@ class Settings:
     block: int
 
 
+def settings_from(config: dict, group: str | None = None, k: int | None = None,
+                  exclude_seen: bool | None = None) -> Settings:
+    """The gate's settings from the config (`evaluation`; the score block of the group's `als`);
+    `flashfeed evaluate` passes its own k and seen rule."""
+    gate_cfg = config["evaluation"]
+    block = (config["als"].get("group_overrides") or {}).get(str(group), {}).get(
+        "score_block_members", config["als"]["score_block_members"])
+    return Settings(k=int(gate_cfg["k"] if k is None else k), margin=float(gate_cfg["gate_ndcg_margin"]),
+                    tolerance=float(gate_cfg["gate_ndcg_tolerance"]),
+                    blend_weights=[float(w) for w in gate_cfg["blend_weights"]],
+                    exclude_seen=bool(gate_cfg["exclude_seen"] if exclude_seen is None else exclude_seen),
+                    block=int(block))
+
+
 def choose(test: dict[str, dict], settings: Settings) -> tuple[str, bool, str]:
     """(candidate, passed, reason): the best model on `test` (one part's metrics by candidate;
     ties within the tolerance go to the first in MODELS), served when it reaches popularity's
