@@ -8,7 +8,8 @@ Writes  --out results.csv (one row per group and grid point, plus each group's p
     flashfeed tune --lake URI [--groups 13 21] [--rank 10 50] [--reg-param 0.01 0.1] [--alpha 0.05 1]
 
 The split is `flashfeed evaluate`'s: each grid point's group ALS is fit on the fit part and
-judged on the validation part, where each group's best point is chosen; it is then fit again on
+judged on the validation part as the gate would serve it (the ALS, or its repeat-aware blend
+when that is better there), where each group's best point is chosen; it is then fit again on
 the whole training part and judged on the untouched test part, so the test figures say how well
 the choice generalises. `flashfeed_weekly_tune` runs this on the lake and writes the settings where
 the daily model reads them; committed defaults come from the same table (include/tuning/).
@@ -37,28 +38,33 @@ PARTS = ("validation", "test")
 
 def tune_group(spark, parts: candidates.GateParts, base: dict, points: list[tuple], settings: candidates.Settings,
                group: str) -> list[dict]:
-    """Rows of one group: popularity, then every grid point, each on both parts; the point with
-    the best validation NDCG@k is marked `chosen`."""
+    """Rows of one group: popularity, then every grid point, each on both parts. A point is judged
+    as the gate would serve it: the group's ALS with those settings, or its blend with the
+    member's own history (weight chosen on validation), whichever is better on validation
+    (column `model`). The point with the best validation NDCG@k is marked `chosen`."""
     validation, test = parts.stages(settings.exclude_seen)
-    stages = {"validation": validation, "test": test}
-    histories = {"validation": parts.part("train"), "test": candidates.summed(parts.part("train", "validation"))}
-    rows = [{"group": group, "model": "popularity", **dict.fromkeys(GRID, ""), "seconds": "",
-             **{part: candidates.judged(stages[part], candidates.shared_scorer(stages[part].popularity), settings.k,
-                                        settings.block, settings.exclude_seen) for part in PARTS}}]
+    on_fit, on_training = parts.part("train"), candidates.summed(parts.part("train", "validation"))
+    rows = [{"group": group, "model": "popularity", **dict.fromkeys(GRID, ""), "blend_weight": "", "seconds": "",
+             **{part: candidates.judged(stage, candidates.shared_scorer(stage.popularity), settings.k,
+                                        settings.block, settings.exclude_seen)
+                for part, stage in (("validation", validation), ("test", test))}}]
     for rank, reg_param, alpha in points:
         params = {**base, "rank": rank, "reg_param": reg_param, "alpha": alpha}
         started = time.monotonic()
-        row = {"group": group, "model": "als", "rank": rank, "reg_param": reg_param, "alpha": alpha}
-        for part in PARTS:
-            scorer, _ = candidates.with_member_vectors(stages[part], "tuned", fit_items(spark, histories[part], params),
-                                                       params)
-            row[part] = candidates.judged(stages[part], scorer, settings.k, settings.block, settings.exclude_seen)
-        row["seconds"] = round(time.monotonic() - started, 1)
+        fitted = {candidates.GROUP_ALS: (fit_items(spark, on_fit, params), params)}
+        refitted = {candidates.GROUP_ALS: (fit_items(spark, on_training, params), params)}
+        result, _ = candidates.gate(validation, test, fitted, settings, refitted, choose_on="validation")
+        judged = [name for name in (candidates.GROUP_ALS, candidates.REPEAT_BLEND) if name in result["validation"]]
+        model = max(judged, key=lambda name: result["validation"][name]["ndcg@k"]) if judged else candidates.GROUP_ALS
+        row = {"group": group, "model": model, "rank": rank, "reg_param": reg_param, "alpha": alpha,
+               "blend_weight": result.get("blend", {}).get("weight", "") if model == candidates.REPEAT_BLEND else "",
+               "validation": result["validation"].get(model, result["test"][model]), "test": result["test"][model],
+               "seconds": round(time.monotonic() - started, 1)}
         rows.append(row)
-        log.info("group %s rank=%s regParam=%s alpha=%s: NDCG@k validation %.4f, test %.4f (%d/%d members)", group,
-                 rank, reg_param, alpha, row["validation"]["ndcg@k"], row["test"]["ndcg@k"],
+        log.info("group %s rank=%s regParam=%s alpha=%s: %s NDCG@k validation %.4f, test %.4f (%d/%d members)", group,
+                 rank, reg_param, alpha, model, row["validation"]["ndcg@k"], row["test"]["ndcg@k"],
                  row["validation"]["members"], row["test"]["members"])
-    best = max((r for r in rows if r["model"] == "als"), key=lambda r: r["validation"]["ndcg@k"])
+    best = max(rows[1:], key=lambda r: r["validation"]["ndcg@k"])
     best["chosen"] = True
     return rows
 
@@ -116,13 +122,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def results_csv(rows: list[dict]) -> str:
     """Every row with its metrics on both parts."""
-    columns = ["group", "model", *GRID, *(f"{part}_{m}" for part in PARTS for m in METRICS),
+    columns = ["group", "model", *GRID, "blend_weight", *(f"{part}_{m}" for part in PARTS for m in METRICS),
                "validation_members", "test_members", "chosen", "seconds"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**{c: row.get(c, "") for c in ("group", "model", *GRID, "seconds")},
+        writer.writerow({**{c: row.get(c, "") for c in ("group", "model", *GRID, "blend_weight", "seconds")},
                          **{f"{part}_{m}": f"{row[part][m]:.4f}" for part in PARTS for m in METRICS},
                          "validation_members": row["validation"]["members"],
                          "test_members": row["test"]["members"], "chosen": bool(row.get("chosen"))})
@@ -131,11 +137,12 @@ def results_csv(rows: list[dict]) -> str:
 
 def markdown(rows: list[dict], k: int) -> str:
     """The results as a Markdown table; each group's chosen row (best validation NDCG@k) in bold."""
-    lines = [f"| group | model | rank | regParam | alpha | validation NDCG@{k} | test NDCG@{k} | test recall@{k} "
-             "| members (validation/test) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| group | model | rank | regParam | alpha | blend weight | validation NDCG@{k} | test NDCG@{k} "
+             f"| test recall@{k} | members (validation/test) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = "**" if row.get("chosen") else ""
         lines.append(f"| {row['group']} | {row['model']} | {row['rank']} | {row['reg_param']} | {row['alpha']} "
+                     f"| {row['blend_weight']} "
                      f"| {mark}{row['validation']['ndcg@k']:.4f}{mark} | {mark}{row['test']['ndcg@k']:.4f}{mark} "
                      f"| {row['test']['recall@k']:.4f} | {row['validation']['members']}/{row['test']['members']} |")
     return "\n".join(lines)

@@ -73,7 +73,9 @@ def test_evaluate_and_tune_on_the_uci_sample(tmp_path):
                 "--alpha", "0.05", "1.0", "--out", str(results), "--settings-out", str(chosen)], env)
     with open(results, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["model"], r["alpha"]) for r in rows] == [("popularity", ""), ("als", "0.05"), ("als", "1.0")]
+    assert [(r["model"] == "popularity", r["alpha"]) for r in rows] == [(True, ""), (False, "0.05"), (False, "1.0")]
+    # A point is judged as the gate would serve it: the ALS, or its blend (stratified: seen excluded).
+    assert {r["model"] for r in rows[1:]} <= {"group_als", "repeat_blend"}
     assert all(r["group"] == group and 0 <= float(r["validation_ndcg@k"]) <= 1 and 0 <= float(r["test_ndcg@k"]) <= 1
                for r in rows)
     best = max(rows[1:], key=lambda r: float(r["validation_ndcg@k"]))
