@@ -128,7 +128,7 @@ def with_member_vectors(target: Stage, name: str, items: pd.DataFrame, params: d
     against the model's item factors `items` (subclass_brand_id, features); returns the
     model's scorer over the stage's items and which of them it knows."""
     history = target.history[target.history["member_sk"].isin(target.members["member_sk"])]
-    known_history, matrix = factor_matrix(items, "subclass_brand_id", history["subclass_brand_id"].to_numpy())
+    known_history = pd.Index(items["subclass_brand_id"]).get_indexer(history["subclass_brand_id"].to_numpy()) >= 0
     members, member_index = np.unique(history["member_sk"].to_numpy()[known_history], return_inverse=True)
     item_ids, item_index = np.unique(history["subclass_brand_id"].to_numpy()[known_history], return_inverse=True)
     _, item_matrix = factor_matrix(items, "subclass_brand_id", item_ids)
