@@ -6,7 +6,7 @@ builds a small world like test_pipeline.py, points AIRFLOW_CONN_SPARK_DEFAULT at
 runs the daily model and the 11:00 launch with `airflow dags test`. Then checks that the launch's
 version is served and that every Spark application of both DAGs ran on the cluster (the
 master lists them as finished applications, and the worker's executors ran their tasks), not
-in local mode; every group's ALS is fit by Spark here (`als.driver_fit_max_ratings` 0). The
+in local mode; every group's ALS and the global one are fit by Spark here (`als.driver_fit_max_ratings` 0). The
 world has its own DynamoDB table prefix, so test_pipeline.py's served version on the session's
 DynamoDB is untouched. Also checks that master and worker listen on loopback only, that
 executors run this venv's Python, and that a daemon that cannot start is reported with its log
@@ -122,6 +122,7 @@ def test_daily_model_and_launch_run_on_the_standalone_cluster(cluster, world):
     assert Path(lake.success(lake.affinity(DAY, root=root))).exists()
     for group in groups:
         assert json.loads(Path(lake.models(DAY, group, root), "metrics.json").read_text())["fit_on"] == "spark"
+    assert json.loads(Path(lake.global_model(DAY, root), "metrics.json").read_text())["fit_on"] == "spark"
 
     slot = calendar.slot(DAY, LAUNCH)
     launch_log = _dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
@@ -141,7 +142,8 @@ def test_daily_model_and_launch_run_on_the_standalone_cluster(cluster, world):
     apps = [app for app in master["completedapps"] if app["name"].startswith("flashfeed-")
             and app["name"] != "flashfeed-probe"]
     names = sorted(app["name"] for app in apps)   # the jobs' own application names
-    assert names == sorted([f"flashfeed-features-{DAY}", *[f"flashfeed-als-{DAY}-group-{g}" for g in groups],
+    assert names == sorted([f"flashfeed-features-{DAY}", f"flashfeed-als-{DAY}-global",
+                            *[f"flashfeed-als-{DAY}-group-{g}" for g in groups],
                             f"flashfeed-score-{slot.version}", f"flashfeed-collections-{slot.version}"]), names
     assert all(app["state"] == "FINISHED" for app in apps), apps
     work = spark_standalone.work_dir(cluster["home"])
