@@ -10,7 +10,8 @@ in local mode; every group's ALS and the global one are fit by Spark here
 (`als.driver_fit_max_ratings` 0). The world has its own DynamoDB table prefix, so
 test_pipeline.py's served version on the session's DynamoDB is untouched. Also checks that
 master and worker listen on loopback only, that executors run this venv's Python, and that a
-daemon that cannot start is reported with its log file. The cluster is stopped by its PIDs at the end, also when a test fails.
+daemon that cannot start is reported with its log file. The cluster is stopped by its PIDs at
+the end, also when a test fails.
 """
 from __future__ import annotations
 
