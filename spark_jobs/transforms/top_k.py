@@ -1,11 +1,11 @@
-"""Top-K among candidates, vectorised: blocks of member vectors times the candidate matrix.
+"""Top-K among candidates, vectorised: a model's scores for blocks of members, k best per row.
 
-A member's affinity to a candidate subclass-brand is the dot product of their ALS factors. The
-candidates (a few thousand at most) are one matrix; the members of a group are taken in blocks
-of `block_members`, each block x candidates score matrix is one numpy product, and the k best
-of every row are kept with a partial sort. That replaces a cross join of every member with
-every candidate followed by a window over all those rows. Popularity is the same with one
-score vector for every member instead of a matrix. A group's members and their factors fit
+A model is a `Scorer` (transforms/candidates.py): for a block of members it returns their
+scores over the candidates, a few thousand at most, e.g. their ALS factors times the candidate
+matrix in one numpy product, one popularity vector for everyone, or a blend with each member's
+own history. The members of a group are taken in blocks of `block_members`, and the k best of
+every row are kept with a partial sort. That replaces a cross join of every member with every
+candidate followed by a window over all those rows. A group's members and their factors fit
 on the driver (about 130,000 members in the largest group of a 10^6-member retailer), and so
 the scoring runs there, block by block, without a Spark job's fixed costs.
 
