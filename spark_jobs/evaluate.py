@@ -108,8 +108,9 @@ def prepare(spark: SparkSession, config: dict, root: str, dt: date, args: argpar
                                      config["cleaning"]["event_types"], cutoff)
     marked = mark_parts(clean, catalog, args.split, args.holdout_days, args.ratio, args.seed).persist()
     training = marked.where(F.col("part") != "test")
+    # Cached: member groups and the driver's copy both read the ratings (one pass over the events).
     rated = ratings.implicit_ratings(marked, catalog, feats["event_weights"], by=("part",),
-                                     recency=(cutoff, float(feats["history_half_life_days"])))
+                                     recency=(cutoff, float(feats["history_half_life_days"]))).persist()
     trained = rated.where(F.col("part") != "test").groupBy("member_id", "subclass_brand_id").agg(
         F.sum("rating").alias("rating"))
     members, grouping, _ = groups.member_groups(trained, training, catalog_t.subclass_brands(catalog), feats)
@@ -142,6 +143,7 @@ def prepare(spark: SparkSession, config: dict, root: str, dt: date, args: argpar
              len(days), min(days), max(days), described["ratings_by_part"], described["members_with_training"],
              len(grouping["sizes"]))
     marked.unpersist()
+    rated.unpersist()
     return Prepared(by_part, live, boost_items, args.exclude_seen, described)
 
 

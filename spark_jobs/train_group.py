@@ -88,13 +88,6 @@ class Served:
         return candidates.blend_scorer(model, self.history_weight, self.candidate_ids)
 
 
-def popularity_scores(ratings: pd.DataFrame, candidate_ids: np.ndarray) -> np.ndarray:
-    """Per candidate, the share of the group's members who rated it (0 when nobody did)."""
-    members = max(ratings["member_id"].nunique(), 1)
-    rated_by = ratings.groupby("subclass_brand_id")["member_id"].nunique()
-    return rated_by.reindex(candidate_ids).fillna(0).to_numpy(dtype=np.float64) / members
-
-
 def factors_served(members: pd.DataFrame, items: pd.DataFrame, candidates_frame: pd.DataFrame,
                    history_weight: float | None = None) -> Served:
     """Factors restricted to the candidates (subclass_brand_id ascending, products) the model knows."""
@@ -324,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
             served_model = good_metrics.get("served_model", candidates.GROUP_ALS)
         else:
             served_from = SERVED_FROM_POPULARITY
-            served = Served(candidate_ids, popularity_scores(local, candidate_ids),
+            served = Served(candidate_ids, candidates.popularity_share(local, "member_id", candidate_ids),
                             candidate_rows["products"].to_numpy())
         log.warning("group %s is served from %s because %s", group, served_from, fallback_reason)
     scoring = scoring_frame(local, served)

@@ -104,6 +104,13 @@ def member_lists(ratings: pd.DataFrame, items: str, values: str | None = None) -
     return lists
 
 
+def popularity_share(ratings: pd.DataFrame, member_key: str, item_ids: np.ndarray) -> np.ndarray:
+    """Per item of `item_ids`, the share of the members in `ratings` who rated it (0: nobody)."""
+    members = max(ratings[member_key].nunique(), 1)
+    rated_by = ratings.groupby("subclass_brand_id")[member_key].nunique()
+    return rated_by.reindex(item_ids).fillna(0).to_numpy(dtype=np.float64) / members
+
+
 def stage(history: pd.DataFrame, target: pd.DataFrame, live: np.ndarray, exclude_seen: bool) -> Stage:
     """The judging of `target` (member_sk, subclass_brand_id: what members did next) from
     `history` (HISTORY_COLUMNS, one row per pair): members with a history and at least one
@@ -118,9 +125,7 @@ def stage(history: pd.DataFrame, target: pd.DataFrame, live: np.ndarray, exclude
     members = relevant.join(known.rename(columns={"recent_rating": "history_values"}), how="inner")
     members["seen"] = members["history_items"]
     ids = np.unique(np.asarray(live, dtype=np.int64))
-    rated_by = history.groupby("subclass_brand_id")["member_sk"].nunique()
-    share = rated_by.reindex(ids).fillna(0).to_numpy(dtype=np.float64) / max(history["member_sk"].nunique(), 1)
-    return Stage(members.reset_index(), ids, share, history)
+    return Stage(members.reset_index(), ids, popularity_share(history, "member_sk", ids), history)
 
 
 def with_member_vectors(target: Stage, name: str, items: pd.DataFrame, params: dict) -> tuple[Scorer, np.ndarray]:

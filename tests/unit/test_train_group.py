@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spark_jobs.train_group import popularity_scores
 from spark_jobs.transforms.als import factor_matrix, fitted_factors
+from spark_jobs.transforms.candidates import popularity_share
 
 
 def ratings(rows):
@@ -16,7 +16,7 @@ def ratings(rows):
 def test_popularity_is_the_share_of_the_groups_members_who_rated_each_candidate():
     group = ratings([("a", 1, 10, 3.0), ("b", 2, 10, 40.0), ("c", 3, 10, 3.0), ("a", 1, 20, 3.0), ("b", 2, 30, 9.0)])
     # 10: 3 of 3 members, 30: 1 of 3, 40: nobody (a candidate nobody rated); 20 is no candidate.
-    assert popularity_scores(group, np.array([10, 30, 40])).tolist() == pytest.approx([1.0, 1 / 3, 0.0])
+    assert popularity_share(group, "member_id", np.array([10, 30, 40])).tolist() == pytest.approx([1.0, 1 / 3, 0.0])
 
 
 def test_factor_matrix_follows_the_requested_ids_and_marks_the_missing():
