@@ -17,7 +17,9 @@ Then one task group per stage:
    judges the group's own ALS, the global one, a repeat-aware blend and popularity on the same
    held-out members and serves the best (popularity when no model reaches it); a group where no
    model trains at all is served its last good model, or popularity.
-4. **publish**: `report_quality` logs which groups fell back and why, and writes
+4. **related**: `related_items` (Spark) -> `related/dt=D`: related and bought-together
+   subclass-brands, tested offline against popularity (runs beside the training).
+5. **publish**: `report_quality` logs which groups fell back and why, and writes
    `models/dt=D/metrics.json` and `report.png`; `publish_affinity` seals
    `affinity/dt=D/_SUCCESS`, which the launch feeds wait for.
 
@@ -158,6 +160,25 @@ one map index to retrain one group, or trigger the DAG with param `groups`.
 """,
         ).expand(application_args=groups)
 
+    with TaskGroup("related", tooltip="Item-to-item co-occurrence and bought-together rules"):
+        related_items = SparkSubmitOperator(
+            task_id="related_items",
+            application=str(SPARK_JOBS / "related.py"),
+            application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
+            name="flashfeed-related",
+            conn_id="spark_default", conf=spark_submit_conf("plan_model_day"),
+            pool=SPARK_POOL,
+            execution_timeout=SPARK_DAILY_TIMEOUT,
+            doc_md="""
+Spark job `spark_jobs/related.py --dt D`. **Reads** `features/dt=D/events`. **Writes**
+`related/dt=D`: each subclass-brand's related subclass-brands from member co-occurrence
+(log-likelihood ratio; count and Jaccard tested alongside) and its bought-together ones
+(FP-Growth rules over baskets), each tested offline against popularity first (MRR in
+`metrics.json`; a model below popularity is not served). The launches wait for its
+`_SUCCESS`. **Re-run**: clear this task; it overwrites `related/dt=D` only.
+""",
+        )
+
     with TaskGroup("publish", tooltip="Quality report, then seal the day's affinities"):
 
         @task
@@ -180,4 +201,5 @@ one map index to retrain one group, or trigger the DAG with param `groups`.
         quality >> publish_affinity(plan)
 
     plan >> waits >> features >> groups >> global_model >> train
+    features >> related_items
     train >> quality

@@ -2,13 +2,15 @@
 ### flashfeed_launch_feeds
 
 Ahead of each launch (11:00, 15:00 and 20:00 America/New_York, 45 minutes early) builds every
-member's six collections for the products on sale in [launch, launch + 24 h), loads them into a
+member's collections (six, plus "because you viewed") and every product's related and
+bought-together lists for the products on sale in [launch, launch + 24 h), loads them into a
 new versioned DynamoDB table and flips the served version to it.
 
 `plan_launch` names the launch slot (date, `HHMM`, version `YYYYMMDDtHHMM`). Then one task
 group per stage:
 
-1. **inputs**: wait for the day's affinities (`flashfeed_daily_model`) and sale calendar.
+1. **inputs**: wait for the day's affinities and related subclass-brands (`flashfeed_daily_model`)
+   and sale calendar.
 2. **build**: `score_products` (Spark) -> `products/dt=D/launch=HHMM`; `build_collections`
    (Spark) -> `feeds/dt=D/launch=HHMM` with `manifest.json`.
 3. **serve**: `validate_feeds` checks the manifest, `load_feeds` writes the table
@@ -84,7 +86,7 @@ with DAG(
 
     plan = plan_launch()
 
-    with TaskGroup("inputs", tooltip="Wait for the day's affinities and sale calendar (_SUCCESS)"):
+    with TaskGroup("inputs", tooltip="Wait for the day's affinities, related lists and sale calendar (_SUCCESS)"):
         waits = [
             SuccessMarkerSensor(
                 task_id=f"wait_for_{name}", partition=f"{{{{ {PLAN}['{name}'] }}}}", producer=producer,
@@ -92,6 +94,7 @@ with DAG(
                 retries=NO_RETRIES,  # timed out = the data is not there; waiting again is a re-run
             )
             for name, producer in (("affinity", "flashfeed_daily_model of the same day"),
+                                   ("related", "flashfeed_daily_model (related_items) of the same day"),
                                    ("sale_calendar", "the upstream export of raw sale_calendar"))
         ]
 
@@ -113,10 +116,11 @@ in-stock products on sale in [launch, launch + 24 h) with their scores. **Re-run
             pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,
             doc_md="""
 Spark job `spark_jobs/build_collections.py --dt D --launch HHMM`. **Reads** `affinity/dt=D` and
-`products/dt=D/launch=HHMM`. **Writes** `feeds/dt=D/launch=HHMM`: six JSON-lines data sets
-(products, brands, categories x full, card), the fallback payloads and `manifest.json`
-(counts, sizes, sha256 per file). **Re-run**: clear it (and downstream); same inputs give the
-same bytes.
+`products/dt=D/launch=HHMM` and `related/dt=D`. **Writes** `feeds/dt=D/launch=HHMM`: the six
+collections (products, brands, categories x full, card) and `because_card` per member, the
+fallback payloads, `related` and `bought_together` per product on sale, and `manifest.json`
+(counts, sizes, sha256 per file, the related models' test and rule figures). **Re-run**: clear it
+(and downstream); same inputs give the same bytes.
 """,
         )
         wait_feeds = SuccessMarkerSensor(

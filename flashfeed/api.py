@@ -1,19 +1,26 @@
-"""Read API: one member's payload for one feed in a single request.
+"""Read API: one member's payload for one feed, or one product's related products, in a single request.
 
-    python -m flashfeed.api            # http://127.0.0.1:8088 (FLASHFEED_API_PORT)
+    python -m flashfeed.api            # http://127.0.0.1:8088 (FLASHFEED_API_PORT), /docs, /openapi.json
 
-- `GET /v1/members/{member_id}/feeds/{feed}?variant=card|full` (variant defaults to `card`)
-  returns the stored payload string verbatim (no re-serialisation) with headers
-  `X-Feed-Version` (the served version) and `X-Feed-Source` (`member`, or `fallback` when
-  the member is unknown to this version and gets the global fallback `__fallback__#all`:
-  the API does not know a member's division).
+- `GET /v1/members/{member_id}/feeds/{feed}?variant=card|full&division=<division>`: feed one of
+  products, brands, categories (variant `card`, the default, or `full`) or because (`card`
+  only). Returns the stored payload string verbatim (no re-serialisation) with headers
+  `X-Feed-Version` (the served version) and `X-Feed-Source` (`member`, or `fallback` when the
+  member is unknown to this version). An unknown member gets the fallback of the division
+  given as `division` (a hint from the caller: the API does not know a member's division),
+  else, or when that division has no fallback, the global one; `X-Feed-Fallback` names it.
+- `GET /v1/styles/{style_id}/related`: products related to one product on sale (groups of the
+  related subclass-brands' products); `GET /v1/styles/{style_id}/bought-together`: products
+  bought with it. One GetItem each; 404 when the product is not on sale in the served version.
 - `GET /v1/health` -> `{"status": "ok", "served_version": ..., "table": ...}`, 503 when
   nothing is served or the served table is missing.
 
 The served version comes from the control item, cached for `serving.api_pointer_cache_seconds`
-so a flip reaches every API process within that time; then one GetItem in the served table.
-Errors are JSON `{"error": ..., "detail": ...}`: 400 bad member id or variant, 404 unknown
-feed or no payload, 422 malformed request, 503 nothing served / store unreachable.
+so a flip reaches every API process within that time; then one GetItem in the served table (a
+member unknown to it: one more request, a BatchGetItem of her fallbacks).
+Errors are JSON `{"error": ..., "detail": ...}`: 400 bad member id, style id, variant or
+division, 404 unknown feed or no payload, 422 malformed request, 503 nothing served / store
+unreachable. Every response and header is declared in the OpenAPI document (`/openapi.json`).
 """
 from __future__ import annotations
 
@@ -26,14 +33,15 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flashfeed import serving_store
 from flashfeed.config import load_config
-from flashfeed.lake import FEEDS, VARIANTS
+from flashfeed.lake import BOUGHT_TOGETHER, FALLBACK_MEMBER_PREFIX, MEMBER_FEEDS, RELATED
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +50,70 @@ DEFAULT_PORT = 8088
 PORT_ENV = "FLASHFEED_API_PORT"
 DEFAULT_VARIANT = "card"
 MEMBER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+STYLE_ID_PATTERN = MEMBER_ID_PATTERN          # the lake's id rule (spark_jobs/transforms/cleaning.py)
+DIVISION_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+GLOBAL_FALLBACK = "all"
 SOURCE_MEMBER = "member"
 SOURCE_FALLBACK = "fallback"
+
+
+# --- the OpenAPI document: what every response looks like ------------------------------------
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="what went wrong, short")
+    detail: str = Field(description="the cause and what to do")
+
+
+class Group(BaseModel):
+    key: str = Field(description="subclass-brand id, brand, subclass key, or (because) the product viewed")
+    name: str | None = Field(None, description="display name, e.g. 'Gracia Day Dresses', 'Because you viewed …'")
+    affinity: float | None = Field(None, description="the member's affinity (products, brands, categories)")
+    boost: float | None = Field(None, description="recent-activity boost applied to the affinity")
+    score: float | None = Field(None, description="related: the relatedness score (log-likelihood ratio by default)")
+    styles: list[str] = Field(description="product ids, best first, all on sale in the version's window")
+
+
+class MemberPayload(BaseModel):
+    member_id: str = Field(description="the member, or `__fallback__#<division>` for a fallback payload")
+    feed: str = Field(description="products | brands | categories | because")
+    variant: str = Field(description="card | full")
+    version: str = Field(description="the launch version, YYYYMMDDtHHMM")
+    groups: list[Group]
+
+
+class RelatedPayload(BaseModel):
+    style_id: str
+    feed: str = Field(description="related")
+    version: str
+    groups: list[Group] = Field(description="related subclass-brands with products on sale, most related first")
+
+
+class BoughtTogetherPayload(BaseModel):
+    style_id: str
+    feed: str = Field(description="bought_together")
+    version: str
+    styles: list[str] = Field(description="products bought with it (the best of each subclass-brand first)")
+
+
+class Health(BaseModel):
+    status: str
+    served_version: str | None
+    table: str | None
+    error: str | None = None
+    detail: str | None = None
+
+
+def _header(description: str) -> dict:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+VERSION_HEADER = {"X-Feed-Version": _header("the served version the payload comes from, YYYYMMDDtHHMM")}
+ERRORS = {
+    400: {"model": ErrorBody, "description": "invalid id, variant or division"},
+    404: {"model": ErrorBody, "description": "unknown feed, or no payload in the served version"},
+    422: {"model": ErrorBody, "description": "malformed request"},
+    503: {"model": ErrorBody, "description": "nothing served yet, or the store cannot be read; retry shortly"},
+}
 
 
 class ApiError(Exception):
@@ -76,7 +146,7 @@ def store_errors_as_503() -> Iterator[None]:
 
     try:
         yield
-    except (BotoCoreError, ClientError) as error:
+    except (BotoCoreError, ClientError, serving_store.ServingStoreError) as error:
         logger.warning("serving store request failed: %s", error)
         raise ApiError(503, "serving store unavailable",
                        f"the feed store could not be read ({type(error).__name__}); retry shortly") from None
@@ -127,33 +197,90 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
                            "no feed version has been flipped to serving; run the launch feeds DAG")
         return served
 
-    @app.get("/v1/members/{member_id}/feeds/{feed}")
-    def member_feed(member_id: str, feed: str, variant: str = DEFAULT_VARIANT) -> Response:
+    def fallback_payload(table: str, feed: str, variant: str, division: str | None) -> tuple[str | None, str]:
+        """The division's fallback payload when the hint is given and it exists, else the global one."""
+        key = serving_store.feed_key(feed, variant)
+        if division is None:
+            return serving_store.get_item_payload(get_client(), table, serving_store.GLOBAL_FALLBACK_MEMBER,
+                                                  key), GLOBAL_FALLBACK
+        found = serving_store.get_payloads(get_client(), table, [
+            (FALLBACK_MEMBER_PREFIX + division, key), (serving_store.GLOBAL_FALLBACK_MEMBER, key)])
+        if FALLBACK_MEMBER_PREFIX + division in found:
+            return found[FALLBACK_MEMBER_PREFIX + division], division
+        return found.get(serving_store.GLOBAL_FALLBACK_MEMBER), GLOBAL_FALLBACK
+
+    @app.get("/v1/members/{member_id}/feeds/{feed}", response_class=Response, responses={
+        200: {"model": MemberPayload, "description": "the member's payload, or a fallback payload, verbatim",
+              "headers": {**VERSION_HEADER,
+                          "X-Feed-Source": _header("`member`, or `fallback` when the member is unknown to this "
+                                                   "version"),
+                          "X-Feed-Fallback": _header("with `fallback`: the division whose fallback it is, or "
+                                                     "`all`")}},
+        **ERRORS})
+    def member_feed(
+        member_id: str, feed: str,
+        variant: str = Query(DEFAULT_VARIANT, description="card (a few groups, a carousel) or full (a long "
+                                                          "list); because has card only"),
+        division: str | None = Query(None, description="the member's division (e.g. women), a hint for an "
+                                                       "unknown member: she gets that division's fallback"),
+    ) -> Response:
         if not MEMBER_ID_PATTERN.fullmatch(member_id):
             raise ApiError(400, "invalid member id",
                            "member_id must be 1 to 64 characters of letters, digits, '_', '.', ':' or '-'")
-        if feed not in FEEDS:
-            raise ApiError(404, "unknown feed", f"feed {feed!r} does not exist; use one of {', '.join(FEEDS)}")
-        if variant not in VARIANTS:
+        if feed not in MEMBER_FEEDS:
+            raise ApiError(404, "unknown feed", f"feed {feed!r} does not exist; use one of {', '.join(MEMBER_FEEDS)}")
+        if variant not in MEMBER_FEEDS[feed]:
             raise ApiError(400, "invalid variant",
-                           f"variant {variant!r} does not exist; use one of {', '.join(VARIANTS)}")
+                           f"variant {variant!r} does not exist for feed {feed}; use one of "
+                           f"{', '.join(MEMBER_FEEDS[feed])}")
+        if division is not None:
+            division = division.lower()
+            if not DIVISION_PATTERN.fullmatch(division) or division == GLOBAL_FALLBACK:
+                raise ApiError(400, "invalid division",
+                               "division must be a division name of 1 to 32 lowercase letters, digits, '_' or "
+                               "'-', e.g. women")
         served = served_or_503()
+        headers = {"X-Feed-Version": served["version"], "X-Feed-Source": SOURCE_MEMBER}
         with store_errors_as_503():
-            client = get_client()
-            source = SOURCE_MEMBER
-            payload = serving_store.get_payload(client, served["table"], member_id, feed, variant)
+            payload = serving_store.get_payload(get_client(), served["table"], member_id, feed, variant)
             if payload is None:
-                source = SOURCE_FALLBACK
-                payload = serving_store.get_payload(client, served["table"],
-                                                    serving_store.GLOBAL_FALLBACK_MEMBER, feed, variant)
+                payload, fallback = fallback_payload(served["table"], feed, variant, division)
+                headers.update({"X-Feed-Source": SOURCE_FALLBACK, "X-Feed-Fallback": fallback})
         if payload is None:
             raise ApiError(404, "no feed for member",
                            f"member {member_id} has no {feed} {variant} feed in version "
                            f"{served['version']} and there is no fallback payload")
-        return Response(content=payload, media_type="application/json",
-                        headers={"X-Feed-Version": served["version"], "X-Feed-Source": source})
+        return Response(content=payload, media_type="application/json", headers=headers)
 
-    @app.get("/v1/health")
+    def product_feed(style_id: str, feed: str) -> Response:
+        if not STYLE_ID_PATTERN.fullmatch(style_id):
+            raise ApiError(400, "invalid style id",
+                           "style_id must be 1 to 64 characters of letters, digits, '_', '.', ':' or '-'")
+        served = served_or_503()
+        with store_errors_as_503():
+            payload = serving_store.get_product_payload(get_client(), served["table"], style_id, feed)
+        if payload is None:
+            raise ApiError(404, "no products for style",
+                           f"style {style_id} is not on sale in version {served['version']} (or nothing on sale "
+                           f"relates to it): there is no {feed} payload for it")
+        return Response(content=payload, media_type="application/json", headers={"X-Feed-Version": served["version"]})
+
+    @app.get("/v1/styles/{style_id}/related", response_class=Response, responses={
+        200: {"model": RelatedPayload, "description": "products related to this one, verbatim",
+              "headers": VERSION_HEADER}, **ERRORS})
+    def related(style_id: str) -> Response:
+        """Products of the subclass-brands most related to this product's (member co-occurrence)."""
+        return product_feed(style_id, RELATED)
+
+    @app.get("/v1/styles/{style_id}/bought-together", response_class=Response, responses={
+        200: {"model": BoughtTogetherPayload, "description": "products bought with this one, verbatim",
+              "headers": VERSION_HEADER}, **ERRORS})
+    def bought_together(style_id: str) -> Response:
+        """Products of the subclass-brands bought with this product's (FP-Growth association rules)."""
+        return product_feed(style_id, BOUGHT_TOGETHER)
+
+    @app.get("/v1/health", response_model=Health, responses={503: {"model": Health,
+                                                                   "description": "nothing served, or table missing"}})
     def health() -> JSONResponse:
         with store_errors_as_503():
             served = pointer.get(fresh=True)     # health answers about now, not the cache

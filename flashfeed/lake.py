@@ -14,9 +14,15 @@ from flashfeed.config import lake_root
 
 SUCCESS = "_SUCCESS"
 RAW_DATASETS = ("events", "catalog", "sale_calendar", "returns")
-FEEDS = ("products", "brands", "categories")
+FEEDS = ("products", "brands", "categories")          # the six collections: each feed x VARIANTS
 VARIANTS = ("full", "card")
+BECAUSE = "because"                                    # the seventh: "Because you viewed X", card only
+MEMBER_FEEDS = {**{feed: VARIANTS for feed in FEEDS}, BECAUSE: ("card",)}
+RELATED, BOUGHT_TOGETHER = "related", "bought_together"
+PRODUCT_FEEDS = (RELATED, BOUGHT_TOGETHER)             # one payload per product on sale
 FALLBACK_MEMBER_PREFIX = "__fallback__#"
+STYLE_KEY_PREFIX = "__style__#"                        # table hash key of a product's payloads
+FALLBACK_DATA_SET = "fallback"
 
 
 def _root(root: str | None) -> str:
@@ -56,6 +62,11 @@ def tuning(dt: date | str, root: str | None = None) -> str:
     return f"{_root(root)}/tuning/dt={_day(dt)}"
 
 
+def related(dt: date | str, root: str | None = None) -> str:
+    """Day D's related subclass-brands (co-occurrence, bought-together rules; spark_jobs/related.py)."""
+    return f"{_root(root)}/related/dt={_day(dt)}"
+
+
 def affinity(dt: date | str, group: str | None = None, root: str | None = None) -> str:
     base = f"{_root(root)}/affinity/dt={_day(dt)}"
     return base if group is None else f"{base}/group={group}"
@@ -76,6 +87,16 @@ def success(partition: str) -> str:
 def feed_folder(feed: str, variant: str) -> str:
     """Folder of one data set inside a feeds partition, e.g. `brands_card`."""
     return f"{feed}_{variant}"
+
+
+def member_data_sets() -> list[str]:
+    """`products_full` .. `categories_card`, `because_card`: one payload per member each."""
+    return [feed_folder(feed, variant) for feed, variants in MEMBER_FEEDS.items() for variant in variants]
+
+
+def data_sets() -> list[str]:
+    """Every data set of a launch's feeds partition, in manifest (and load) order."""
+    return [*member_data_sets(), FALLBACK_DATA_SET, *PRODUCT_FEEDS]
 
 
 def fsspec_url(uri: str) -> str:

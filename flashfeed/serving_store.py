@@ -6,7 +6,9 @@ Tables
 - `<prefix>feeds-<version>`: one per launch version, e.g. `flashfeed-feeds-20261122t1100`.
   Key `member_id` (S, hash) + `feed` (S, range, `<feed>#<variant>`, e.g. `brands#card`);
   attribute `payload` (S): the JSON line from the lake, verbatim. Fallback payloads are
-  stored under `member_id = "__fallback__#<division>"`, the global one `__fallback__#all`.
+  stored under `member_id = "__fallback__#<division>"`, the global one `__fallback__#all`;
+  a product's payloads under `member_id = "__style__#<style_id>"`, `feed = related` or
+  `bought_together`.
 - `<prefix>control` (always on-demand): key `pk` (S). Item `pk = "served"` holds `version`,
   `previous`, `flipped_at` (ISO UTC), `manifest` (URI), `history` (every flip, oldest first)
   and `loaded`: a map of version -> {written, manifest, verified_at} for the tables that were
@@ -39,7 +41,15 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from flashfeed.config import load_config
-from flashfeed.lake import FALLBACK_MEMBER_PREFIX, FEEDS, VARIANTS, feed_folder
+from flashfeed.lake import (
+    FALLBACK_DATA_SET,
+    FALLBACK_MEMBER_PREFIX,
+    MEMBER_FEEDS,
+    PRODUCT_FEEDS,
+    STYLE_KEY_PREFIX,
+    feed_folder,
+    member_data_sets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +58,6 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 DUMMY_CREDENTIALS = {"aws_access_key_id": "flashfeed-local", "aws_secret_access_key": "flashfeed-local"}
 
 MANIFEST_FILE = "manifest.json"
-FALLBACK_DATA_SET = "fallback"
 GLOBAL_FALLBACK_MEMBER = f"{FALLBACK_MEMBER_PREFIX}all"
 SERVED_KEY = "served"
 
@@ -366,19 +375,30 @@ def check_manifest(manifest: dict, where: str = "manifest") -> None:
         )
 
 
-def _data_set_feed(name: str) -> tuple[str, str] | None:
-    """(feed, variant) for `brands_card` etc., None for the fallback data set."""
+def _data_set_feed(name: str) -> tuple[str, str | None] | None:
+    """What a data set holds: (feed, variant) of a member data set (`brands_card`), (feed, None)
+    of a product data set (`related`), None for the fallback data set."""
     if name == FALLBACK_DATA_SET:
         return None
-    for feed in FEEDS:
-        for variant in VARIANTS:
+    if name in PRODUCT_FEEDS:
+        return name, None
+    for feed, variants in MEMBER_FEEDS.items():
+        for variant in variants:
             if name == feed_folder(feed, variant):
                 return feed, variant
     raise ManifestError(
-        f"unknown data set {name!r} in the manifest; expected <feed>_<variant> with feed in "
-        f"{FEEDS} and variant in {VARIANTS}, or {FALLBACK_DATA_SET!r}. The export and the loader disagree: "
+        f"unknown data set {name!r} in the manifest; expected one of {member_data_sets()}, "
+        f"{FALLBACK_DATA_SET!r} or {list(PRODUCT_FEEDS)}. The export and the loader disagree: "
         "deploy the same flashfeed version to both, then re-run the collections task"
     )
+
+
+def payload_key(record: dict) -> tuple[str, str]:
+    """(hash key, range key) of a payload: (member_id, `<feed>#<variant>`) for a member's or a
+    fallback's, (`__style__#<style_id>`, feed) for a product's."""
+    if "style_id" in record:
+        return STYLE_KEY_PREFIX + record["style_id"], record["feed"]
+    return record["member_id"], feed_key(record["feed"], record["variant"])
 
 
 def _manifest_files(manifest: dict) -> Iterator[tuple[str, dict]]:
@@ -457,31 +477,40 @@ def _item_from_line(line: bytes, data_set: str, uri: str, line_no: int, version:
     """One lake line -> one table item, checked against the data set it came from."""
     where = f"{uri} line {line_no}"
     rerun = BAD_LINE_NEXT_STEP
+    expected = _data_set_feed(data_set)
+    product = expected is not None and expected[1] is None
     try:
         payload = line.decode("utf-8")
         record = json.loads(payload)
-        member_id, feed, variant = record["member_id"], record["feed"], record["variant"]
+        if product:
+            member_id, feed, variant = record["style_id"], record["feed"], None
+        else:
+            member_id, feed, variant = record["member_id"], record["feed"], record["variant"]
     except UnicodeDecodeError as error:
         raise PayloadError(f"{where} is not UTF-8 ({error}){rerun}") from None
     except (json.JSONDecodeError, TypeError, KeyError) as error:
-        raise PayloadError(
-            f"{where} is not a payload object with member_id, feed and variant ({error!r}){rerun}") from None
+        fields = "style_id and feed" if product else "member_id, feed and variant"
+        raise PayloadError(f"{where} is not a payload object with {fields} ({error!r}){rerun}") from None
     if not isinstance(member_id, str) or not member_id:
-        raise PayloadError(f"{where} has no member_id string{rerun}")
-    expected = _data_set_feed(data_set)
+        raise PayloadError(f"{where} has no {'style_id' if product else 'member_id'} string{rerun}")
     is_fallback = member_id.startswith(FALLBACK_MEMBER_PREFIX)
-    if expected is None and not is_fallback:
-        raise PayloadError(
-            f"{where}: member {member_id} in the fallback data set lacks {FALLBACK_MEMBER_PREFIX!r}{rerun}")
-    if expected is not None and (is_fallback or (feed, variant) != expected):
-        raise PayloadError(
-            f"{where}: member {member_id} feed {feed}#{variant} does not belong in data set {data_set}{rerun}")
-    if feed not in FEEDS or variant not in VARIANTS:
-        raise PayloadError(f"{where}: member {member_id} has unknown feed {feed!r} or variant {variant!r}{rerun}")
+    if product:
+        if feed != expected[0]:
+            raise PayloadError(
+                f"{where}: style {member_id} feed {feed!r} does not belong in data set {data_set}{rerun}")
+    else:
+        if expected is None and not is_fallback:
+            raise PayloadError(
+                f"{where}: member {member_id} in the fallback data set lacks {FALLBACK_MEMBER_PREFIX!r}{rerun}")
+        if expected is not None and (is_fallback or (feed, variant) != expected):
+            raise PayloadError(
+                f"{where}: member {member_id} feed {feed}#{variant} does not belong in data set {data_set}{rerun}")
+        if variant not in MEMBER_FEEDS.get(feed, ()):
+            raise PayloadError(f"{where}: member {member_id} has unknown feed {feed!r} or variant {variant!r}{rerun}")
     if record.get("version", version) != version:
         raise PayloadError(
-            f"{where}: member {member_id} payload has version {record['version']}, expected {version}{rerun}")
-    key = feed_key(feed, variant)
+            f"{where}: {member_id} payload has version {record['version']}, expected {version}{rerun}")
+    member_id, key = payload_key(record)
     size = item_size(member_id, key, payload)
     if size > MAX_ITEM_BYTES:
         raise PayloadTooLargeError(
@@ -769,8 +798,7 @@ def verify_load(client, prefix: str | None, manifest: dict, feeds_dir: str, writ
     samples = _sample_lines(feeds_dir, manifest, sample_members, version if seed is None else seed)
     problems: list[str] = []
     for _, line in samples:
-        record = json.loads(line)
-        member_id, key = record["member_id"], feed_key(record["feed"], record["variant"])
+        member_id, key = payload_key(json.loads(line))
         response = client.get_item(TableName=table, Key={"member_id": {"S": member_id}, "feed": {"S": key}},
                                    ConsistentRead=True)
         stored = response.get("Item", {}).get("payload", {}).get("S")
@@ -1158,11 +1186,38 @@ def check_coverage(new_manifest: dict, served_manifest: dict, min_ratio: float |
 
 def get_payload(client, table: str, member_id: str, feed: str, variant: str) -> str | None:
     """The stored payload string of one member and one feed, or None. One GetItem."""
+    return get_item_payload(client, table, member_id, feed_key(feed, variant))
+
+
+def get_product_payload(client, table: str, style_id: str, feed: str) -> str | None:
+    """The stored `related` or `bought_together` payload of one product, or None. One GetItem."""
+    return get_item_payload(client, table, STYLE_KEY_PREFIX + style_id, feed)
+
+
+def get_item_payload(client, table: str, hash_key: str, range_key: str) -> str | None:
     response = client.get_item(
         TableName=table,
-        Key={"member_id": {"S": member_id}, "feed": {"S": feed_key(feed, variant)}},
+        Key={"member_id": {"S": hash_key}, "feed": {"S": range_key}},
         ProjectionExpression="#payload",
         ExpressionAttributeNames={"#payload": "payload"},
     )
     item = response.get("Item")
     return item["payload"]["S"] if item else None
+
+
+def get_payloads(client, table: str, keys: list[tuple[str, str]]) -> dict[str, str]:
+    """{hash key: payload} of the items of `keys` (hash, range) that exist: one BatchGetItem
+    (retrying what DynamoDB leaves unprocessed)."""
+    request = {table: {"Keys": [{"member_id": {"S": h}, "feed": {"S": r}} for h, r in keys],
+                       "ProjectionExpression": "member_id, #payload",
+                       "ExpressionAttributeNames": {"#payload": "payload"}}}
+    found: dict[str, str] = {}
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        response = client.batch_get_item(RequestItems=request)
+        for item in response.get("Responses", {}).get(table, []):
+            found[item["member_id"]["S"]] = item["payload"]["S"]
+        request = response.get("UnprocessedKeys") or {}
+        if not request:
+            return found
+        time.sleep(_backoff_seconds(attempt))
+    raise ServingStoreError(f"{table}: keys {keys} stayed unprocessed after {MAX_WRITE_ATTEMPTS} attempts")

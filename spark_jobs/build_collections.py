@@ -1,8 +1,10 @@
-"""Build the six collections of every member for one launch, plus fallback payloads, as JSON lines.
+"""Build every member's collections for one launch, fallback payloads and per-product feeds, as JSON lines.
 
 Reads   affinity/dt=D (groups listed in groups.json), products/dt=D/launch=HHMM,
-        features/dt=D/recent_interest
-Writes  feeds/dt=D/launch=HHMM/{<feed>_<variant>/part-*.json, fallback/part-*.json, manifest.json}
+        features/dt=D/{recent_interest, recent_views}, related/dt=D (spark_jobs/related.py)
+Writes  feeds/dt=D/launch=HHMM/{<feed>_<variant>/part-*.json (the six collections and because_card),
+        fallback/part-*.json, related/part-*.json, bought_together/part-*.json (one payload per
+        product on sale), manifest.json}
 Re-run  `spark-submit spark_jobs/build_collections.py --dt D --launch HHMM` replaces that slot only.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from spark_jobs.common import (
 )
 from spark_jobs.transforms import affinity as affinity_t
 from spark_jobs.transforms import collections as collections_t
+from spark_jobs.transforms import related_feeds
 
 log = get_logger("build_collections")
 DYNAMODB_ITEM_LIMIT_BYTES = 400 * 1024
@@ -63,9 +66,55 @@ def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cf
             groups = collections_t.attach_styles(collections_t.limit_groups(units, variant, cfg), sb_styles)
             lines = payload_lines(collections_t.payloads(groups, feed, variant, version, int(cfg["max_payload_bytes"])),
                                   variant, cfg)
-            parts.append(lines.withColumn("data_set", F.when(is_fallback, F.lit("fallback"))
+            parts.append(lines.withColumn("data_set", F.when(is_fallback, F.lit(lake.FALLBACK_DATA_SET))
                                           .otherwise(F.lit(lake.feed_folder(feed, variant)))))
     return functools.reduce(DataFrame.unionByName, parts)
+
+
+def because_lines(views: DataFrame, carousels: DataFrame, fallback_members: DataFrame, cfg: dict,
+                  because: dict, version: str) -> DataFrame:
+    """The `because` card of every member with a recently viewed product whose related
+    subclass-brands are on sale, and an empty one for every fallback 'member' (a member the
+    model does not know has viewed nothing it knows of)."""
+    groups = related_feeds.because_groups(views, carousels, int(cfg["min_saleable_products"]),
+                                          int(because["styles_per_carousel"]))
+    empty = fallback_members.select("member_id", F.array().cast(groups.schema["groups"].dataType).alias("groups"))
+    rows = groups.unionByName(empty).select(
+        "member_id", F.lit(lake.BECAUSE).alias("feed"), F.lit("card").alias("variant"),
+        F.lit(version).alias("version"), "groups", F.lit(0).alias("truncated_groups"))
+    lines = payload_lines(rows, "card", {**cfg, "card_groups": int(because["carousels"])})
+    is_fallback = F.col("member_id").startswith(lake.FALLBACK_MEMBER_PREFIX)
+    return lines.withColumn("data_set", F.when(is_fallback, F.lit(lake.FALLBACK_DATA_SET))
+                            .otherwise(F.lit(lake.feed_folder(lake.BECAUSE, "card"))))
+
+
+def product_lines(products: DataFrame, lists: dict[str, DataFrame], sb_styles: DataFrame, names: DataFrame,
+                  settings: dict, version: str) -> DataFrame:
+    """The `related` and `bought_together` payload of every product on sale, keyed in the table
+    by `__style__#<style_id>` (in the member_id column, as the table's hash key)."""
+    per_subclass_brand = {
+        lake.RELATED: related_feeds.related_groups(lists[lake.RELATED], sb_styles, names,
+                                                   int(settings["groups_per_style"]),
+                                                   int(settings["styles_per_group"])),
+        lake.BOUGHT_TOGETHER: related_feeds.round_robin(lists[lake.BOUGHT_TOGETHER], sb_styles,
+                                                        int(settings["bought_together_styles"])),
+    }
+    parts = [related_feeds.style_payloads(products, frame, feed, version).select(
+        F.concat(F.lit(lake.STYLE_KEY_PREFIX), "style_id").alias("member_id"), "feed",
+        F.lit("").alias("variant"), "line", F.lit(0).alias("truncated_groups"), F.lit(True).alias("full"),
+        F.lit(feed).alias("data_set")) for feed, frame in per_subclass_brand.items()]
+    return functools.reduce(DataFrame.unionByName, parts).withColumn("bytes", F.octet_length("line"))
+
+
+def related_summary(metrics: dict) -> dict:
+    """The related job's figures a reader of the manifest needs: what is served and how it tested,
+    rule counts, support, confidence and lift."""
+    cooccurrence, bought = metrics["cooccurrence"], metrics["bought_together"]
+    return {
+        lake.RELATED: {k: cooccurrence[k] for k in ("served", "pairs", "test")},
+        lake.BOUGHT_TOGETHER: {k: bought[k] for k in ("served", "baskets", "rules", "one_to_one_rules", "support",
+                                                      "confidence", "lift", "test") if k in bought},
+    }
 
 
 def size_stats(lines: DataFrame) -> dict[str, dict]:
@@ -161,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
                f"run score_products for launch {slot.version} first (flashfeed_launch_feeds, same run), "
                "then clear this task")
     fs.require(features, f"features for {slot.dt}", features_next_step(slot.dt))
+    related_day = lake.related(slot.dt, root)
+    fs.require(related_day, f"related subclass-brands for {slot.dt}",
+               f"let flashfeed_daily_model for {slot.dt} finish its related_items task, or run it; "
+               "then clear this task")
     groups = fs.read_json(f"{affinity_day}/groups.json")["groups"]
     affinity = spark.read.parquet(*[lake.affinity(slot.dt, g, root) for g in groups])
     products = spark.read.parquet(products_path).persist()
@@ -196,7 +249,16 @@ def main(argv: list[str] | None = None) -> None:
     sb_styles = F.broadcast(collections_t.styles_by_subclass_brand(products))
     # Read twice (sizes, then the write): kept on local disk, as every member's six payloads
     # (about 2 GB at 100,000 members) need not take the heap.
-    lines = data_set_lines(ranked, sb_styles, names, cfg, slot.version).persist(StorageLevel.DISK_ONLY)
+    lists = {feed: spark.read.parquet(f"{related_day}/{feed}") for feed in lake.PRODUCT_FEEDS}
+    carousels = related_feeds.round_robin(lists[lake.RELATED], sb_styles,
+                                          int(config["because"]["styles_per_carousel"]) + 1)
+    fallback_members = fallback.select("member_id").distinct()
+    lines = functools.reduce(DataFrame.unionByName, [
+        data_set_lines(ranked, sb_styles, names, cfg, slot.version),
+        because_lines(spark.read.parquet(f"{features}/recent_views"), F.broadcast(carousels), fallback_members, cfg,
+                      config["because"], slot.version),
+        product_lines(products, lists, sb_styles, names, config["related"], slot.version),
+    ]).persist(StorageLevel.DISK_ONLY)
 
     # Load: six data sets for members, all six for the fallback 'members', then the manifest
     partition = lake.feeds(slot.dt, slot.hhmm, root)
@@ -205,9 +267,12 @@ def main(argv: list[str] | None = None) -> None:
         "window": {"starts_at": slot.starts_at.isoformat(), "ends_at": slot.ends_at.isoformat()},
         "data_sets": {},
         "inputs": {"affinity": affinity_day, "groups": groups, "products": products_path, "features": features,
-                   "models": [lake.models(slot.dt, g, root) for g in groups]},
+                   "models": [lake.models(slot.dt, g, root) for g in groups], "related": related_day},
+        # what /related and /bought-together serve: the model (or popularity), its offline test, the rules
+        "related": related_summary(fs.read_json(f"{related_day}/metrics.json")),
     }
-    names_in_order = [lake.feed_folder(f, v) for f in lake.FEEDS for v in lake.VARIANTS] + ["fallback"]
+    names_in_order = lake.data_sets()
+    collections = [lake.feed_folder(f, v) for f in lake.FEEDS for v in lake.VARIANTS]
     with timed(log, f"building the payloads of {slot.version}"):
         stats = size_stats(lines)
     members = stats.get(lake.feed_folder("products", "full"), {}).get("payloads", 0)
@@ -224,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
                  len(names_in_order), data_set, data["payloads"], data.get("payload_bytes"),
                  data.get("truncated_payloads", 0), cfg["max_payload_bytes"], 100 * data.get("full_share", 0.0))
     target = float(cfg["full_share_warning"])
-    short = {d: stats[d]["full_share"] for d in names_in_order[:-1] if stats.get(d, {}).get("full_share", 1.0) < target}
+    short = {d: stats[d]["full_share"] for d in collections if stats.get(d, {}).get("full_share", 1.0) < target}
     if short:
         log.warning("fewer than %.0f %% of members have collections as large as configured: %s. The sale may be "
                     "small; if not, the daily model keeps too few affinities for this catalogue: raise "
@@ -250,8 +315,8 @@ def main(argv: list[str] | None = None) -> None:
         fs.write_json(f"{staging}/manifest.json", manifest)
     log.info("launch %s: %d members, %d payloads in total, largest %d bytes",
              slot.version, members or 0, manifest["total_payloads"], largest["bytes"])
-    log.info("launch %s feeds done in %.1f s: wrote %s (manifest.json, %d data sets and fallback)", slot.version,
-             time.monotonic() - started, partition, len(names_in_order) - 1)
+    log.info("launch %s feeds done in %.1f s: wrote %s (manifest.json, %d data sets)", slot.version,
+             time.monotonic() - started, partition, len(names_in_order))
     spark.stop()
 
 

@@ -3,6 +3,8 @@
 Reads   raw/events and raw/returns for the look-back days before D (UTC dates), raw/catalog/dt=D,
         raw/sale_calendar/dt=D
 Writes  features/dt=D/{ratings (by group), members, recent_interest, style_activity, groups.json,
+        events (the clean events of the look-back with their subclass-brand: item-to-item and
+        bought together, spark_jobs/related.py), recent_views (anchors of "because you viewed"),
         candidates (subclass-brands with stock on sale in any launch window of D and how many of
         their products a collection can show; shared by every group),
         gate/{ratings (by group, by part: train, validation, test), live (subclass-brands rated in each
@@ -35,7 +37,7 @@ from spark_jobs.common import (
 )
 from spark_jobs.transforms import affinity as affinity_t
 from spark_jobs.transforms import catalog as catalog_t
-from spark_jobs.transforms import cleaning, evaluation, groups, ratings, scoring
+from spark_jobs.transforms import cleaning, evaluation, groups, ratings, related, scoring
 
 log = get_logger("features")
 DAYS_PER_MONTH = 30
@@ -147,6 +149,12 @@ def main(argv: list[str] | None = None) -> None:
         clean, catalog, cutoff - timedelta(days=int(feats["recent_days"])),
         int(config["collections"]["boost_top_subclasses"]),
     )
+    lookback_events = in_lookback.join(catalog.select("style_id", "subclass_brand_id"), "style_id").select(
+        *related.EVENT_COLUMNS)
+    because = config["because"]
+    views = related.recent_views(lookback_events, cutoff - timedelta(days=int(because["view_days"])),
+                                 because["event_types"], int(because["carousels"])).join(
+        catalog.select("style_id", "brand", "subclass"), "style_id")
     activity = scoring.style_activity(
         clean, returns, cutoff - timedelta(days=interaction_days), cutoff - timedelta(days=scoring.EARLY_DAYS)
     )
@@ -169,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         for name, frame, by_group in (("ratings", member_ratings, True), ("members", members, False),
                                       ("gate/ratings", gate_ratings, True), ("gate/live", gate_live, False),
-                                      ("recent_interest", interest, False), ("style_activity", activity, False)):
+                                      ("recent_interest", interest, False), ("style_activity", activity, False),
+                                      ("events", lookback_events, False), ("recent_views", views, False)):
             with timed(log, f"writing {name}"):
                 (frame.write.partitionBy("group") if by_group else frame.write).parquet(f"{staging}/{name}")
         per_group = {

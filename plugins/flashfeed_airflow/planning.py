@@ -72,6 +72,7 @@ def plan_launch(when: datetime, launch: str | None = None) -> dict[str, Any]:
         "window": [slot.starts_at.isoformat(), slot.ends_at.isoformat()],
         "affinity": lake.affinity(slot.dt, root=root),
         "sale_calendar": lake.raw("sale_calendar", slot.dt, root),
+        "related": lake.related(slot.dt, root),
         "products": lake.products(slot.dt, slot.hhmm, root),
         "feeds": lake.feeds(slot.dt, slot.hhmm, root),
         "spark_submit": spark_submit_settings(),
@@ -138,12 +139,13 @@ def validate_feeds(feeds: str, version: str) -> dict[str, Any]:
     problems = []
     if manifest.get("version") != version:
         problems.append(f"manifest version {manifest.get('version')!r} is not {version!r}")
-    expected = {lake.feed_folder(f, v) for f in lake.FEEDS for v in lake.VARIANTS} | {"fallback"}
+    expected = set(lake.data_sets())
     data_sets = manifest.get("data_sets", {})
     if set(data_sets) != expected:
         problems.append(f"data sets {sorted(data_sets)} differ from {sorted(expected)}")
     for name, data_set in data_sets.items():
-        if not data_set.get("payloads"):
+        # because_card is empty when no member viewed a product lately (e.g. purchase-only data)
+        if not data_set.get("payloads") and name != lake.feed_folder(lake.BECAUSE, "card"):
             problems.append(f"{name} has no payloads")
         if sum(f["payloads"] for f in data_set.get("files", [])) != data_set.get("payloads"):
             problems.append(f"{name}: files hold a different number of payloads than counted")

@@ -20,9 +20,10 @@ EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_l
 # a bad manifest stays bad, and a lost race or refused flip needs a person.
 NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "plan_tune_week", "serve.validate_feeds",
                   "serve.flip_served_version", "rollback_served_version", "check_launch_flipped"}
-STAGES = {"flashfeed_daily_model": {"inputs", "features", "train", "publish"},
+STAGES = {"flashfeed_daily_model": {"inputs", "features", "train", "related", "publish"},
           "flashfeed_launch_feeds": {"inputs", "build", "serve"}}
 DOCUMENTED_TASKS = {"features.build_features", "train.train_global_als", "train.train_group_als",
+                    "related.related_items",
                     "build.score_products", "build.build_collections", "serve.load_feeds", "serve.flip_served_version",
                     "rollback_served_version", "check_launch_flipped", "tune_groups"}
 
@@ -140,6 +141,8 @@ def test_daily_model_shape(dagbag):
     # The quality report sees every group's outcome before the day's affinities are sealed.
     assert dag.get_task("publish.report_quality").upstream_task_ids == {"train.train_group_als", "plan_model_day"}
     assert "publish.report_quality" in dag.get_task("publish.publish_affinity").upstream_task_ids
+    # Related subclass-brands need only the features: they are computed beside the training.
+    assert dag.get_task("related.related_items").upstream_task_ids == {"features.build_features"}
     groups = dag.params.get_param("groups")
     assert groups.resolve(["13", "21"]) == ["13", "21"]
     with pytest.raises(Exception, match="does not match"):
@@ -152,7 +155,7 @@ def test_launch_feeds_shape(dagbag):
              "serve.validate_feeds", "serve.load_feeds", "serve.flip_served_version", "serve.apply_retention"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert dag.get_task(upstream).task_id in _ancestors(dag, downstream)
-    assert {"inputs.wait_for_affinity", "inputs.wait_for_sale_calendar"} <= \
+    assert {"inputs.wait_for_affinity", "inputs.wait_for_related", "inputs.wait_for_sale_calendar"} <= \
         dag.get_task("build.score_products").upstream_task_ids
     assert set(dag.params.keys()) == {"launch", "dry_run", "allow_low_coverage", "allow_older_version"}
     assert dag.params["allow_low_coverage"] is False and dag.params["allow_older_version"] is False

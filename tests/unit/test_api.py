@@ -26,12 +26,27 @@ def fallback_line(feed: str, variant: str) -> str:
                        "version": VERSION, "groups": [{"key": "popular", "styles": ["s-9"]}]})
 
 
+BECAUSE_LINE = ('{"member_id":"m-000123","feed":"because","variant":"card","version":"20261122t1500",'
+                '"groups":[{"key":"s-7","name":"Because you viewed Gracia Dresses","styles":["s-8","s-9"]}]}')
+RELATED_LINE = ('{"style_id":"s-1","feed":"related","version":"20261122t1500","groups":[{"key":"20",'
+                '"name":"Velora Vases","score":12.5,"styles":["s-5","s-6"]}]}')
+BOUGHT_LINE = '{"style_id":"s-1","feed":"bought_together","version":"20261122t1500","styles":["s-3","s-4"]}'
+
+
+def women_fallback_line(feed: str, variant: str) -> str:
+    return json.dumps({"member_id": "__fallback__#women", "feed": feed, "variant": variant,
+                       "version": VERSION, "groups": [{"key": "women", "styles": ["s-w"]}]})
+
+
 def write_small_feeds(feeds_dir: Path) -> dict:
     data_sets = {
         "brands_card": [MEMBER_LINE],
         "brands_full": [MEMBER_FULL_LINE],
+        "because_card": [BECAUSE_LINE],
         "fallback": [fallback_line(feed, variant) for feed in ("products", "brands", "categories")
-                     for variant in ("card", "full")],
+                     for variant in ("card", "full")] + [women_fallback_line("products", "card")],
+        "related": [RELATED_LINE],
+        "bought_together": [BOUGHT_LINE],
     }
     manifest_sets = {}
     for name, rows in data_sets.items():
@@ -133,3 +148,74 @@ def test_missing_served_table_is_503(dynamodb_endpoint):
     health = api.get("/v1/health")
     assert health.status_code == 503 and health.json()["error"] == "served table missing"
     assert_error(api.get("/v1/members/m-000123/feeds/brands"), 503, "serving store unavailable")
+
+
+def test_because_is_a_member_feed_of_one_variant(api):
+    response = api.get("/v1/members/m-000123/feeds/because")
+    assert response.status_code == 200 and response.content == BECAUSE_LINE.encode()
+    assert_error(api.get("/v1/members/m-000123/feeds/because", params={"variant": "full"}), 400, "invalid variant")
+
+
+def test_division_hint_picks_the_divisions_fallback_and_falls_back_to_the_global_one(api):
+    women = api.get("/v1/members/m-999999/feeds/products", params={"division": "Women"})
+    assert women.status_code == 200 and women.text == women_fallback_line("products", "card")
+    assert (women.headers["x-feed-source"], women.headers["x-feed-fallback"]) == ("fallback", "women")
+    # no fallback of home in this version, or no hint: the global one
+    home = api.get("/v1/members/m-999999/feeds/products", params={"division": "home"})
+    assert home.text == fallback_line("products", "card") and home.headers["x-feed-fallback"] == "all"
+    assert api.get("/v1/members/m-999999/feeds/products").headers["x-feed-fallback"] == "all"
+    # a known member's own payload wins over any hint
+    own = api.get("/v1/members/m-000123/feeds/brands", params={"division": "women"})
+    assert own.content == MEMBER_LINE.encode() and "x-feed-fallback" not in own.headers
+    for bad in ("wo men", "all", "x" * 33, "wömen"):
+        assert_error(api.get("/v1/members/m-999999/feeds/products", params={"division": bad}), 400, "invalid division")
+
+
+def test_related_and_bought_together_of_a_product_verbatim(api):
+    related = api.get("/v1/styles/s-1/related")
+    assert related.status_code == 200 and related.content == RELATED_LINE.encode()
+    assert related.headers["x-feed-version"] == VERSION and related.headers["content-type"] == "application/json"
+    bought = api.get("/v1/styles/s-1/bought-together")
+    assert bought.status_code == 200 and bought.content == BOUGHT_LINE.encode()
+    assert_error(api.get("/v1/styles/s-404/related"), 404, "no products for style")
+    assert_error(api.get("/v1/styles/s%231/bought-together"), 400, "invalid style id")
+
+
+def test_each_product_request_is_one_dynamodb_read(served):
+    client, prefix = served
+    calls = []
+
+    def count(event_name, **_):
+        calls.append(event_name.rsplit(".", 1)[-1])
+
+    app = TestClient(create_app(client=client, prefix=prefix))
+    app.get("/v1/health")             # reads the served pointer (and caches it)
+    client.meta.events.register("before-call.dynamodb", count)
+    try:
+        calls.clear()
+        app.get("/v1/styles/s-1/related")
+        app.get("/v1/styles/s-1/bought-together")
+        app.get("/v1/members/m-000123/feeds/because")
+    finally:
+        client.meta.events.unregister("before-call.dynamodb", count)
+    assert calls == ["GetItem", "GetItem", "GetItem"]
+
+
+def test_openapi_declares_every_endpoint_its_payload_headers_and_errors(api):
+    spec = api.get("/openapi.json").json()
+    paths = spec["paths"]
+    expected = {"/v1/members/{member_id}/feeds/{feed}": ("MemberPayload", {"X-Feed-Version", "X-Feed-Source",
+                                                                          "X-Feed-Fallback"}),
+                "/v1/styles/{style_id}/related": ("RelatedPayload", {"X-Feed-Version"}),
+                "/v1/styles/{style_id}/bought-together": ("BoughtTogetherPayload", {"X-Feed-Version"})}
+    for path, (model, headers) in expected.items():
+        get = paths[path]["get"]
+        ok = get["responses"]["200"]
+        assert ok["content"]["application/json"]["schema"]["$ref"].endswith(f"/{model}"), path
+        assert set(ok["headers"]) == headers, path
+        for status in ("400", "404", "422", "503"):
+            assert get["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    member_params = {p["name"] for p in paths["/v1/members/{member_id}/feeds/{feed}"]["get"]["parameters"]}
+    assert member_params == {"member_id", "feed", "variant", "division"}
+    assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "detail"}
+    assert "/v1/health" in paths
