@@ -250,13 +250,15 @@ def main(argv: list[str] | None = None) -> None:
     # Read twice (sizes, then the write): kept on local disk, as every member's six payloads
     # (about 2 GB at 100,000 members) need not take the heap.
     lists = {feed: spark.read.parquet(f"{related_day}/{feed}") for feed in lake.PRODUCT_FEEDS}
+    because = config["because"]
+    # long enough for every carousel of a member once the products shown before are left out
     carousels = related_feeds.round_robin(lists[lake.RELATED], sb_styles,
-                                          int(config["because"]["styles_per_carousel"]) + 1)
+                                          int(because["styles_per_carousel"]) * int(because["carousels"]) + 1)
     fallback_members = fallback.select("member_id").distinct()
     lines = functools.reduce(DataFrame.unionByName, [
         data_set_lines(ranked, sb_styles, names, cfg, slot.version),
         because_lines(spark.read.parquet(f"{features}/recent_views"), F.broadcast(carousels), fallback_members, cfg,
-                      config["because"], slot.version),
+                      because, slot.version),
         product_lines(products, lists, sb_styles, names, config["related"], slot.version),
     ]).persist(StorageLevel.DISK_ONLY)
 

@@ -12,6 +12,8 @@ A list depends only on the anchor's subclass-brand, so each is built once per su
 """
 from __future__ import annotations
 
+import functools
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -61,15 +63,29 @@ def style_payloads(products: DataFrame, per_subclass_brand: DataFrame, feed: str
 
 def because_groups(views: DataFrame, carousels: DataFrame, min_styles: int, styles: int) -> DataFrame:
     """(member_id, groups): per member, a carousel per recently viewed product (newest first):
-    {key: the product viewed, name "Because you viewed <brand> <subclass>", styles}, the product
-    itself left out; carousels with fewer than `min_styles` products are dropped.
-    `carousels`: round_robin's styles per subclass-brand, one more than `styles` long."""
-    joined = views.join(carousels, "subclass_brand_id").withColumn(
-        "styles", F.slice(F.array_remove("styles", F.col("style_id")), 1, styles))
+    {key: the product viewed, name "Because you viewed <brand> <subclass>", styles}. A product is
+    shown once per member (in the newest carousel that shows it) and never in its own carousel;
+    carousels left with fewer than `min_styles` products are dropped. `carousels`: round_robin's
+    styles per subclass-brand, long enough for every carousel of a member after that."""
+    candidates = views.join(carousels, "subclass_brand_id").select(
+        "member_id", "view_rank", "style_id", "brand", "subclass",
+        F.posexplode("styles").alias("position", "product")).where(F.col("product") != F.col("style_id"))
+    in_carousel = Window.partitionBy("member_id", "view_rank").orderBy("position")
+    ranks = [r[0] for r in views.select("view_rank").distinct().orderBy("view_rank").collect()]
+    parts: list[DataFrame] = []
+    for view_rank in ranks:          # a few carousels: each leaves out what the newer ones show
+        these = candidates.where(F.col("view_rank") == view_rank)
+        for newer in parts:
+            these = these.join(newer.select("member_id", "product"), ["member_id", "product"], "left_anti")
+        parts.append(these.withColumn("_n", F.row_number().over(in_carousel)).where(F.col("_n") <= styles))
+    if not parts:
+        return views.sparkSession.createDataFrame(
+            [], "member_id string, groups array<struct<key:string,name:string,styles:array<string>>>")
+    kept = functools.reduce(DataFrame.unionByName, parts)
     entry = F.struct(F.col("style_id").alias("key"),
                      F.concat(F.lit("Because you viewed "), F.concat_ws(" ", "brand", "subclass")).alias("name"),
-                     F.col("styles"))
-    kept = joined.where(F.size("styles") >= min_styles)
-    return kept.groupBy("member_id").agg(
-        F.transform(F.array_sort(F.collect_list(F.struct("view_rank", entry.alias("group")))),
-                    lambda g: g["group"]).alias("groups"))
+                     F.transform(F.array_sort(F.collect_list(F.struct("_n", "product"))),
+                                 lambda p: p["product"]).alias("styles"))
+    carousel = kept.groupBy("member_id", "view_rank", "style_id", "brand", "subclass").agg(entry.alias("group"))
+    return carousel.where(F.size("group.styles") >= min_styles).groupBy("member_id").agg(
+        F.transform(F.array_sort(F.collect_list(F.struct("view_rank", "group"))), lambda g: g["group"]).alias("groups"))

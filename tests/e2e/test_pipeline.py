@@ -59,31 +59,43 @@ def _client(env):
     return serving_store.dynamodb_client(endpoint=env["FLASHFEED_DYNAMODB_ENDPOINT"])
 
 
-def _lake_line(env, launch: str, member_id: str) -> str:
-    folder = Path(lake.feeds(DAY, launch, env["FLASHFEED_LAKE"])) / "products_card"
+def _lake_line(env, launch: str, member_id: str, data_set: str = "products_card", key: str = "member_id") -> str:
+    folder = Path(lake.feeds(DAY, launch, env["FLASHFEED_LAKE"])) / data_set
     for part in folder.glob("part-*.json"):
         for line in part.read_text().splitlines():
-            if json.loads(line)["member_id"] == member_id:
+            if json.loads(line)[key] == member_id:
                 return line
     raise AssertionError(f"{member_id} not in {folder}")
 
 
+def _first(env, launch: str, data_set: str) -> dict:
+    part = next(Path(lake.feeds(DAY, launch, env["FLASHFEED_LAKE"]), data_set).glob("part-*.json"))
+    return json.loads(part.read_text().splitlines()[0])
+
+
 def _assert_payloads_sell_what_is_on_sale(root: str, launch: str) -> None:
-    """Every product in every payload is a scored (on sale, in stock) product; none twice."""
+    """Every product in every payload is a scored (on sale, in stock) product; none twice; every
+    product payload is of a product on sale."""
     import pyarrow.parquet as pq
 
     on_sale = set(pq.read_table(lake.products(DAY, launch, root), columns=["style_id"]).column(0).to_pylist())
     feeds = Path(lake.feeds(DAY, launch, root))
     fallback_divisions = set()
-    for data_set in [f"{f}_{v}" for f in lake.FEEDS for v in lake.VARIANTS] + ["fallback"]:
+    for data_set in lake.data_sets():
+        payloads = 0
         for part in (feeds / data_set).glob("part-*.json"):
             for line in part.read_text().splitlines():
                 payload = json.loads(line)
-                styles = [s for g in payload["groups"] for s in g["styles"]]
-                assert len(styles) == len(set(styles)), f"{payload['member_id']} {data_set}: a product twice"
-                assert set(styles) <= on_sale, f"{payload['member_id']} {data_set}: product not on sale"
+                payloads += 1
+                owner = payload.get("member_id") or payload["style_id"]
+                styles = payload.get("styles") or [s for g in payload["groups"] for s in g["styles"]]
+                assert len(styles) == len(set(styles)), f"{owner} {data_set}: a product twice"
+                assert set(styles) <= on_sale, f"{owner} {data_set}: product not on sale"
+                if data_set in lake.PRODUCT_FEEDS:
+                    assert payload["style_id"] in on_sale and styles and payload["style_id"] not in styles
                 if data_set == "fallback":
                     fallback_divisions.add(payload["member_id"])
+        assert payloads, f"no {data_set} payload"
     assert lake.FALLBACK_MEMBER_PREFIX + "all" in fallback_divisions
     assert lake.FALLBACK_MEMBER_PREFIX + "women" in fallback_divisions
 
@@ -111,6 +123,16 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
         assert metrics["members"] >= 1 and metrics["affinity_rows"] > 0
         assert metrics["fit_on"] == "driver"     # groups this small are fit without a Spark session
     assert Path(lake.success(lake.affinity(DAY, root=root))).exists()
+    related = json.loads(Path(lake.related(DAY, root), "metrics.json").read_text())
+    assert Path(lake.success(lake.related(DAY, root))).exists()
+    for name in ("cooccurrence", "bought_together"):
+        test = related[name]["test"]
+        assert test["cases"] > 0 and set(test["mrr"]) >= {"popularity"}, name
+        # served: the model when it ranked the hold-out at least as well as popularity, else popularity
+        model = max((m for m in test["mrr"] if m != "popularity"), key=test["mrr"].get)
+        assert related[name]["served"] in ("llr", "fp_growth", "popularity"), name
+        if related[name]["served"] == "popularity" and name == "cooccurrence":
+            assert test["mrr"]["llr"] < test["mrr"]["popularity"], model
 
     served = []
     for launch in ("1100", "1500"):
@@ -146,6 +168,24 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
 
         unknown = _api_get(env, "/v1/members/m-not-a-member/feeds/brands?variant=full", monkeypatch)
         assert unknown.status_code == 200 and unknown.json()["member_id"].startswith(lake.FALLBACK_MEMBER_PREFIX)
+        women = _api_get(env, "/v1/members/m-not-a-member/feeds/brands?variant=full&division=women", monkeypatch)
+        fallback_lines = [line for part in Path(lake.feeds(DAY, launch, root), "fallback").glob("part-*.json")
+                          for line in part.read_text().splitlines()]
+        assert women.text in fallback_lines and women.headers["x-feed-fallback"] == "women"
+        assert (women.json()["member_id"], women.json()["feed"]) == (lake.FALLBACK_MEMBER_PREFIX + "women", "brands")
+
+        # The seventh collection and the product pages' feeds, served verbatim from the same version.
+        because = _first(env, launch, "because_card")
+        response = _api_get(env, f"/v1/members/{because['member_id']}/feeds/because", monkeypatch)
+        assert response.status_code == 200 and response.json() == because
+        assert because["groups"][0]["name"].startswith("Because you viewed ")
+        for data_set, path in ((lake.RELATED, "related"), (lake.BOUGHT_TOGETHER, "bought-together")):
+            style_id = _first(env, launch, data_set)["style_id"]
+            response = _api_get(env, f"/v1/styles/{style_id}/{path}", monkeypatch)
+            assert response.status_code == 200 and response.headers["x-feed-version"] == slot.version
+            assert response.text == _lake_line(env, launch, style_id, data_set, key="style_id")
+        assert manifest["related"][lake.BOUGHT_TOGETHER]["served"] == related["bought_together"]["served"]
+        assert manifest["data_sets"][lake.RELATED]["payloads"] > 0
 
     assert served[1]["previous"] == served[0]["version"]  # the 15:00 flip replaced the 11:00 version
 

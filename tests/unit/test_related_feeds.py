@@ -64,7 +64,22 @@ def test_because_carousels_newest_view_first_without_the_viewed_product(spark, f
     first, second = groups["m1"]
     assert (first["key"], first["name"], first["styles"]) == ("s-b2", "Because you viewed Velora Vases",
                                                               ["s-a1", "s-a2"])
+    # 10's carousel is s-b1, s-c1, s-b2, s-b3: s-b2 is the product of the newer carousel's anchor: kept
     assert (second["key"], second["styles"]) == ("s-a9", ["s-b1", "s-c1", "s-b2"])
     # a carousel shorter than min_styles is dropped
     short = related_feeds.because_groups(views, carousels, min_styles=3, styles=3).collect()
     assert [[g["key"] for g in r["groups"]] for r in short] == [["s-a9"]]
+
+
+def test_because_shows_a_product_once_per_member(spark, frames):
+    sb_styles, _, lists = frames
+    # 30's only related subclass-brand is 20, as 10's best: the newer carousel (of 30) keeps s-b1, s-b2
+    more = lists.unionByName(spark.createDataFrame([(30, 20, 1.0, 1)], lists.schema))
+    carousels = related_feeds.round_robin(more, sb_styles, 10)
+    views = spark.createDataFrame(
+        [("m1", "s-a1", 10, "Gracia", "Dresses", 2), ("m1", "s-c1", 30, "Sorina", "Candles", 1)],
+        "member_id string, style_id string, subclass_brand_id int, brand string, subclass string, view_rank int")
+    [row] = related_feeds.because_groups(views, carousels, min_styles=1, styles=2).collect()
+    # 10's round robin s-b1, s-c1, s-b2, s-b3 without s-b1 and s-b2 (shown in the newer carousel)
+    assert [(g["key"], g["styles"]) for g in row["groups"]] == [("s-c1", ["s-b1", "s-b2"]),
+                                                                ("s-a1", ["s-c1", "s-b3"])]
