@@ -106,10 +106,23 @@ def show_member(member_id: str, feed: str = "products", variant: str = "card") -
         print(f"GET /v1/members/{member_id}/feeds/{feed}?variant={variant} -> {status} "
               f"(X-Feed-Version: {headers.get('x-feed-version') or headers.get('X-Feed-Version')})")
         try:
-            print(json.dumps(json.loads(body), indent=2))
+            payload = json.loads(body)
+            print(json.dumps(payload, indent=2))
         except ValueError:
             print(body)
-        return 0 if status == 200 else 1
+            return 1
+        if status != 200:
+            return 1
+        # The seventh collection and a product page's feeds, in one line each.
+        style_id = payload["groups"][0]["styles"][0]
+        for path in (f"members/{member_id}/feeds/because", f"styles/{style_id}/related",
+                     f"styles/{style_id}/bought-together"):
+            status, _, body = _get(f"{base}/v1/{path}")
+            answer = json.loads(body)
+            summary = ([g.get("name") or g["key"] for g in answer["groups"]] if "groups" in answer
+                       else answer.get("styles", answer))
+            print(f"GET /v1/{path} -> {status}: {summary}")
+        return 0
     finally:
         if server is not None:
             server.terminate()

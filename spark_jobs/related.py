@@ -14,6 +14,7 @@ Then it is fit again on every day, and that is what the launches serve.
 """
 from __future__ import annotations
 
+import functools
 import time
 from datetime import date, datetime, timedelta, timezone
 
@@ -38,7 +39,6 @@ from spark_jobs.transforms import related as related_t
 log = get_logger("related")
 FP_GROWTH = "fp_growth"
 PURCHASE = "purchase"
-NO_LISTS = "item int, related int, score double, rank int"
 
 
 def cooccurrence_lists(events: DataFrame, cfg: dict) -> DataFrame:
@@ -70,32 +70,29 @@ def rule_lists(rules_frame: DataFrame, per_item: int) -> DataFrame:
     return related_t.association_rules(rules_frame, per_item).withColumnRenamed("confidence", "score")
 
 
-def served_lists(model_lists: DataFrame | None, events: DataFrame, per_item: int,
-                 items: DataFrame | None = None) -> DataFrame:
-    """The model's lists filled with the popular subclass-brands of `events`, for `items` (item)
-    (default: every subclass-brand of `events`); `model_lists` None: popularity alone."""
-    if model_lists is None:
-        model_lists = events.sparkSession.createDataFrame([], NO_LISTS)
-    if items is None:
-        items = events.select(F.col(related_t.ITEM).alias("item"))
-    return related_t.with_popular(model_lists, items, related_t.popularity_ranks(events), per_item)
+def served_lists(model_lists: DataFrame, events: DataFrame, per_item: int, items: DataFrame,
+                 models: list[str]) -> DataFrame:
+    """Each model's lists (model, item, related, score, rank) filled with the popular
+    subclass-brands of `events`, for `items` (item)."""
+    return related_t.with_popular(model_lists, items, related_t.popularity_ranks(events), per_item, models)
 
 
 def offline_test(train: DataFrame, holdout: DataFrame, cfg: dict) -> dict:
     """MRR on the hold-out of each co-occurrence score and of the rules (each filled with popular
-    subclass-brands, as served) and of popularity alone."""
+    subclass-brands, as served) and of popularity alone: one pass over the cases per kind."""
     per_item, rules_per_item = int(cfg["per_item"]), int(cfg["rules_per_item"])
 
-    def mrr(cases: DataFrame, lists: DataFrame | None, events: DataFrame, n: int) -> float:
+    def mrr(cases: DataFrame, lists: DataFrame, events: DataFrame, n: int, models: list[str]) -> dict:
         anchors = cases.select(F.col("anchor").alias("item"))
-        return round(related_t.mean_reciprocal_rank(cases, served_lists(lists, events, n, anchors)), 5)
+        figures = related_t.mean_reciprocal_ranks(cases, served_lists(lists, events, n, anchors, models), models)
+        return {model: round(value, 5) for model, value in figures.items()}
 
     session_cases = related_t.next_item_cases(related_t.sessions(holdout, int(cfg["session_gap_minutes"]))).persist()
-    scored = cooccurrence_lists(train, cfg).persist()
-    cooc = {"cases": session_cases.count(), "mrr": {
-        score: mrr(session_cases, related_t.top_related(scored, score, per_item), train, per_item)
-        for score in related_t.SCORES}}
-    cooc["mrr"][related_t.POPULARITY] = mrr(session_cases, None, train, per_item)
+    scored = cooccurrence_lists(train, cfg).persist()      # read once per score below
+    lists = functools.reduce(DataFrame.unionByName, [
+        related_t.top_related(scored, score, per_item).withColumn("model", F.lit(score)) for score in related_t.SCORES])
+    cooc = {"cases": session_cases.count(),
+            "mrr": mrr(session_cases, lists, train, per_item, [*related_t.SCORES, related_t.POPULARITY])}
 
     train_purchases = train.where(F.col("event_type") == PURCHASE)
     holdout_baskets = related_t.baskets(holdout.where(F.col("event_type") == PURCHASE),
@@ -103,10 +100,15 @@ def offline_test(train: DataFrame, holdout: DataFrame, cfg: dict) -> dict:
     basket_cases = related_t.basket_cases(
         holdout_baskets.where(F.size("items") <= int(cfg["max_basket_items"]))).persist()
     train_rules, _ = rules(train_purchases, cfg)
-    bought = {"cases": basket_cases.select("case_id").distinct().count(), "mrr": {
-        FP_GROWTH: mrr(basket_cases, rule_lists(train_rules, rules_per_item), train_purchases, rules_per_item),
-        related_t.POPULARITY: mrr(basket_cases, None, train_purchases, rules_per_item)}}
+    bought = {"cases": basket_cases.select("case_id").distinct().count(),
+              "mrr": mrr(basket_cases, rule_lists(train_rules, rules_per_item).withColumn("model", F.lit(FP_GROWTH)),
+                         train_purchases, rules_per_item, [FP_GROWTH, related_t.POPULARITY])}
     return {"cooccurrence": cooc, "bought_together": bought}
+
+
+def as_served(lists: DataFrame, served: str) -> DataFrame:
+    """The model's lists labelled with what is served: none of them when popularity is."""
+    return (lists.limit(0) if served == related_t.POPULARITY else lists).withColumn("model", F.lit(served))
 
 
 def earns_its_place(test: dict, model: str) -> bool:
@@ -118,11 +120,14 @@ def rule_summary(single_rules: DataFrame, all_rules: DataFrame, baskets: DataFra
     """Counts and the spread of support, confidence and lift of the served rules."""
     quantiles = {}
     if single_rules.take(1):
-        for name, column in (("support", "support"), ("confidence", "score"), ("lift", "lift")):
-            low, mid, high = single_rules.approxQuantile(column, [0.0, 0.5, 1.0], 0.001)
+        names = {"support": "support", "confidence": "score", "lift": "lift"}
+        spreads = single_rules.approxQuantile(list(names.values()), [0.0, 0.5, 1.0], 0.001)
+        for name, (low, mid, high) in zip(names, spreads):
             quantiles[name] = {"min": round(low, 5), "median": round(mid, 5), "max": round(high, 5)}
-    return {"baskets": baskets.count(), "baskets_of_2_or_more": baskets.where(F.size("items") >= 2).count(),
-            "baskets_left_out": baskets.where(F.size("items") > max_items).count(),
+    counts = baskets.agg(F.count("*").alias("baskets"),
+                         F.sum((F.size("items") >= 2).cast("int")).alias("baskets_of_2_or_more"),
+                         F.sum((F.size("items") > max_items).cast("int")).alias("baskets_left_out")).first()
+    return {**{k: int(v or 0) for k, v in counts.asDict().items()},
             "rules": all_rules.count(), "one_to_one_rules": single_rules.count(), **quantiles}
 
 
@@ -170,8 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     items = events.select(F.col(related_t.ITEM).alias("item")).unionByName(
         candidates.select(F.col(related_t.ITEM).alias("item"))).distinct().persist()
     scored = cooccurrence_lists(events, cfg).persist()
-    cooccurrence = served_lists(related_t.top_related(scored, served_score, int(cfg["per_item"]))
-                                if served_score != related_t.POPULARITY else None, events, int(cfg["per_item"]), items)
+    cooccurrence = served_lists(as_served(related_t.top_related(scored, cfg["score"], int(cfg["per_item"])),
+                                          served_score), events, int(cfg["per_item"]), items,
+                                [served_score]).drop("model")
     purchases = events.where(F.col("event_type") == PURCHASE)
     all_rules, baskets = rules(purchases, cfg)
     all_rules = all_rules.persist()
@@ -180,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         served_rules = related_t.POPULARITY     # no rule reached min_support: the lists are popularity's
         log.warning("bought together: no one-to-one rule reaches min support %s in %d+ baskets; serving "
                     "popularity lists", cfg["min_support"], cfg["min_baskets"])
-    bought_together = served_lists(single if served_rules == FP_GROWTH else None, purchases,
-                                   int(cfg["rules_per_item"]), items).join(
+    bought_together = served_lists(as_served(single, served_rules), purchases,
+                                   int(cfg["rules_per_item"]), items, [served_rules]).drop("model").join(
         single.select("item", "related", "lift", "support"), ["item", "related"], "left")
 
     # Load

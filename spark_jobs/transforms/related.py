@@ -166,13 +166,16 @@ def basket_cases(basket_items: DataFrame) -> DataFrame:
         F.explode(F.slice("items", 2, 1_000_000)).alias("target"))
 
 
-def mean_reciprocal_rank(cases: DataFrame, lists: DataFrame) -> float:
-    """Mean over cases of 1 / rank of the best-ranked target in the anchor's list (item,
-    related, rank); 0 for a case whose targets are not in it. 0.0 without cases."""
-    ranked = cases.join(lists.select(F.col("item").alias("anchor"), F.col("related").alias("target"), "rank"),
-                        ["anchor", "target"], "left")
-    per_case = ranked.groupBy("case_id").agg(F.max(F.coalesce(1.0 / F.col("rank"), F.lit(0.0))).alias("rr"))
-    return float(per_case.agg(F.avg("rr")).first()[0] or 0.0)
+def mean_reciprocal_ranks(cases: DataFrame, lists: DataFrame, models: list[str]) -> dict[str, float]:
+    """Per model, the mean over cases of 1 / rank of the best-ranked target in the anchor's list
+    (lists: model, item, related, rank); 0 for a case whose targets are not in it. One pass for
+    every model; 0.0 without cases."""
+    total = cases.select("case_id").distinct().count()
+    hits = cases.join(lists.select("model", F.col("item").alias("anchor"), F.col("related").alias("target"), "rank"),
+                      ["anchor", "target"])
+    per_case = hits.groupBy("model", "case_id").agg(F.max(1.0 / F.col("rank")).alias("rr"))
+    sums = {r["model"]: float(r["rr"]) for r in per_case.groupBy("model").agg(F.sum("rr").alias("rr")).collect()}
+    return {model: (sums.get(model, 0.0) / total if total else 0.0) for model in models}
 
 
 def popularity_ranks(events: DataFrame) -> DataFrame:
@@ -182,21 +185,25 @@ def popularity_ranks(events: DataFrame) -> DataFrame:
         Window.orderBy(F.desc("_members"), F.asc("item"))))
 
 
-def with_popular(lists: DataFrame, items: DataFrame, ranks: DataFrame, per_item: int) -> DataFrame:
-    """(item, related, score, rank, from_model): every item of `items` gets its model list (item,
-    related, score, rank) and, after it, the most popular subclass-brands it lacks, up to
-    `per_item` (score null): a short list or an item the model does not know still fills a
-    carousel. With an empty `lists` this is the popularity baseline."""
+def with_popular(lists: DataFrame, items: DataFrame, ranks: DataFrame, per_item: int,
+                 models: list[str]) -> DataFrame:
+    """(model, item, related, score, rank, from_model): for each of `models`, every item of
+    `items` gets the model's list (lists: model, item, related, score, rank) and, after it, the
+    most popular subclass-brands it lacks, up to `per_item` (score null): a short list or an item
+    the model does not know still fills a carousel. A model without lists is popularity alone."""
     top = ranks.where(F.col("popularity_rank") <= per_item + 1).select(
         F.col("item").alias("related"), (F.lit(per_item) + F.col("popularity_rank")).alias("_order"))
-    fill = (items.select("item").distinct().crossJoin(F.broadcast(top)).where(F.col("item") != F.col("related"))
-            .select("item", "related", F.lit(None).cast("double").alias("score"), "_order"))
-    own = lists.select("item", "related", F.col("score").cast("double"), F.col("rank").alias("_order"))
-    best = own.unionByName(fill).groupBy("item", "related").agg(F.min(F.struct("_order", "score")).alias("_b"))
-    order = Window.partitionBy("item").orderBy(F.col("_b._order"), F.asc("related"))
+    fill = (items.select("item").distinct()
+            .crossJoin(F.broadcast(top)).where(F.col("item") != F.col("related"))
+            .select(F.explode(F.array(*[F.lit(m) for m in models])).alias("model"), "item", "related",
+                    F.lit(None).cast("double").alias("score"), "_order"))
+    own = lists.select("model", "item", "related", F.col("score").cast("double"), F.col("rank").alias("_order"))
+    best = own.unionByName(fill).groupBy("model", "item", "related").agg(
+        F.min(F.struct("_order", "score")).alias("_b"))
+    order = Window.partitionBy("model", "item").orderBy(F.col("_b._order"), F.asc("related"))
     return (
         best.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= per_item)
-        .select("item", "related", F.col("_b.score").alias("score"), "rank",
+        .select("model", "item", "related", F.col("_b.score").alias("score"), "rank",
                 (F.col("_b._order") <= per_item).alias("from_model"))
     )
 

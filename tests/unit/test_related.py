@@ -99,25 +99,27 @@ def test_next_item_cases_take_a_sessions_first_two_subclass_brands(spark):
 
 
 def test_mean_reciprocal_rank_takes_the_best_target_and_counts_misses_as_zero(spark):
-    lists = spark.createDataFrame([(1, 2, 1.0, 1), (1, 3, 0.5, 2), (1, 4, 0.1, 3), (5, 6, 1.0, 1)],
-                                  "item int, related int, score double, rank int")
+    lists = spark.createDataFrame([("m", 1, 2, 1), ("m", 1, 3, 2), ("m", 1, 4, 3), ("m", 5, 6, 1), ("n", 1, 9, 1)],
+                                  "model string, item int, related int, rank int")
     cases = spark.createDataFrame([("a", 1, 3), ("b", 1, 4), ("b", 1, 2), ("c", 1, 9), ("d", 7, 2)],
                                   "case_id string, anchor int, target int")
-    # a: rank 2 -> 1/2; b: best of ranks 3 and 1 -> 1; c: not listed -> 0; d: no list -> 0
-    assert related_t.mean_reciprocal_rank(cases, lists) == pytest.approx((0.5 + 1 + 0 + 0) / 4)
-    assert related_t.mean_reciprocal_rank(cases.limit(0), lists) == 0.0
+    # m: a rank 2 -> 1/2; b best of ranks 3 and 1 -> 1; c not listed -> 0; d no list -> 0. n: only c, rank 1.
+    figures = related_t.mean_reciprocal_ranks(cases, lists, ["m", "n", "none"])
+    assert figures == pytest.approx({"m": (0.5 + 1 + 0 + 0) / 4, "n": 1 / 4, "none": 0.0})
+    assert related_t.mean_reciprocal_ranks(cases.limit(0), lists, ["m"]) == {"m": 0.0}
 
 
 def test_with_popular_fills_after_the_models_list_and_never_lists_the_item_itself(spark):
-    lists = spark.createDataFrame([(1, 7, 3.5, 1)], "item int, related int, score double, rank int")
+    lists = spark.createDataFrame([("m", 1, 7, 3.5, 1)], "model string, item int, related int, score double, rank int")
     ranks = spark.createDataFrame([(1, 1), (2, 2), (7, 3), (4, 4)], "item int, popularity_rank int")
     items = spark.createDataFrame([(1,), (9,)], "item int")
-    filled = {(r["item"], r["rank"]): (r["related"], r["score"], r["from_model"])
-              for r in related_t.with_popular(lists, items, ranks, per_item=3).collect()}
+    filled = {(r["model"], r["item"], r["rank"]): (r["related"], r["score"], r["from_model"])
+              for r in related_t.with_popular(lists, items, ranks, 3, ["m", "popularity"]).collect()}
     # item 1: its own 7, then popular 2 and 4 (1 is itself, 7 is already listed)
-    assert [filled[(1, k)] for k in (1, 2, 3)] == [(7, 3.5, True), (2, None, False), (4, None, False)]
-    # item 9, unknown to the model: popularity alone
-    assert [filled[(9, k)][0] for k in (1, 2, 3)] == [1, 2, 7]
+    assert [filled[("m", 1, k)] for k in (1, 2, 3)] == [(7, 3.5, True), (2, None, False), (4, None, False)]
+    # item 9, unknown to the model, and a model without lists: popularity alone
+    assert [filled[("m", 9, k)][0] for k in (1, 2, 3)] == [1, 2, 7]
+    assert [filled[("popularity", 1, k)][0] for k in (1, 2, 3)] == [2, 7, 4]
 
 
 def test_association_rules_keep_one_to_one_rules_best_first(spark):
