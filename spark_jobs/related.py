@@ -122,7 +122,7 @@ def rule_summary(single_rules: DataFrame, all_rules: DataFrame, baskets: DataFra
     if single_rules.take(1):
         names = {"support": "support", "confidence": "score", "lift": "lift"}
         spreads = single_rules.approxQuantile(list(names.values()), [0.0, 0.5, 1.0], 0.001)
-        for name, (low, mid, high) in zip(names, spreads):
+        for name, (low, mid, high) in zip(names, spreads, strict=True):
             quantiles[name] = {"min": round(low, 5), "median": round(mid, 5), "max": round(high, 5)}
     counts = baskets.agg(F.count("*").alias("baskets"),
                          F.sum((F.size("items") >= 2).cast("int")).alias("baskets_of_2_or_more"),
