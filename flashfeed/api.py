@@ -9,6 +9,9 @@
   member is unknown to this version). An unknown member gets the fallback of the division
   given as `division` (a hint from the caller: the API does not know a member's division),
   else, or when that division has no fallback, the global one; `X-Feed-Fallback` names it.
+  While an experiment runs (config `experiments`), the six collections answer with the
+  member's variant (a stable salted hash of her id, flashfeed.experiments) and name it in
+  `X-Feed-Experiment: <experiment>:<variant>`; a stopped variant's members get control.
 - `GET /v1/styles/{style_id}/related`: products related to one product on sale (groups of the
   related subclass-brands' products); `GET /v1/styles/{style_id}/bought-together`: products
   bought with it. One GetItem each; 404 when the product is not on sale in the served version.
@@ -25,6 +28,8 @@ unreachable. Every response and header is declared in the OpenAPI document (`/op
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import logging
 import os
 import re
@@ -39,9 +44,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flashfeed import serving_store
+from flashfeed import experiments, serving_store
 from flashfeed.config import load_config
-from flashfeed.lake import BOUGHT_TOGETHER, FALLBACK_MEMBER_PREFIX, MEMBER_FEEDS, RELATED
+from flashfeed.lake import BOUGHT_TOGETHER, FALLBACK_MEMBER_PREFIX, FEEDS, MEMBER_FEEDS, RELATED
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +157,12 @@ def store_errors_as_503() -> Iterator[None]:
                        f"the feed store could not be read ({type(error).__name__}); retry shortly") from None
 
 
+@functools.lru_cache(maxsize=16)
+def served_experiment(settings_json: str) -> experiments.Experiment | None:
+    """The served version's experiment (parsed once per distinct value)."""
+    return experiments.from_dict(json.loads(settings_json))
+
+
 def _error(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": error, "detail": detail})
 
@@ -215,7 +226,9 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
                           "X-Feed-Source": _header("`member`, or `fallback` when the member is unknown to this "
                                                    "version"),
                           "X-Feed-Fallback": _header("with `fallback`: the division whose fallback it is, or "
-                                                     "`all`")}},
+                                                     "`all`"),
+                          "X-Feed-Experiment": _header("while an experiment runs (products, brands, categories): "
+                                                       "`<experiment>:<variant>` served to this member")}},
         **ERRORS})
     def member_feed(
         member_id: str, feed: str,
@@ -241,8 +254,17 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
                                "'-', e.g. women")
         served = served_or_503()
         headers = {"X-Feed-Version": served["version"], "X-Feed-Source": SOURCE_MEMBER}
+        experiment_variant = None
+        experiment = served_experiment(json.dumps(served.get("experiment") or {}, sort_keys=True))
+        if experiment is not None and feed in FEEDS:
+            assigned = experiment.variant(member_id)
+            if f"{experiment.name}:{assigned}" in served.get("stopped", ()):
+                assigned = experiments.CONTROL          # stopped: its members see control again
+            experiment_variant = None if assigned == experiments.CONTROL else assigned
+            headers["X-Feed-Experiment"] = f"{experiment.name}:{assigned}"
         with store_errors_as_503():
-            payload = serving_store.get_payload(get_client(), served["table"], member_id, feed, variant)
+            payload = serving_store.get_item_payload(get_client(), served["table"], member_id,
+                                                     serving_store.feed_key(feed, variant, experiment_variant))
             if payload is None:
                 payload, fallback = fallback_payload(served["table"], feed, variant, division)
                 headers.update({"X-Feed-Source": SOURCE_FALLBACK, "X-Feed-Fallback": fallback})

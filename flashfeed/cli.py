@@ -18,6 +18,8 @@
                                         popularity vs global ALS vs per-group ALS (+ boost)
     flashfeed tune --lake URI [--groups G ...]
                                         grid of rank, regParam, alpha per group -> results table
+    flashfeed experiment assign [--members FILE] [--manifest URI]
+                                        each member's experiment variant, as CSV (reading an experiment)
 
 Every command takes --help.
 """
@@ -41,6 +43,7 @@ MODULE_COMMANDS = {
     "uci-to-csv": "flashfeed.uci",
     "evaluate": "spark_jobs.evaluate",
     "tune": "spark_jobs.tune",
+    "experiment": "flashfeed.experiments",
 }
 
 

@@ -84,9 +84,10 @@ def success(partition: str) -> str:
     return f"{partition}/{SUCCESS}"
 
 
-def feed_folder(feed: str, variant: str) -> str:
-    """Folder of one data set inside a feeds partition, e.g. `brands_card`."""
-    return f"{feed}_{variant}"
+def feed_folder(feed: str, variant: str, experiment_variant: str | None = None) -> str:
+    """Folder of one data set inside a feeds partition, e.g. `brands_card`, or
+    `brands_card.no_boost` for the members of experiment variant `no_boost`."""
+    return f"{feed}_{variant}" + (f".{experiment_variant}" if experiment_variant else "")
 
 
 def member_data_sets() -> list[str]:
@@ -94,9 +95,12 @@ def member_data_sets() -> list[str]:
     return [feed_folder(feed, variant) for feed, variants in MEMBER_FEEDS.items() for variant in variants]
 
 
-def data_sets() -> list[str]:
-    """Every data set of a launch's feeds partition, in manifest (and load) order."""
-    return [*member_data_sets(), FALLBACK_DATA_SET, *PRODUCT_FEEDS]
+def data_sets(experiment=None) -> list[str]:
+    """Every data set of a launch's feeds partition, in manifest (and load) order; with an
+    experiment (flashfeed.experiments), its variants' six collections too."""
+    treatments = [feed_folder(feed, variant, arm.name) for arm in (experiment.treatments if experiment else ())
+                  for feed in FEEDS for variant in VARIANTS]
+    return [*member_data_sets(), *treatments, FALLBACK_DATA_SET, *PRODUCT_FEEDS]
 
 
 def fsspec_url(uri: str) -> str:

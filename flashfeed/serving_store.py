@@ -41,9 +41,11 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from flashfeed.config import load_config
+from flashfeed.experiments import VARIANT_PATTERN as EXPERIMENT_VARIANT
 from flashfeed.lake import (
     FALLBACK_DATA_SET,
     FALLBACK_MEMBER_PREFIX,
+    FEEDS,
     MEMBER_FEEDS,
     PRODUCT_FEEDS,
     STYLE_KEY_PREFIX,
@@ -169,9 +171,10 @@ def control_table(prefix: str | None = None) -> str:
     return f"{_prefix(prefix)}control"
 
 
-def feed_key(feed: str, variant: str) -> str:
-    """The range key value, e.g. `brands#card`."""
-    return f"{feed}#{variant}"
+def feed_key(feed: str, variant: str, experiment_variant: str | None = None) -> str:
+    """The range key value, e.g. `brands#card`, or `brands#card@no_boost` for experiment variant
+    `no_boost`'s payload."""
+    return f"{feed}#{variant}" + (f"@{experiment_variant}" if experiment_variant else "")
 
 
 def _error_code(error: Exception) -> str | None:
@@ -375,30 +378,34 @@ def check_manifest(manifest: dict, where: str = "manifest") -> None:
         )
 
 
-def _data_set_feed(name: str) -> tuple[str, str | None] | None:
-    """What a data set holds: (feed, variant) of a member data set (`brands_card`), (feed, None)
-    of a product data set (`related`), None for the fallback data set."""
+def _data_set_feed(name: str) -> tuple[str, str | None, str | None] | None:
+    """What a data set holds: (feed, variant, None) of a member data set (`brands_card`),
+    (feed, variant, experiment variant) of an experiment variant's (`brands_card.no_boost`),
+    (feed, None, None) of a product data set (`related`), None for the fallback data set."""
     if name == FALLBACK_DATA_SET:
         return None
     if name in PRODUCT_FEEDS:
-        return name, None
+        return name, None, None
+    base, _, arm = name.partition(".")
     for feed, variants in MEMBER_FEEDS.items():
         for variant in variants:
-            if name == feed_folder(feed, variant):
-                return feed, variant
+            an_experiment_variant = feed in FEEDS and EXPERIMENT_VARIANT.fullmatch(arm)
+            if base == feed_folder(feed, variant) and (not arm or an_experiment_variant):
+                return feed, variant, arm or None
     raise ManifestError(
-        f"unknown data set {name!r} in the manifest; expected one of {member_data_sets()}, "
-        f"{FALLBACK_DATA_SET!r} or {list(PRODUCT_FEEDS)}. The export and the loader disagree: "
-        "deploy the same flashfeed version to both, then re-run the collections task"
+        f"unknown data set {name!r} in the manifest; expected one of {member_data_sets()} (the six collections "
+        f"also as <data set>.<experiment variant>), {FALLBACK_DATA_SET!r} or {list(PRODUCT_FEEDS)}. The export "
+        "and the loader disagree: deploy the same flashfeed version to both, then re-run the collections task"
     )
 
 
 def payload_key(record: dict) -> tuple[str, str]:
     """(hash key, range key) of a payload: (member_id, `<feed>#<variant>`) for a member's or a
-    fallback's, (`__style__#<style_id>`, feed) for a product's."""
+    fallback's, with `@<experiment variant>` for an experiment variant's, and
+    (`__style__#<style_id>`, feed) for a product's."""
     if "style_id" in record:
         return STYLE_KEY_PREFIX + record["style_id"], record["feed"]
-    return record["member_id"], feed_key(record["feed"], record["variant"])
+    return record["member_id"], feed_key(record["feed"], record["variant"], record.get("experiment"))
 
 
 def _manifest_files(manifest: dict) -> Iterator[tuple[str, dict]]:
@@ -502,9 +509,10 @@ def _item_from_line(line: bytes, data_set: str, uri: str, line_no: int, version:
         if expected is None and not is_fallback:
             raise PayloadError(
                 f"{where}: member {member_id} in the fallback data set lacks {FALLBACK_MEMBER_PREFIX!r}{rerun}")
-        if expected is not None and (is_fallback or (feed, variant) != expected):
+        if expected is not None and (is_fallback or (feed, variant, record.get("experiment")) != expected):
             raise PayloadError(
-                f"{where}: member {member_id} feed {feed}#{variant} does not belong in data set {data_set}{rerun}")
+                f"{where}: member {member_id} feed {feed}#{variant} (experiment variant "
+                f"{record.get('experiment')}) does not belong in data set {data_set}{rerun}")
         if variant not in MEMBER_FEEDS.get(feed, ()):
             raise PayloadError(f"{where}: member {member_id} has unknown feed {feed!r} or variant {variant!r}{rerun}")
     if record.get("version", version) != version:
@@ -821,7 +829,7 @@ def verify_load(client, prefix: str | None, manifest: dict, feeds_dir: str, writ
     log.info("Verified %s: count %s equals the manifest, %d sampled payloads (seed %r) and all "
              "fallback payloads match the lake byte for byte", table, f"{written:,}", len(samples),
              version if seed is None else seed)
-    mark_loaded(client, prefix, version, written, _join(feeds_dir, MANIFEST_FILE))
+    mark_loaded(client, prefix, version, written, _join(feeds_dir, MANIFEST_FILE), manifest.get(EXPERIMENT))
     log.info("Marked %s as loaded and verified in %s: it may be flipped to", version, control_table(prefix))
     return len(samples)
 
@@ -829,6 +837,8 @@ def verify_load(client, prefix: str | None, manifest: dict, feeds_dir: str, writ
 # --- loaded marks ----------------------------------------------------------------------------
 
 LOADED = "loaded"
+EXPERIMENT = "experiment"          # the served version's experiment (JSON), copied from its loaded mark
+STOPPED = "stopped_variants"       # experiment variants served as control: "<experiment>:<variant>"
 
 
 def _served_key() -> dict:
@@ -855,11 +865,14 @@ def _ensure_loaded_map(client, prefix: str | None) -> None:
                        ExpressionAttributeValues={":empty": {"M": {}}})
 
 
-def mark_loaded(client, prefix: str | None, version: str, written: int, manifest_uri: str) -> None:
-    """Record that `<prefix>feeds-<version>` holds exactly `written` verified payloads."""
+def mark_loaded(client, prefix: str | None, version: str, written: int, manifest_uri: str,
+                experiment: dict | None = None) -> None:
+    """Record that `<prefix>feeds-<version>` holds exactly `written` verified payloads, and the
+    experiment its payloads were built for (the flip serves it with the version)."""
     _ensure_loaded_map(client, prefix)
     mark = {"written": {"N": str(int(written))}, "manifest": {"S": manifest_uri},
-            "verified_at": {"S": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
+            "verified_at": {"S": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            EXPERIMENT: {"S": json.dumps(experiment or {}, sort_keys=True)}}
     client.update_item(TableName=control_table(prefix), Key=_served_key(),
                        UpdateExpression="SET #loaded.#version = :mark",
                        ExpressionAttributeNames={"#loaded": LOADED, "#version": version},
@@ -897,7 +910,20 @@ def served_version(client, prefix: str | None = None) -> dict | None:
     values.setdefault("previous", None)
     values["history"] = [entry["S"] for entry in item.get("history", {}).get("L", []) if "S" in entry]
     values["table"] = feeds_table(values["version"], prefix)
+    values[EXPERIMENT] = json.loads(item.get(EXPERIMENT, {}).get("S") or "{}")
+    values["stopped"] = sorted(item.get(STOPPED, {}).get("SS", []))
     return values
+
+
+def set_variant_stopped(client, prefix: str | None, experiment: str, variant: str, stopped: bool) -> dict:
+    """Serve an experiment variant's members as control (`stopped`) or their variant again: one
+    UpdateItem on the control item, no reload; the API follows within its pointer cache."""
+    action = "ADD" if stopped else "DELETE"
+    client.update_item(TableName=control_table(prefix), Key=_served_key(),
+                       UpdateExpression=f"{action} #stopped :variant",
+                       ExpressionAttributeNames={"#stopped": STOPPED},
+                       ExpressionAttributeValues={":variant": {"SS": [f"{experiment}:{variant}"]}})
+    return served_version(client, prefix) or {}
 
 
 def is_older_version(version: str, other: str | None) -> bool:
@@ -926,13 +952,17 @@ def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
     _ensure_loaded_map(client, prefix)
     flipped_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     names = {"#version": "version", "#previous": "previous", "#flipped_at": "flipped_at", "#manifest": "manifest",
-             "#history": "history",
+             "#history": "history", "#experiment": EXPERIMENT,
              "#loaded": LOADED, "#new": new_version}
     values: dict[str, Any] = {":new": {"S": new_version}, ":at": {"S": flipped_at}, ":manifest": {"S": manifest_uri},
-                              ":empty": {"L": []}, ":new_list": {"L": [{"S": new_version}]}}
+                              ":empty": {"L": []}, ":new_list": {"L": [{"S": new_version}]},
+                              ":no_experiment": {"S": "{}"}}
     # Every flip (rollbacks included) appends to `history` in the same write, so "the last N
-    # served versions" (retention) is defined by the control item alone.
-    history = "#history = list_append(if_not_exists(#history, :empty), :new_list)"
+    # served versions" (retention) is defined by the control item alone; and it serves the
+    # version's experiment (from its loaded mark) in the same write, so payloads and assignment
+    # always switch together.
+    history = ("#history = list_append(if_not_exists(#history, :empty), :new_list), "
+               "#experiment = if_not_exists(#loaded.#new.#experiment, :no_experiment)")
     if expected_version is None:
         update = (f"SET #version = :new, #flipped_at = :at, #manifest = :manifest, {history} "
                   "REMOVE #previous")

@@ -18,7 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from flashfeed import calendar, lake
+from flashfeed import calendar, experiments, lake
 from spark_jobs.common import (
     JobError,
     LakeFS,
@@ -45,7 +45,8 @@ def payload_lines(payload_rows: DataFrame, variant: str, cfg: dict) -> DataFrame
     """(member_id, feed, variant, line, bytes, truncated_groups, full): the exact JSON line
     served; `full` when the payload is as large as configured (a card of `card_groups` groups, a
     full list of `products_per_member` products)."""
-    line = F.to_json(F.struct("member_id", "feed", "variant", "version", "groups"))
+    fields = ["member_id", "feed", "variant", "version", "groups"]
+    line = F.to_json(F.struct(*fields, *(["experiment"] if "experiment" in payload_rows.columns else [])))
     if variant == "card":
         full = F.size("groups") >= int(cfg["card_groups"])
     else:
@@ -55,19 +56,44 @@ def payload_lines(payload_rows: DataFrame, variant: str, cfg: dict) -> DataFrame
                                full.alias("full")).withColumn("bytes", F.octet_length("line"))
 
 
-def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cfg: dict, version: str) -> DataFrame:
+def ranked_affinities(spark, member_affinity: DataFrame, interest: DataFrame, fallback: DataFrame | None,
+                      variety_sql: str, cfg: dict) -> DataFrame:
+    """Each member's (and fallback's) affinities to subclass-brands on sale after the boost, the
+    variety limit and the per-member cap: what her collections are built from."""
+    boosted = affinity_t.apply_boost(member_affinity, interest, float(cfg["boost"])).select(
+        "member_id", "subclass_brand_id", "subclass_key", "class_key", "affinity", "boost"
+    )
+    if fallback is not None:
+        boosted = boosted.unionByName(fallback)
+    # One shuffle by member: the variety limit, the cap and every feed's grouping below are all
+    # per member, so they run inside these partitions.
+    by_member = boosted.repartition(int(spark.conf.get("spark.sql.shuffle.partitions")), "member_id")
+    limited = affinity_t.variety_limit(spark, by_member, variety_sql, int(cfg["max_subclass_brands_per_class"]))
+    per_member = Window.partitionBy("member_id").orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
+    return (
+        limited.withColumn("_n", F.row_number().over(per_member))
+        .where(F.col("_n") <= int(cfg["subclass_brands_per_member"]))
+        .drop("_n")
+    )
+
+
+def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cfg: dict, version: str,
+                   experiment_variant: str | None = None) -> DataFrame:
     """Every payload line of the launch with its `data_set`: `<feed>_<variant>` for members,
-    `fallback` for the fallback 'members' (all six of theirs)."""
+    `fallback` for the fallback 'members' (all six of theirs); with `experiment_variant`, the
+    variant's members' payloads (which name it) in `<feed>_<variant>.<experiment variant>`."""
     is_fallback = F.col("member_id").startswith(lake.FALLBACK_MEMBER_PREFIX)
     parts = []
     for feed in lake.FEEDS:
         units = collections_t.feed_units(ranked, sb_styles, names, feed)
         for variant in lake.VARIANTS:
             groups = collections_t.attach_styles(collections_t.limit_groups(units, variant, cfg), sb_styles)
-            lines = payload_lines(collections_t.payloads(groups, feed, variant, version, int(cfg["max_payload_bytes"])),
-                                  variant, cfg)
-            parts.append(lines.withColumn("data_set", F.when(is_fallback, F.lit(lake.FALLBACK_DATA_SET))
-                                          .otherwise(F.lit(lake.feed_folder(feed, variant)))))
+            rows = collections_t.payloads(groups, feed, variant, version, int(cfg["max_payload_bytes"]))
+            if experiment_variant is not None:
+                rows = rows.withColumn("experiment", F.lit(experiment_variant))
+            data_set = lake.feed_folder(feed, variant, experiment_variant)
+            parts.append(payload_lines(rows, variant, cfg).withColumn(
+                "data_set", F.when(is_fallback, F.lit(lake.FALLBACK_DATA_SET)).otherwise(F.lit(data_set))))
     return functools.reduce(DataFrame.unionByName, parts)
 
 
@@ -229,23 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     names = products.select("subclass_brand_id", "brand", "subclass", "subclass_key", "class_key").distinct()
     member_affinity = affinity.join(F.broadcast(names.select("subclass_brand_id", "subclass_key", "class_key")),
                                     "subclass_brand_id")
-    boosted = affinity_t.apply_boost(member_affinity, interest, float(cfg["boost"])).select(
-        "member_id", "subclass_brand_id", "subclass_key", "class_key", "affinity", "boost"
-    )
     fallback = collections_t.fallback_affinity(products)
     variety_sql = read_sql("variety_limit.sql")
-    # One shuffle by member: the variety limit, the cap and every feed's grouping below are all
-    # per member, so they run inside these partitions.
-    by_member = boosted.unionByName(fallback).repartition(int(spark.conf.get("spark.sql.shuffle.partitions")),
-                                                          "member_id")
-    limited = affinity_t.variety_limit(spark, by_member, variety_sql, int(cfg["max_subclass_brands_per_class"]))
-    per_member = Window.partitionBy("member_id").orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
-    ranked = (
-        limited.withColumn("_n", F.row_number().over(per_member))
-        .where(F.col("_n") <= int(cfg["subclass_brands_per_member"]))
-        .drop("_n")
-        .persist()
-    )
+    ranked = ranked_affinities(spark, member_affinity, interest, fallback, variety_sql, cfg).persist()
     sb_styles = F.broadcast(collections_t.styles_by_subclass_brand(products))
     # Read twice (sizes, then the write): kept on local disk, as every member's six payloads
     # (about 2 GB at 100,000 members) need not take the heap.
@@ -255,8 +267,15 @@ def main(argv: list[str] | None = None) -> None:
     carousels = related_feeds.round_robin(lists[lake.RELATED], sb_styles,
                                           int(because["styles_per_carousel"]) * int(because["carousels"]) + 1)
     fallback_members = fallback.select("member_id").distinct()
+    experiment = experiments.from_config(config)
+    treatments = []     # each experiment variant but control: its members' six collections, its settings
+    for variant in experiment.treatments if experiment else ():
+        variant_cfg = {**cfg, **variant.collections}
+        members = member_affinity.where(experiments.variant_column(F.col("member_id"), experiment) == variant.name)
+        variant_ranked = ranked_affinities(spark, members, interest, None, variety_sql, variant_cfg).persist()
+        treatments.append(data_set_lines(variant_ranked, sb_styles, names, variant_cfg, slot.version, variant.name))
     lines = functools.reduce(DataFrame.unionByName, [
-        data_set_lines(ranked, sb_styles, names, cfg, slot.version),
+        data_set_lines(ranked, sb_styles, names, cfg, slot.version), *treatments,
         because_lines(spark.read.parquet(f"{features}/recent_views"), F.broadcast(carousels), fallback_members, cfg,
                       because, slot.version),
         product_lines(products, lists, sb_styles, names, config["related"], slot.version),
@@ -273,7 +292,9 @@ def main(argv: list[str] | None = None) -> None:
         # what /related and /bought-together serve: the model (or popularity), its offline test, the rules
         "related": related_summary(fs.read_json(f"{related_day}/metrics.json")),
     }
-    names_in_order = lake.data_sets()
+    names_in_order = lake.data_sets(experiment)
+    if experiment:
+        manifest["experiment"] = experiment.as_dict()
     collections = [lake.feed_folder(f, v) for f in lake.FEEDS for v in lake.VARIANTS]
     with timed(log, f"building the payloads of {slot.version}"):
         stats = size_stats(lines)

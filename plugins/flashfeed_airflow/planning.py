@@ -139,7 +139,9 @@ def validate_feeds(feeds: str, version: str) -> dict[str, Any]:
     problems = []
     if manifest.get("version") != version:
         problems.append(f"manifest version {manifest.get('version')!r} is not {version!r}")
-    expected = set(lake.data_sets())
+    from flashfeed import experiments
+
+    expected = set(lake.data_sets(experiments.from_dict(manifest.get("experiment"))))
     data_sets = manifest.get("data_sets", {})
     if set(data_sets) != expected:
         problems.append(f"data sets {sorted(data_sets)} differ from {sorted(expected)}")

@@ -234,6 +234,31 @@ def plan_rollback(target_version: str | None = None, log: Any = None) -> dict:
     return {"served": served["version"], "target": target, "table": table}
 
 
+def set_experiment_variant(variant: str, stop: bool, log: Any = None) -> dict:
+    """Stop (serve as control) or resume an experiment variant of the served version: one write
+    on the control item, no reload. Refuses a variant the served version's experiment lacks."""
+    import logging
+
+    from flashfeed import experiments
+    from flashfeed import serving_store as store
+
+    log = log or logging.getLogger(__name__)
+    client = store.dynamodb_client()
+    served = store.served_version(client, None)
+    experiment = experiments.from_dict((served or {}).get(store.EXPERIMENT))
+    if experiment is None or variant not in {v.name for v in experiment.treatments}:
+        known = [v.name for v in experiment.treatments] if experiment else []
+        raise ValueError(
+            f"the served version {served and served['version']} runs "
+            f"{'experiment ' + experiment.name if experiment else 'no experiment'}; variant {variant!r} is not one "
+            f"of its variants {known} (control cannot be stopped). Check config experiments and the served version")
+    after = store.set_variant_stopped(client, None, experiment.name, variant, stop)
+    log.info("Experiment %s: variant %s %s; stopped variants now %s (the API follows within "
+             "serving.api_pointer_cache_seconds)", experiment.name, variant,
+             "stopped: its members are served control" if stop else "resumed", after.get("stopped"))
+    return {"experiment": experiment.name, "variant": variant, "stopped": after.get("stopped", [])}
+
+
 class RollbackServedVersionOperator(BaseOperator):
     """Serve an older retained version again: `serving_store.rollback`, a conditional write
     expecting `expected_version` (the version served when the rollback was planned).

@@ -15,11 +15,12 @@ sys.path.insert(0, str(REPO / "plugins"))
 from flashfeed_airflow import schedules  # noqa: E402
 
 EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_launch_watch", "flashfeed_rollback",
-                 "flashfeed_weekly_tune"}
+                 "flashfeed_weekly_tune", "flashfeed_experiment"}
 # Tasks a retry cannot help: planning is date arithmetic, a timed-out sensor means missing data,
 # a bad manifest stays bad, and a lost race or refused flip needs a person.
 NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "plan_tune_week", "serve.validate_feeds",
-                  "serve.flip_served_version", "rollback_served_version", "check_launch_flipped"}
+                  "serve.flip_served_version", "rollback_served_version", "check_launch_flipped",
+                  "set_experiment_variant"}
 STAGES = {"flashfeed_daily_model": {"inputs", "features", "train", "related", "publish"},
           "flashfeed_launch_feeds": {"inputs", "build", "serve"}}
 DOCUMENTED_TASKS = {"features.build_features", "train.train_global_als", "train.train_group_als",
@@ -124,7 +125,7 @@ def test_no_cycles_and_a_single_entry_point(dagbag, dag_id):
     order = [t.task_id for t in dag.topological_sort()]
     assert len(order) == len(dag.tasks)
     roots = [t.task_id for t in dag.roots]
-    assert roots == [order[0]] and roots[0].startswith(("plan_", "check_"))
+    assert roots == [order[0]] and roots[0].startswith(("plan_", "check_", "set_experiment"))
 
 
 def test_daily_model_shape(dagbag):

@@ -1,8 +1,10 @@
 """End to end: both real DAGs through Airflow on a tiny generated world, served by real DynamoDB.
 
 Runs `airflow dags test` for the daily model, then the 11:00 and the 15:00 launch of the same
-day, and checks that after each flip the read API serves a known member's payload from the
-new version, byte for byte as written to the lake. The launch watch alerts (to a local
+day, with an A/B experiment in the config, and checks that after each flip the read API serves
+a known member's payload from the new version, byte for byte as written to the lake, and the
+because, related and bought-together feeds, the division fallback and the experiment's variant
+(stopped and resumed through `flashfeed_experiment`). The launch watch alerts (to a local
 webhook) when it runs before a launch is flipped, and not after.
 """
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
-from flashfeed import calendar, lake, serving_store
+from flashfeed import calendar, experiments, lake, serving_store
 from flashfeed.env import project_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +28,8 @@ MEMBERS, DAYS, SEED = 700, 14, 11
 LEAD = timedelta(minutes=45)
 WATCH = timedelta(minutes=15)
 NY = ZoneInfo("America/New_York")
+EXPERIMENT = {"name": "boost-e2e", "salt": "e2e", "variants": {
+    "control": {"share": 0.8}, "strong_boost": {"share": 0.2, "collections": {"boost": 1.0}}}}
 
 pytestmark = pytest.mark.e2e
 
@@ -32,8 +37,13 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, dynamodb_endpoint):
     home = tmp_path_factory.mktemp("flashfeed-home")
+    # The committed config with an A/B experiment running: a fifth of the members get a variant.
+    config = yaml.safe_load((REPO / "include" / "flashfeed.yaml").read_text())
+    config["experiments"] = EXPERIMENT
+    (home / "flashfeed.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
-                       "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint})
+                       "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint,
+                       "FLASHFEED_CONFIG": str(home / "flashfeed.yaml")})
     _run(["flashfeed", "airflow-init"], env)
     _run(["flashfeed", "demo-data", "--lake", env["FLASHFEED_LAKE"], "--members", str(MEMBERS),
           "--days", str(DAYS), "--end-date", DAY, "--seed", str(SEED)], env)
@@ -46,11 +56,11 @@ def _run(cmd, env, timeout=1200):
     return result
 
 
-def _dag_test(dag_id: str, logical: datetime, env, expect: str = "success") -> None:
+def _dag_test(dag_id: str, logical: datetime, env, expect: str = "success", conf: dict | None = None) -> None:
     when = logical.isoformat()
     # The run may be meant to fail (the launch watch); its state is checked below.
-    subprocess.run(["airflow", "dags", "test", dag_id, when], env=env, cwd=REPO, capture_output=True, timeout=1200,
-                   check=False)
+    subprocess.run(["airflow", "dags", "test", dag_id, when, *(["--conf", json.dumps(conf)] if conf else [])],
+                   env=env, cwd=REPO, capture_output=True, timeout=1200, check=False)
     state = _run(["airflow", "dags", "state", dag_id, when], env).stdout.strip().splitlines()[-1]
     assert state.startswith(expect), f"{dag_id} {when}: {state}, expected {expect}"
 
@@ -186,6 +196,28 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
             assert response.text == _lake_line(env, launch, style_id, data_set, key="style_id")
         assert manifest["related"][lake.BOUGHT_TOGETHER]["served"] == related["bought_together"]["served"]
         assert manifest["data_sets"][lake.RELATED]["payloads"] > 0
+
+        # The experiment: a member of strong_boost is served her variant's payload, named in the header.
+        experiment = experiments.from_dict(manifest["experiment"])
+        treated = _first(env, launch, "products_card.strong_boost")
+        assert experiment.variant(treated["member_id"]) == "strong_boost" and treated["experiment"] == "strong_boost"
+        members = [json.loads(x)["member_id"] for part in Path(lake.feeds(DAY, launch, root), "products_card").glob(
+            "part-*.json") for x in part.read_text().splitlines()]
+        assert manifest["data_sets"]["products_card.strong_boost"]["payloads"] == sum(
+            experiment.variant(m) == "strong_boost" for m in members)
+        path = f"/v1/members/{treated['member_id']}/feeds/products"
+        response = _api_get(env, path, monkeypatch)
+        assert response.headers["x-feed-experiment"] == "boost-e2e:strong_boost"
+        assert response.text == _lake_line(env, launch, treated["member_id"], "products_card.strong_boost")
+        if launch == "1100":
+            # Stopped from the Airflow DAG: control at once, no reload; then resumed.
+            _dag_test("flashfeed_experiment", slot.starts_at, env, conf={"variant": "strong_boost", "action": "stop"})
+            stopped = _api_get(env, path, monkeypatch)
+            assert stopped.headers["x-feed-experiment"] == "boost-e2e:control"
+            assert stopped.text == _lake_line(env, launch, treated["member_id"])
+            _dag_test("flashfeed_experiment", slot.starts_at + WATCH, env,
+                      conf={"variant": "strong_boost", "action": "resume"})
+            assert _api_get(env, path, monkeypatch).headers["x-feed-experiment"] == "boost-e2e:strong_boost"
 
     assert served[1]["previous"] == served[0]["version"]  # the 15:00 flip replaced the 11:00 version
 
