@@ -205,7 +205,7 @@ def test_openapi_declares_every_endpoint_its_payload_headers_and_errors(api):
     spec = api.get("/openapi.json").json()
     paths = spec["paths"]
     expected = {"/v1/members/{member_id}/feeds/{feed}": ("MemberPayload", {"X-Feed-Version", "X-Feed-Source",
-                                                                          "X-Feed-Fallback"}),
+                                                                          "X-Feed-Fallback", "X-Feed-Experiment"}),
                 "/v1/styles/{style_id}/related": ("RelatedPayload", {"X-Feed-Version"}),
                 "/v1/styles/{style_id}/bought-together": ("BoughtTogetherPayload", {"X-Feed-Version"})}
     for path, (model, headers) in expected.items():
