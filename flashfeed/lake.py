@@ -39,6 +39,21 @@ def raw(dataset: str, dt: date | str, root: str | None = None) -> str:
     return f"{_root(root)}/raw/{dataset}/dt={_day(dt)}"
 
 
+QUARTER_MINUTES = 15
+
+
+def intraday_events(dt: date | str, hhmm: str, root: str | None = None) -> str:
+    """Raw events of one quarter hour, [hhmm, hhmm + 15 min) of UTC date `dt` (the events schema),
+    complete when its `_SUCCESS` exists: what the freshness refresh reads during the day."""
+    return f"{_root(root)}/raw/events_intraday/dt={_day(dt)}/hhmm={hhmm}"
+
+
+def refresh(dt: date | str, launch: str, quarter: str, root: str | None = None) -> str:
+    """The payloads the freshness refresh rewrote after quarter hour `quarter` (`YYYYMMDDtHHMM`,
+    UTC, its start) in launch `launch`'s served version."""
+    return f"{feeds(dt, launch, root)}/refresh/quarter={quarter}"
+
+
 def features(dt: date | str, root: str | None = None) -> str:
     return f"{_root(root)}/features/dt={_day(dt)}"
 

@@ -37,7 +37,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 from flashfeed.config import load_config
@@ -995,6 +995,55 @@ def flip(client, prefix: str | None, new_version: str, manifest_uri: str,
         ) from None
     return {"version": new_version, "previous": expected_version, "flipped_at": flipped_at,
             "manifest": manifest_uri, "table": table}
+
+
+# --- freshness: rewriting some members' payloads in the served table ------------------------
+
+@dataclass
+class RefreshResult:
+    version: str
+    written: int            # items written into the served table
+    members: int            # members whose payloads were rewritten
+    outcome: str            # "refreshed", "nothing to refresh", "not served", "flipped during the refresh"
+    served: str | None      # the version served when the refresh ended
+
+
+def refresh_served(client, prefix: str | None, refresh_dir: str, manifest: dict, *,
+                   before_batch: Callable[[int], None] | None = None,
+                   log: logging.Logger | logging.LoggerAdapter = logger) -> RefreshResult:
+    """Write a freshness refresh (spark_jobs/refresh_feeds.py: some members' payloads of version
+    V) into V's table, only while V is served.
+
+    The served pointer is read before every batch of 25 items: when V is not served (a flip or
+    a rollback happened, or V was never served) nothing more is written and the newer version
+    wins; at most the batch in flight when the pointer moved lands in V's table, which is then
+    no longer served. Items are puts on the table's keys: a re-run rewrites the same items.
+    `before_batch(n)` is called before the n-th batch (tests use it to flip mid-way)."""
+    version = manifest["version"]
+    check_manifest(manifest, f"{refresh_dir}/{MANIFEST_FILE}")
+    members = int(manifest["data_sets"].get(feed_folder("products", "full"), {}).get("payloads", 0))
+    served = served_version(client, prefix)
+    if served is None or served["version"] != version:
+        log.warning("Refresh of %s skipped: %s is served, not %s; the served version's own launch is newer, "
+                    "nothing to do", version, served and served["version"], version)
+        return RefreshResult(version, 0, 0, "not served", served and served["version"])
+    if not int(manifest["total_payloads"]):
+        log.info("Refresh of %s: no payload to rewrite (nobody the model knows acted)", version)
+        return RefreshResult(version, 0, 0, "nothing to refresh", version)
+    verify_checksums(refresh_dir, manifest, log)
+    table, counters = feeds_table(version, prefix), _Counters()
+    for number, batch in enumerate(_batches(_iter_items(refresh_dir, manifest)), start=1):
+        if before_batch is not None:
+            before_batch(number)
+        now = served_version(client, prefix)
+        if now is None or now["version"] != version:
+            log.warning("Refresh of %s stopped after %d items: %s was flipped to meanwhile, which wins; the "
+                        "rest of this refresh is dropped", version, counters.written, now and now["version"])
+            return RefreshResult(version, counters.written, members, "flipped during the refresh",
+                                 now and now["version"])
+        _write_batch(client, table, batch, counters)
+    log.info("Refreshed %s: %d items of %d members rewritten in %s", version, counters.written, members, table)
+    return RefreshResult(version, counters.written, members, "refreshed", version)
 
 
 # --- rollback, retention, coverage ----------------------------------------------------------

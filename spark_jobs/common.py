@@ -80,10 +80,14 @@ def get_logger(name: str) -> logging.Logger:
 
 
 def parse_job_args(
-    doc: str, argv: list[str] | None, *, launch: bool = False, group: bool = False
+    doc: str, argv: list[str] | None, *, launch: bool = False, group: bool = False,
+    extra: Iterable[tuple[str, str]] = (),
 ) -> tuple[argparse.Namespace, dict, str]:
-    """(arguments, config, lake root) of a job; `doc` is the job module's docstring."""
+    """(arguments, config, lake root) of a job; `doc` is the job module's docstring; `extra`:
+    more required (flag, help) arguments."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for flag, help_text in extra:
+        parser.add_argument(flag, required=True, help=help_text)
     parser.add_argument("--dt", required=True, help="partition date YYYY-MM-DD (local date)")
     if launch:
         parser.add_argument("--launch", required=True, help="launch time HHMM, local (e.g. 1100)")

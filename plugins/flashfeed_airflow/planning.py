@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from flashfeed import calendar, lake
@@ -57,6 +57,55 @@ def plan_tune_week(when: datetime) -> dict[str, Any]:
     plan = {"dt": dt.isoformat(), "tuning": lake.tuning(dt, lake_root()), "spark_submit": spark_submit_settings()}
     log.info("weekly tune on the history before %s: writes %s/settings.json", dt, plan["tuning"])
     return plan
+
+
+def plan_refresh(when: datetime) -> dict[str, Any]:
+    """One freshness run: the quarter hour that ended at or before `when` (UTC), the version
+    served now (read from the control item) and its lake partitions. Raises LookupError when
+    nothing is served."""
+    from flashfeed import serving_store
+
+    utc = when.astimezone(timezone.utc).replace(second=0, microsecond=0)
+    quarter = utc - timedelta(minutes=utc.minute % lake.QUARTER_MINUTES + lake.QUARTER_MINUTES)
+    served = serving_store.served_version(serving_store.dynamodb_client(), None)
+    if served is None:
+        raise LookupError("nothing is served yet: no version to refresh")
+    version = served["version"]
+    dt, launch = date(int(version[:4]), int(version[4:6]), int(version[6:8])).isoformat(), version[9:]
+    root = lake_root()
+    quarter_id = quarter.strftime("%Y%m%dt%H%M")
+    plan = {
+        "version": version, "dt": dt, "launch": launch, "quarter": quarter_id,
+        "quarter_starts_at": quarter.isoformat(),
+        "intraday_events": lake.intraday_events(quarter.date(), quarter.strftime("%H%M"), root),
+        "refresh": lake.refresh(dt, launch, quarter_id, root),
+        "spark_submit": spark_submit_settings(),
+    }
+    log.info("refresh of the served version %s with the events of %s .. +%d min UTC (%s), written to %s",
+             version, quarter.isoformat(), lake.QUARTER_MINUTES, plan["intraday_events"], plan["refresh"])
+    return plan
+
+
+def apply_refresh(refresh: str, finished_at: datetime | None = None) -> dict[str, Any]:
+    """Write a refresh partition into the served table (serving_store.refresh_served) and log the
+    delay from the acted members' newest events to their served payloads."""
+    from flashfeed import serving_store
+
+    manifest = lake.read_json(f"{refresh}/manifest.json")
+    result = serving_store.refresh_served(serving_store.dynamodb_client(), None, refresh, manifest, log=log)
+    outcome = {"version": result.version, "outcome": result.outcome, "members": result.members,
+               "items": result.written, "served": result.served, "acted": manifest["members"]}
+    if result.outcome == "refreshed" and manifest.get("newest_event_at"):
+        done = finished_at or datetime.now(timezone.utc)     # a measurement for the log, not an input
+        delays = {k: round((done - datetime.fromisoformat(v)).total_seconds())
+                  for k, v in manifest["newest_event_at"].items()}
+        # the newest event is the shortest delay: min delay <- max event time
+        outcome["delay_seconds"] = {"min": delays["max"], "p50": delays["p50"], "max": delays["min"]}
+        log.info("freshness: %d of %d members who acted in quarter %s refreshed (%d items) in %s; delay from "
+                 "their newest event to the served payload: p50 %d s, max %d s", result.members,
+                 manifest["members"], manifest["quarter"], result.written, result.version,
+                 outcome["delay_seconds"]["p50"], outcome["delay_seconds"]["max"])
+    return outcome
 
 
 def plan_launch(when: datetime, launch: str | None = None) -> dict[str, Any]:

@@ -11,6 +11,8 @@ LAUNCH_LEAD_MINUTES = 45  # the feeds of a launch start this long before it
 FLIP_DEADLINE_BEFORE_LAUNCH = timedelta(minutes=15)  # alert when a launch is not flipped by then
 DAILY_MODEL_CRON = "0 5 * * *"  # before the first launch
 WEEKLY_TUNE_CRON = "0 1 * * 0"  # Sundays at 01:00, before that day's daily model
+FRESHNESS_CRON = "*/15 6-23 * * *"   # every quarter hour from 06:00 to 23:45 New York: each run
+                                     # refreshes the quarter hour that just ended
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -73,6 +75,7 @@ TASK_TIMEOUT = timedelta(minutes=10)            # small lake and DynamoDB tasks
 SPARK_DAILY_TIMEOUT = timedelta(hours=1)        # features, one group's ALS
 SPARK_TUNE_TIMEOUT = timedelta(hours=3)         # the weekly grid over every group
 SPARK_LAUNCH_TIMEOUT = timedelta(minutes=20)    # scoring, collections: 45 min before launch in all
+SPARK_REFRESH_TIMEOUT = timedelta(minutes=10)   # one quarter hour's refresh: less than the next one's wait
 LOAD_TIMEOUT = timedelta(minutes=20)            # batch load + verification of one version
 
 

@@ -70,7 +70,8 @@ class TooManyRejects(JobError):
     pass
 
 
-def check_reject_share(total: int, reasons: dict[str, int], limit: float, rejects_path: str) -> float:
+def check_reject_share(total: int, reasons: dict[str, int], limit: float, rejects_path: str,
+                       rerun: str = "build_features") -> float:
     """The rejected share of the input; raises when it is above `limit` (a broken extract)."""
     rejected = sum(reasons.values())
     share = rejected / total if total else 0.0
@@ -78,6 +79,6 @@ def check_reject_share(total: int, reasons: dict[str, int], limit: float, reject
         raise TooManyRejects(
             f"{share:.1%} of {total} events were rejected (limit {limit:.0%}): {reasons}",
             f"inspect {rejects_path} (column `reason`), fix the upstream extract and re-import those days, then "
-            "re-run build_features; only if these rejects are expected, raise cleaning.max_reject_share",
+            f"re-run {rerun}; only if these rejects are expected, raise cleaning.max_reject_share",
         )
     return share

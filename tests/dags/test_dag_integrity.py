@@ -15,16 +15,16 @@ sys.path.insert(0, str(REPO / "plugins"))
 from flashfeed_airflow import schedules  # noqa: E402
 
 EXPECTED_DAGS = {"flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_launch_watch", "flashfeed_rollback",
-                 "flashfeed_weekly_tune", "flashfeed_experiment"}
+                 "flashfeed_weekly_tune", "flashfeed_experiment", "flashfeed_freshness"}
 # Tasks a retry cannot help: planning is date arithmetic, a timed-out sensor means missing data,
 # a bad manifest stays bad, and a lost race or refused flip needs a person.
 NO_RETRY_TASKS = {"plan_model_day", "plan_launch", "plan_tune_week", "serve.validate_feeds",
                   "serve.flip_served_version", "rollback_served_version", "check_launch_flipped",
-                  "set_experiment_variant"}
+                  "set_experiment_variant", "plan_refresh"}
 STAGES = {"flashfeed_daily_model": {"inputs", "features", "train", "related", "publish"},
           "flashfeed_launch_feeds": {"inputs", "build", "serve"}}
 DOCUMENTED_TASKS = {"features.build_features", "train.train_global_als", "train.train_group_als",
-                    "related.related_items",
+                    "related.related_items", "refresh_payloads",
                     "build.score_products", "build.build_collections", "serve.load_feeds", "serve.flip_served_version",
                     "rollback_served_version", "check_launch_flipped", "tune_groups"}
 
@@ -291,3 +291,21 @@ def test_dag_timetables_use_the_tested_schedules(dagbag):
 def test_launch_crons_reject_a_lead_that_crosses_midnight():
     with pytest.raises(ValueError):
         schedules.launch_crons(("00:30",), lead_minutes=45)
+
+
+def test_freshness_runs_every_quarter_hour_of_the_day_and_is_off_until_unpaused(dagbag):
+    from airflow.serialization.encoders import encode_timetable
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    dag = dagbag.dags["flashfeed_freshness"]
+    assert dag.is_paused_upon_creation is True
+    assert [t.task_id for t in dag.topological_sort()] == ["plan_refresh", "wait_for_intraday_events",
+                                                           "refresh_payloads", "apply_refresh"]
+    assert dag.get_task("wait_for_intraday_events").soft_fail is True    # a late quarter: the next run catches up
+    timetable = CronTriggerTimetable(schedules.FRESHNESS_CRON, timezone=schedules.TIMEZONE)
+    assert encode_timetable(dag.timetable) == encode_timetable(timetable)
+    fires = _fire_times(timetable, datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc), 5)
+    ny = ZoneInfo("America/New_York")
+    assert [f.astimezone(ny).strftime("%H:%M") for f in fires] == ["06:00", "06:15", "06:30", "06:45", "07:00"]
+    # Each run is given time to finish before the next one plans.
+    assert dag.get_task("refresh_payloads").execution_timeout <= timedelta(minutes=15)

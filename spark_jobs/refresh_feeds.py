@@ -1,0 +1,177 @@
+"""Freshness: rebuild the served payloads of the members who acted in the newest quarter hour.
+
+Reads   raw/events_intraday/dt=*/hhmm=* (the quarter hours sealed since D 00:00 UTC, up to the
+        quarter), raw/catalog/dt=D, features/dt=D/events (the look-back's events), affinity/dt=D,
+        products/dt=D/launch=HHMM, related/dt=D
+Writes  feeds/dt=D/launch=HHMM/refresh/quarter=Q/{<feed>_<variant>[.<experiment variant>]/part-*.json,
+        manifest.json}: the six collections and `because` of every member with an event in the
+        quarter hour Q, with her recent-activity boost and recent views recomputed from every
+        event up to the quarter's end. `flashfeed_freshness` then writes them into the served
+        table (serving_store.refresh_served).
+Re-run  `spark-submit spark_jobs/refresh_feeds.py --dt D --launch HHMM --quarter YYYYMMDDtHHMM`
+        replaces that quarter's partition only.
+"""
+from __future__ import annotations
+
+import math
+import time
+from datetime import date, datetime, timedelta, timezone
+
+from pyspark.sql import functions as F
+
+from flashfeed import calendar, experiments, lake
+from flashfeed.demo_data import SCHEMAS
+from spark_jobs.build_collections import because_lines, data_set_lines, ranked_affinities, size_stats, write_lines
+from spark_jobs.common import (
+    LakeFS,
+    check_columns,
+    features_next_step,
+    get_logger,
+    parse_job_args,
+    read_raw,
+    read_sql,
+    run_job,
+    spark_session,
+    staged_partition,
+)
+from spark_jobs.transforms import catalog as catalog_t
+from spark_jobs.transforms import cleaning, groups, related_feeds
+from spark_jobs.transforms import collections as collections_t
+from spark_jobs.transforms import related as related_t
+
+log = get_logger("refresh_feeds")
+QUARTER = timedelta(minutes=lake.QUARTER_MINUTES)
+QUARTER_FORMAT = "%Y%m%dt%H%M"
+
+
+def quarter_starts(since: datetime, last: datetime) -> list[datetime]:
+    """The quarter hours from `since` (a quarter boundary) to `last`, inclusive."""
+    count = int((last - since) / QUARTER) + 1
+    return [since + i * QUARTER for i in range(max(count, 0))]
+
+
+def parse_quarter(value: str) -> datetime:
+    quarter = datetime.strptime(value, QUARTER_FORMAT).replace(tzinfo=timezone.utc)
+    if quarter.minute % lake.QUARTER_MINUTES:
+        raise ValueError(f"--quarter {value} does not start a quarter hour (minute 00, 15, 30 or 45)")
+    return quarter
+
+
+def acted_members(clean_intraday, quarter: datetime):
+    """(member_id, newest_event_at) of the members with an event in the quarter hour."""
+    in_quarter = (F.col("occurred_at") >= F.lit(quarter)) & (F.col("occurred_at") < F.lit(quarter + QUARTER))
+    return clean_intraday.where(in_quarter).groupBy("member_id").agg(F.max("occurred_at").alias("newest_event_at"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
+    args, config, root = parse_job_args(__doc__, argv, launch=True, extra=[
+        ("--quarter", "start of the newest quarter hour, UTC, YYYYMMDDtHHMM")])
+    slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
+    quarter = parse_quarter(args.quarter)
+    cutoff = datetime.combine(slot.dt, datetime.min.time(), timezone.utc)     # the features' end
+    cfg, because = config["collections"], config["because"]
+    spark = spark_session(f"flashfeed-refresh-{slot.version}-{args.quarter}", config)
+    fs = LakeFS(spark)
+
+    # Extract
+    features, affinity_day = lake.features(slot.dt, root), lake.affinity(slot.dt, root=root)
+    products_path, related_day = lake.products(slot.dt, slot.hhmm, root), lake.related(slot.dt, root)
+    newest = lake.intraday_events(quarter.date(), quarter.strftime("%H%M"), root)
+    fs.require(newest, f"intraday events of {quarter:%Y-%m-%d %H:%M} UTC",
+               "the upstream export seals each quarter hour with _SUCCESS; when it arrives, clear this task")
+    for partition, what in ((features, f"features for {slot.dt}"), (affinity_day, f"affinities for {slot.dt}"),
+                            (products_path, f"product scores of {slot.version}"),
+                            (related_day, f"related subclass-brands for {slot.dt}")):
+        fs.require(partition, what, features_next_step(slot.dt) if partition == features else
+                   f"the served version {slot.version} was built from it: re-run its launch, then clear this task")
+    quarters = [q for q in quarter_starts(cutoff, quarter)
+                if fs.exists(lake.success(lake.intraday_events(q.date(), q.strftime("%H%M"), root)))]
+    log.info("refresh of %s after the quarter hour %s UTC: %d sealed quarter hours since %s (%s .. %s); recent "
+             "days %s, because view days %s", slot.version, f"{quarter:%Y-%m-%d %H:%M}", len(quarters), cutoff,
+             quarters[0], quarters[-1], config["features"]["recent_days"], because["view_days"])
+    intraday = check_columns(
+        spark.read.parquet(*[lake.intraday_events(q.date(), q.strftime("%H%M"), root) for q in quarters]),
+        SCHEMAS["events"].names, "intraday events", newest, "fix the upstream export of this quarter hour")
+    catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", slot.dt, root)).persist()
+
+    # Transform: clean (counted), the members who acted, their recent activity, their payloads
+    quarter_end = quarter + QUARTER
+    labelled = cleaning.label_events(intraday, catalog, config["cleaning"]["event_types"], quarter_end).persist()
+    reasons = cleaning.reject_summary(labelled)
+    kept = reasons.pop(None, 0)
+    log.info("intraday events read: %d; kept %d; rejected %d %s", kept + sum(reasons.values()), kept,
+             sum(reasons.values()), reasons or "")
+    # The rejects are logged, not kept: the day's build_features keeps them once the day is complete.
+    cleaning.check_reject_share(kept + sum(reasons.values()), reasons, float(config["cleaning"]["max_reject_share"]),
+                                f"the intraday events under {lake.intraday_events('*', '*', root)}",
+                                "this task (refresh_payloads)")
+    clean, _ = cleaning.split_labelled(labelled)
+    clean = clean.join(catalog.select("style_id", "subclass_brand_id"), "style_id").select(*related_t.EVENT_COLUMNS)
+    acted = acted_members(clean, quarter).persist()
+    recent = (spark.read.parquet(f"{features}/events").select(*related_t.EVENT_COLUMNS).unionByName(clean)
+              .join(F.broadcast(acted.select("member_id")), "member_id"))
+    recent_since = quarter_end - timedelta(days=int(config["features"]["recent_days"]))
+    interest = groups.recent_interest(recent, catalog, recent_since, int(cfg["boost_top_subclasses"]))
+    views = related_t.recent_views(recent, quarter_end - timedelta(days=int(because["view_days"])),
+                                   because["event_types"], int(because["carousels"])).join(
+        catalog.select("style_id", "brand", "subclass"), "style_id")
+    groups_of_day = fs.read_json(f"{affinity_day}/groups.json")["groups"]
+    affinity = spark.read.parquet(*[lake.affinity(slot.dt, g, root) for g in groups_of_day]).join(
+        F.broadcast(acted.select("member_id")), "member_id")
+    products = spark.read.parquet(products_path).persist()
+    names = products.select("subclass_brand_id", "brand", "subclass", "subclass_key", "class_key").distinct()
+    member_affinity = affinity.join(F.broadcast(names.select("subclass_brand_id", "subclass_key", "class_key")),
+                                    "subclass_brand_id")
+    sb_styles = F.broadcast(collections_t.styles_by_subclass_brand(products))
+    variety_sql = read_sql("variety_limit.sql")
+    ranked = ranked_affinities(spark, member_affinity, interest, None, variety_sql, cfg).persist()
+    parts = [data_set_lines(ranked, sb_styles, names, cfg, slot.version)]
+    experiment = experiments.from_config(config)
+    for variant in experiment.treatments if experiment else ():
+        variant_cfg = {**cfg, **variant.collections}
+        members = member_affinity.where(experiments.variant_column(F.col("member_id"), experiment) == variant.name)
+        parts.append(data_set_lines(ranked_affinities(spark, members, interest, None, variety_sql, variant_cfg),
+                                    sb_styles, names, variant_cfg, slot.version, variant.name))
+    carousels = related_feeds.round_robin(spark.read.parquet(f"{related_day}/{lake.RELATED}"), sb_styles,
+                                          int(because["styles_per_carousel"]) * int(because["carousels"]) + 1)
+    no_fallback = spark.createDataFrame([], "member_id string")
+    parts.append(because_lines(views, F.broadcast(carousels), no_fallback, cfg, because, slot.version))
+    lines = parts[0]
+    for part in parts[1:]:
+        lines = lines.unionByName(part)
+    lines = lines.persist()
+
+    # Load: the quarter's partition with a manifest in the launch's format (serving_store reads it)
+    members = acted.count()
+    stats = size_stats(lines) if members else {}
+    iso = "yyyy-MM-dd'T'HH:mm:ss'+00:00'"        # the session's time zone is UTC (spark_session)
+    newest_events = acted.agg(*[F.date_format(f, iso) for f in (
+        F.min("newest_event_at"), F.percentile_approx("newest_event_at", 0.5), F.max("newest_event_at"))]).first() \
+        if members else None
+    partition = lake.refresh(slot.dt, slot.hhmm, args.quarter, root)
+    with staged_partition(fs, partition, log) as staging:
+        described = write_lines(fs, lines, staging, max(1, math.ceil(members / int(cfg["payloads_per_file"])))) \
+            if members else {}
+        data_sets = {name: {**stats[name], "files": described.get(name, [])} for name in sorted(stats)}
+        manifest = {
+            "version": slot.version, "quarter": args.quarter, "quarter_end": quarter_end.isoformat(),
+            "members": members, "data_sets": data_sets,
+            "total_payloads": sum(d["payloads"] for d in data_sets.values()),
+            # each acted member's newest event: the refresh's delay from event to served payload
+            "newest_event_at": dict(zip(("min", "p50", "max"), newest_events, strict=True)) if newest_events else None,
+            "inputs": {"intraday_quarters": len(quarters), "features": features, "affinity": affinity_day,
+                       "products": products_path, "related": related_day},
+        }
+        if experiment:
+            manifest["experiment"] = experiment.as_dict()
+        fs.write_json(f"{staging}/manifest.json", manifest)
+    if not members:
+        log.info("no member acted in the quarter hour %s: nothing to refresh", args.quarter)
+    log.info("refresh of %s after %s done in %.1f s: %d members acted, %d payloads in %s", slot.version, args.quarter,
+             time.monotonic() - started, members, manifest["total_payloads"], partition)
+    spark.stop()
+
+
+if __name__ == "__main__":
+    run_job(main, log)
