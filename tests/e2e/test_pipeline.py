@@ -110,6 +110,33 @@ def _assert_payloads_sell_what_is_on_sale(root: str, launch: str) -> None:
     assert lake.FALLBACK_MEMBER_PREFIX + "women" in fallback_divisions
 
 
+def _assert_browsing_shows_within_the_quarter_hour(env, version: str, monkeypatch) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flashfeed.demo_data import SCHEMAS
+
+    root, launch = env["FLASHFEED_LAKE"], version[9:]
+    member_id = _first(env, launch, "products_card")["member_id"]
+    viewed = _first(env, launch, lake.RELATED)["style_id"]         # on sale, with related products
+    quarter = datetime.combine(datetime.fromisoformat(DAY), time(15, 15), NY).astimezone(ZoneInfo("UTC"))
+    partition = lake.intraday_events(quarter.date(), quarter.strftime("%H%M"), root)
+    Path(partition).mkdir(parents=True)
+    events = [{"event_id": "intraday-1", "member_id": member_id, "style_id": viewed, "event_type": "pdp_view",
+               "occurred_at": quarter + timedelta(minutes=5), "price": None}]
+    pq.write_table(pa.Table.from_pylist(events, schema=SCHEMAS["events"]), f"{partition}/part-00000.parquet")
+    Path(partition, "_SUCCESS").touch()
+    before = _api_get(env, f"/v1/members/{member_id}/feeds/because", monkeypatch).json()
+    _dag_test("flashfeed_freshness", quarter + timedelta(minutes=15), env)
+    refresh = Path(lake.refresh(DAY, launch, quarter.strftime("%Y%m%dt%H%M"), root))
+    manifest = json.loads((refresh / "manifest.json").read_text())
+    assert manifest["members"] == 1 and manifest["version"] == version
+    after = _api_get(env, f"/v1/members/{member_id}/feeds/because", monkeypatch)
+    assert after.headers["x-feed-version"] == version
+    assert after.json()["groups"][0]["key"] == viewed and after.json() != before
+    assert after.text == _lake_line(env, launch, member_id, f"refresh/quarter={quarter:%Y%m%dt%H%M}/because_card")
+
+
 def _api_get(env, path: str, monkeypatch):
     from fastapi.testclient import TestClient
 
@@ -220,6 +247,10 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
             assert _api_get(env, path, monkeypatch).headers["x-feed-experiment"] == "boost-e2e:strong_boost"
 
     assert served[1]["previous"] == served[0]["version"]  # the 15:00 flip replaced the 11:00 version
+
+    # Freshness: a member views a product at 15:20 New York; the 15:30 run of flashfeed_freshness
+    # rewrites her payloads in the served version, and her because card starts with that product.
+    _assert_browsing_shows_within_the_quarter_hour(env, served[1]["version"], monkeypatch)
 
     # Rollback through Airflow: the manual DAG with its default target (the previous version)
     # serves the 11:00 version again, and the API follows within its pointer cache.
