@@ -143,7 +143,7 @@ def test_daily_model_and_launch_run_on_the_standalone_cluster(cluster, world):
     apps = [app for app in master["completedapps"] if app["name"].startswith("flashfeed-")
             and app["name"] != "flashfeed-probe"]
     names = sorted(app["name"] for app in apps)   # the jobs' own application names
-    assert names == sorted([f"flashfeed-features-{DAY}", f"flashfeed-als-{DAY}-global",
+    assert names == sorted([f"flashfeed-features-{DAY}", f"flashfeed-als-{DAY}-global", f"flashfeed-related-{DAY}",
                             *[f"flashfeed-als-{DAY}-group-{g}" for g in groups],
                             f"flashfeed-score-{slot.version}", f"flashfeed-collections-{slot.version}"]), names
     assert all(app["state"] == "FINISHED" for app in apps), apps
