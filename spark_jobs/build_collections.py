@@ -77,6 +77,39 @@ def ranked_affinities(spark, member_affinity: DataFrame, interest: DataFrame, fa
     )
 
 
+def launch_frames(products: DataFrame, affinity: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(names of the subclass-brands on sale, the members' affinities to them with their class and
+    subclass, each subclass-brand's products in score order): what every payload is built from."""
+    names = products.select("subclass_brand_id", "brand", "subclass", "subclass_key", "class_key").distinct()
+    member_affinity = affinity.join(F.broadcast(names.select("subclass_brand_id", "subclass_key", "class_key")),
+                                    "subclass_brand_id")
+    return names, member_affinity, F.broadcast(collections_t.styles_by_subclass_brand(products))
+
+
+def member_lines(spark, member_affinity: DataFrame, interest: DataFrame, fallback: DataFrame | None,
+                 views: DataFrame, sb_styles: DataFrame, names: DataFrame, related: DataFrame, config: dict,
+                 version: str) -> DataFrame:
+    """Every payload line of these members (and fallbacks): the six collections, each experiment
+    variant's six for its members, and `because`. The launch and the freshness refresh share it."""
+    cfg, because = config["collections"], config["because"]
+    variety_sql = read_sql("variety_limit.sql")
+    ranked = ranked_affinities(spark, member_affinity, interest, fallback, variety_sql, cfg).persist()
+    parts = [data_set_lines(ranked, sb_styles, names, cfg, version)]
+    experiment = experiments.from_config(config)
+    for variant in experiment.treatments if experiment else ():   # its members, its settings
+        variant_cfg = {**cfg, **variant.collections}
+        members = member_affinity.where(experiments.variant_column(F.col("member_id"), experiment) == variant.name)
+        variant_ranked = ranked_affinities(spark, members, interest, None, variety_sql, variant_cfg).persist()
+        parts.append(data_set_lines(variant_ranked, sb_styles, names, variant_cfg, version, variant.name))
+    # long enough for every carousel of a member once the products shown before are left out
+    carousels = related_feeds.round_robin(related, sb_styles,
+                                          int(because["styles_per_carousel"]) * int(because["carousels"]) + 1)
+    fallback_members = (fallback.select("member_id").distinct() if fallback is not None
+                        else spark.createDataFrame([], "member_id string"))
+    parts.append(because_lines(views, F.broadcast(carousels), fallback_members, cfg, because, version))
+    return functools.reduce(DataFrame.unionByName, parts)
+
+
 def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cfg: dict, version: str,
                    experiment_variant: str | None = None) -> DataFrame:
     """Every payload line of the launch with its `data_set`: `<feed>_<variant>` for members,
@@ -252,32 +285,14 @@ def main(argv: list[str] | None = None) -> None:
                        f"re-run score_products for launch {slot.version}, then clear this task")
 
     # Transform: affinity of saleable subclass-brands -> boost -> variety limit -> per-member cap
-    names = products.select("subclass_brand_id", "brand", "subclass", "subclass_key", "class_key").distinct()
-    member_affinity = affinity.join(F.broadcast(names.select("subclass_brand_id", "subclass_key", "class_key")),
-                                    "subclass_brand_id")
+    names, member_affinity, sb_styles = launch_frames(products, affinity)
+    lists = {feed: spark.read.parquet(f"{related_day}/{feed}") for feed in lake.PRODUCT_FEEDS}
     fallback = collections_t.fallback_affinity(products)
-    variety_sql = read_sql("variety_limit.sql")
-    ranked = ranked_affinities(spark, member_affinity, interest, fallback, variety_sql, cfg).persist()
-    sb_styles = F.broadcast(collections_t.styles_by_subclass_brand(products))
     # Read twice (sizes, then the write): kept on local disk, as every member's six payloads
     # (about 2 GB at 100,000 members) need not take the heap.
-    lists = {feed: spark.read.parquet(f"{related_day}/{feed}") for feed in lake.PRODUCT_FEEDS}
-    because = config["because"]
-    # long enough for every carousel of a member once the products shown before are left out
-    carousels = related_feeds.round_robin(lists[lake.RELATED], sb_styles,
-                                          int(because["styles_per_carousel"]) * int(because["carousels"]) + 1)
-    fallback_members = fallback.select("member_id").distinct()
-    experiment = experiments.from_config(config)
-    treatments = []     # each experiment variant but control: its members' six collections, its settings
-    for variant in experiment.treatments if experiment else ():
-        variant_cfg = {**cfg, **variant.collections}
-        members = member_affinity.where(experiments.variant_column(F.col("member_id"), experiment) == variant.name)
-        variant_ranked = ranked_affinities(spark, members, interest, None, variety_sql, variant_cfg).persist()
-        treatments.append(data_set_lines(variant_ranked, sb_styles, names, variant_cfg, slot.version, variant.name))
     lines = functools.reduce(DataFrame.unionByName, [
-        data_set_lines(ranked, sb_styles, names, cfg, slot.version), *treatments,
-        because_lines(spark.read.parquet(f"{features}/recent_views"), F.broadcast(carousels), fallback_members, cfg,
-                      because, slot.version),
+        member_lines(spark, member_affinity, interest, fallback, spark.read.parquet(f"{features}/recent_views"),
+                     sb_styles, names, lists[lake.RELATED], config, slot.version),
         product_lines(products, lists, sb_styles, names, config["related"], slot.version),
     ]).persist(StorageLevel.DISK_ONLY)
 
@@ -292,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         # what /related and /bought-together serve: the model (or popularity), its offline test, the rules
         "related": related_summary(fs.read_json(f"{related_day}/metrics.json")),
     }
+    experiment = experiments.from_config(config)
     names_in_order = lake.data_sets(experiment)
     if experiment:
         manifest["experiment"] = experiment.as_dict()

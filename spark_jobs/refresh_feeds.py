@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from flashfeed import calendar, experiments, lake
 from flashfeed.demo_data import SCHEMAS
-from spark_jobs.build_collections import because_lines, data_set_lines, ranked_affinities, size_stats, write_lines
+from spark_jobs.build_collections import launch_frames, member_lines, size_stats, write_lines
 from spark_jobs.common import (
     LakeFS,
     check_columns,
@@ -29,14 +29,12 @@ from spark_jobs.common import (
     get_logger,
     parse_job_args,
     read_raw,
-    read_sql,
     run_job,
     spark_session,
     staged_partition,
 )
 from spark_jobs.transforms import catalog as catalog_t
-from spark_jobs.transforms import cleaning, groups, related_feeds
-from spark_jobs.transforms import collections as collections_t
+from spark_jobs.transforms import cleaning, groups
 from spark_jobs.transforms import related as related_t
 
 log = get_logger("refresh_feeds")
@@ -70,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
     quarter = parse_quarter(args.quarter)
     cutoff = datetime.combine(slot.dt, datetime.min.time(), timezone.utc)     # the features' end
-    cfg, because = config["collections"], config["because"]
+    cfg, because = config["collections"], config["because"]     # `cfg` for the files' size, below
     spark = spark_session(f"flashfeed-refresh-{slot.version}-{args.quarter}", config)
     fs = LakeFS(spark)
 
@@ -120,27 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     affinity = spark.read.parquet(*[lake.affinity(slot.dt, g, root) for g in groups_of_day]).join(
         F.broadcast(acted.select("member_id")), "member_id")
     products = spark.read.parquet(products_path).persist()
-    names = products.select("subclass_brand_id", "brand", "subclass", "subclass_key", "class_key").distinct()
-    member_affinity = affinity.join(F.broadcast(names.select("subclass_brand_id", "subclass_key", "class_key")),
-                                    "subclass_brand_id")
-    sb_styles = F.broadcast(collections_t.styles_by_subclass_brand(products))
-    variety_sql = read_sql("variety_limit.sql")
-    ranked = ranked_affinities(spark, member_affinity, interest, None, variety_sql, cfg).persist()
-    parts = [data_set_lines(ranked, sb_styles, names, cfg, slot.version)]
+    names, member_affinity, sb_styles = launch_frames(products, affinity)
+    lines = member_lines(spark, member_affinity, interest, None, views, sb_styles, names,
+                         spark.read.parquet(f"{related_day}/{lake.RELATED}"), config, slot.version).persist()
     experiment = experiments.from_config(config)
-    for variant in experiment.treatments if experiment else ():
-        variant_cfg = {**cfg, **variant.collections}
-        members = member_affinity.where(experiments.variant_column(F.col("member_id"), experiment) == variant.name)
-        parts.append(data_set_lines(ranked_affinities(spark, members, interest, None, variety_sql, variant_cfg),
-                                    sb_styles, names, variant_cfg, slot.version, variant.name))
-    carousels = related_feeds.round_robin(spark.read.parquet(f"{related_day}/{lake.RELATED}"), sb_styles,
-                                          int(because["styles_per_carousel"]) * int(because["carousels"]) + 1)
-    no_fallback = spark.createDataFrame([], "member_id string")
-    parts.append(because_lines(views, F.broadcast(carousels), no_fallback, cfg, because, slot.version))
-    lines = parts[0]
-    for part in parts[1:]:
-        lines = lines.unionByName(part)
-    lines = lines.persist()
 
     # Load: the quarter's partition with a manifest in the launch's format (serving_store reads it)
     members = acted.count()
