@@ -88,14 +88,14 @@ def launch_frames(products: DataFrame, affinity: DataFrame) -> tuple[DataFrame, 
 
 def member_lines(spark, member_affinity: DataFrame, interest: DataFrame, fallback: DataFrame | None,
                  views: DataFrame, sb_styles: DataFrame, names: DataFrame, related: DataFrame, config: dict,
-                 version: str) -> DataFrame:
-    """Every payload line of these members (and fallbacks): the six collections, each experiment
-    variant's six for its members, and `because`. The launch and the freshness refresh share it."""
+                 version: str, experiment: experiments.Experiment | None) -> DataFrame:
+    """Every payload line of these members (and fallbacks): the six collections, each variant's
+    six of `experiment` for its members, and `because`. The launch and the freshness refresh
+    share it."""
     cfg, because = config["collections"], config["because"]
     variety_sql = read_sql("variety_limit.sql")
     ranked = ranked_affinities(spark, member_affinity, interest, fallback, variety_sql, cfg).persist()
     parts = [data_set_lines(ranked, sb_styles, names, cfg, version)]
-    experiment = experiments.from_config(config)
     for variant in experiment.treatments if experiment else ():   # its members, its settings
         variant_cfg = {**cfg, **variant.collections}
         members = member_affinity.where(experiments.variant_column(F.col("member_id"), experiment) == variant.name)
@@ -288,11 +288,12 @@ def main(argv: list[str] | None = None) -> None:
     names, member_affinity, sb_styles = launch_frames(products, affinity)
     lists = {feed: spark.read.parquet(f"{related_day}/{feed}") for feed in lake.PRODUCT_FEEDS}
     fallback = collections_t.fallback_affinity(products)
+    experiment = experiments.from_config(config)
     # Read twice (sizes, then the write): kept on local disk, as every member's six payloads
     # (about 2 GB at 100,000 members) need not take the heap.
     lines = functools.reduce(DataFrame.unionByName, [
         member_lines(spark, member_affinity, interest, fallback, spark.read.parquet(f"{features}/recent_views"),
-                     sb_styles, names, lists[lake.RELATED], config, slot.version),
+                     sb_styles, names, lists[lake.RELATED], config, slot.version, experiment),
         product_lines(products, lists, sb_styles, names, config["related"], slot.version),
     ]).persist(StorageLevel.DISK_ONLY)
 
@@ -307,7 +308,6 @@ def main(argv: list[str] | None = None) -> None:
         # what /related and /bought-together serve: the model (or popularity), its offline test, the rules
         "related": related_summary(fs.read_json(f"{related_day}/metrics.json")),
     }
-    experiment = experiments.from_config(config)
     names_in_order = lake.data_sets(experiment)
     if experiment:
         manifest["experiment"] = experiment.as_dict()

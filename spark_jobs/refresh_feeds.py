@@ -2,7 +2,8 @@
 
 Reads   raw/events_intraday/dt=*/hhmm=* (the quarter hours sealed since D 00:00 UTC, up to the
         quarter), raw/catalog/dt=D, features/dt=D/events (the look-back's events), affinity/dt=D,
-        products/dt=D/launch=HHMM, related/dt=D
+        products/dt=D/launch=HHMM, related/dt=D, feeds/dt=D/launch=HHMM/manifest.json (the
+        served version's experiment)
 Writes  feeds/dt=D/launch=HHMM/refresh/quarter=Q/{<feed>_<variant>[.<experiment variant>]/part-*.json,
         manifest.json}: the six collections and `because` of every member with an event in the
         quarter hour Q, with her recent-activity boost and recent views recomputed from every
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
                "the upstream export seals each quarter hour with _SUCCESS; when it arrives, clear this task")
     for partition, what in ((features, f"features for {slot.dt}"), (affinity_day, f"affinities for {slot.dt}"),
                             (products_path, f"product scores of {slot.version}"),
-                            (related_day, f"related subclass-brands for {slot.dt}")):
+                            (related_day, f"related subclass-brands for {slot.dt}"),
+                            (lake.feeds(slot.dt, slot.hhmm, root), f"the feeds of {slot.version}")):
         fs.require(partition, what, features_next_step(slot.dt) if partition == features else
                    f"the served version {slot.version} was built from it: re-run its launch, then clear this task")
     quarters = [q for q in quarter_starts(cutoff, quarter)
@@ -119,9 +121,12 @@ def main(argv: list[str] | None = None) -> None:
         F.broadcast(acted.select("member_id")), "member_id")
     products = spark.read.parquet(products_path).persist()
     names, member_affinity, sb_styles = launch_frames(products, affinity)
+    # the served version's experiment (its manifest), whatever the config says now
+    experiment = experiments.from_dict(fs.read_json(f"{lake.feeds(slot.dt, slot.hhmm, root)}/manifest.json")
+                                       .get("experiment"))
     lines = member_lines(spark, member_affinity, interest, None, views, sb_styles, names,
-                         spark.read.parquet(f"{related_day}/{lake.RELATED}"), config, slot.version).persist()
-    experiment = experiments.from_config(config)
+                         spark.read.parquet(f"{related_day}/{lake.RELATED}"), config, slot.version,
+                         experiment).persist()
 
     # Load: the quarter's partition with a manifest in the launch's format (serving_store reads it)
     members = acted.count()
