@@ -28,8 +28,6 @@ unreachable. Every response and header is declared in the OpenAPI document (`/op
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import logging
 import os
 import re
@@ -128,7 +126,8 @@ class ApiError(Exception):
 
 
 class ServedPointer:
-    """The served version, re-read from the control item at most every `ttl` seconds."""
+    """The served version, re-read from the control item at most every `ttl` seconds; its
+    experiment is parsed once per read (`experiment`: an Experiment or None)."""
 
     def __init__(self, client_factory, prefix: str | None, ttl: float):
         self._client_factory, self._prefix, self._ttl = client_factory, prefix, ttl
@@ -139,7 +138,8 @@ class ServedPointer:
     def get(self, fresh: bool = False) -> dict | None:
         with self._lock:
             if fresh or time.monotonic() - self._read_at >= self._ttl:
-                self._value = serving_store.served_version(self._client_factory(), self._prefix)
+                served = serving_store.served_version(self._client_factory(), self._prefix)
+                self._value = served and {**served, "experiment": experiments.from_dict(served.get("experiment"))}
                 self._read_at = time.monotonic()
             return self._value
 
@@ -156,11 +156,6 @@ def store_errors_as_503() -> Iterator[None]:
         raise ApiError(503, "serving store unavailable",
                        f"the feed store could not be read ({type(error).__name__}); retry shortly") from None
 
-
-@functools.lru_cache(maxsize=16)
-def served_experiment(settings_json: str) -> experiments.Experiment | None:
-    """The served version's experiment (parsed once per distinct value)."""
-    return experiments.from_dict(json.loads(settings_json))
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
@@ -255,7 +250,7 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
         served = served_or_503()
         headers = {"X-Feed-Version": served["version"], "X-Feed-Source": SOURCE_MEMBER}
         experiment_variant = None
-        experiment = served_experiment(json.dumps(served.get("experiment") or {}, sort_keys=True))
+        experiment = served["experiment"]
         if experiment is not None and feed in FEEDS:
             assigned = experiment.variant(member_id)
             if f"{experiment.name}:{assigned}" in served.get("stopped", ()):
