@@ -115,7 +115,6 @@ def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cf
     """Every payload line of the launch with its `data_set`: `<feed>_<variant>` for members,
     `fallback` for the fallback 'members' (all six of theirs); with `experiment_variant`, the
     variant's members' payloads (which name it) in `<feed>_<variant>.<experiment variant>`."""
-    is_fallback = F.col("member_id").startswith(lake.FALLBACK_MEMBER_PREFIX)
     parts = []
     for feed in lake.FEEDS:
         units = collections_t.feed_units(ranked, sb_styles, names, feed)
@@ -124,9 +123,8 @@ def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cf
             rows = collections_t.payloads(groups, feed, variant, version, int(cfg["max_payload_bytes"]))
             if experiment_variant is not None:
                 rows = rows.withColumn("experiment", F.lit(experiment_variant))
-            data_set = lake.feed_folder(feed, variant, experiment_variant)
-            parts.append(payload_lines(rows, variant, cfg).withColumn(
-                "data_set", F.when(is_fallback, F.lit(lake.FALLBACK_DATA_SET)).otherwise(F.lit(data_set))))
+            parts.append(with_data_set(payload_lines(rows, variant, cfg),
+                                       lake.feed_folder(feed, variant, experiment_variant)))
     return functools.reduce(DataFrame.unionByName, parts)
 
 
@@ -136,15 +134,19 @@ def because_lines(views: DataFrame, carousels: DataFrame, fallback_members: Data
     subclass-brands are on sale, and an empty one for every fallback 'member' (a member the
     model does not know has viewed nothing it knows of)."""
     groups = related_feeds.because_groups(views, carousels, int(cfg["min_saleable_products"]),
-                                          int(because["styles_per_carousel"]))
+                                          int(because["styles_per_carousel"]), int(because["carousels"]))
     empty = fallback_members.select("member_id", F.array().cast(groups.schema["groups"].dataType).alias("groups"))
     rows = groups.unionByName(empty).select(
         "member_id", F.lit(lake.BECAUSE).alias("feed"), F.lit("card").alias("variant"),
         F.lit(version).alias("version"), "groups", F.lit(0).alias("truncated_groups"))
     lines = payload_lines(rows, "card", {**cfg, "card_groups": int(because["carousels"])})
+    return with_data_set(lines, lake.feed_folder(lake.BECAUSE, "card"))
+
+
+def with_data_set(lines: DataFrame, data_set: str) -> DataFrame:
+    """`data_set`: the given one for members, `fallback` for the fallback 'members'."""
     is_fallback = F.col("member_id").startswith(lake.FALLBACK_MEMBER_PREFIX)
-    return lines.withColumn("data_set", F.when(is_fallback, F.lit(lake.FALLBACK_DATA_SET))
-                            .otherwise(F.lit(lake.feed_folder(lake.BECAUSE, "card"))))
+    return lines.withColumn("data_set", F.when(is_fallback, F.lit(lake.FALLBACK_DATA_SET)).otherwise(F.lit(data_set)))
 
 
 def product_lines(products: DataFrame, lists: dict[str, DataFrame], sb_styles: DataFrame, names: DataFrame,

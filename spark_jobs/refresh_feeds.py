@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
     quarter = parse_quarter(args.quarter)
     cutoff = datetime.combine(slot.dt, datetime.min.time(), timezone.utc)     # the features' end
-    cfg, because = config["collections"], config["because"]     # `cfg` for the files' size, below
+    cfg, because = config["collections"], config["because"]
     spark = spark_session(f"flashfeed-refresh-{slot.version}-{args.quarter}", config)
     fs = LakeFS(spark)
 

@@ -61,26 +61,23 @@ def style_payloads(products: DataFrame, per_subclass_brand: DataFrame, feed: str
     return joined.where(F.size(body) > 0).select("style_id", F.lit(feed).alias("feed"), line.alias("line"))
 
 
-def because_groups(views: DataFrame, carousels: DataFrame, min_styles: int, styles: int) -> DataFrame:
+def because_groups(views: DataFrame, carousels: DataFrame, min_styles: int, styles: int, anchors: int) -> DataFrame:
     """(member_id, groups): per member, a carousel per recently viewed product (newest first):
     {key: the product viewed, name "Because you viewed <brand> <subclass>", styles}. A product is
     shown once per member (in the newest carousel that shows it) and never in its own carousel;
     carousels left with fewer than `min_styles` products are dropped. `carousels`: round_robin's
-    styles per subclass-brand, long enough for every carousel of a member after that."""
+    styles per subclass-brand, long enough for every carousel of a member after that; `anchors`:
+    the most views a member has (view_rank 1 .. anchors)."""
     candidates = views.join(carousels, "subclass_brand_id").select(
         "member_id", "view_rank", "style_id", "brand", "subclass",
         F.posexplode("styles").alias("position", "product")).where(F.col("product") != F.col("style_id"))
     in_carousel = Window.partitionBy("member_id", "view_rank").orderBy("position")
-    ranks = [r[0] for r in views.select("view_rank").distinct().orderBy("view_rank").collect()]
     parts: list[DataFrame] = []
-    for view_rank in ranks:          # a few carousels: each leaves out what the newer ones show
+    for view_rank in range(1, anchors + 1):     # a few carousels: each leaves out what the newer ones show
         these = candidates.where(F.col("view_rank") == view_rank)
         for newer in parts:
             these = these.join(newer.select("member_id", "product"), ["member_id", "product"], "left_anti")
         parts.append(these.withColumn("_n", F.row_number().over(in_carousel)).where(F.col("_n") <= styles))
-    if not parts:
-        return views.sparkSession.createDataFrame(
-            [], "member_id string, groups array<struct<key:string,name:string,styles:array<string>>>")
     kept = functools.reduce(DataFrame.unionByName, parts)
     entry = F.struct(F.col("style_id").alias("key"),
                      F.concat(F.lit("Because you viewed "), F.concat_ws(" ", "brand", "subclass")).alias("name"),

@@ -59,7 +59,7 @@ def test_because_carousels_newest_view_first_without_the_viewed_product(spark, f
          ("m2", "s-x", 40, "Adriley", "Jackets", 1)],          # 40 has no list: no carousel
         "member_id string, style_id string, subclass_brand_id int, brand string, subclass string, view_rank int")
     groups = {r["member_id"]: r["groups"] for r in
-              related_feeds.because_groups(views, carousels, min_styles=2, styles=3).collect()}
+              related_feeds.because_groups(views, carousels, min_styles=2, styles=3, anchors=2).collect()}
     assert set(groups) == {"m1"}
     first, second = groups["m1"]
     assert (first["key"], first["name"], first["styles"]) == ("s-b2", "Because you viewed Velora Vases",
@@ -67,7 +67,7 @@ def test_because_carousels_newest_view_first_without_the_viewed_product(spark, f
     # 10's carousel is s-b1, s-c1, s-b2, s-b3: s-b2 is the product of the newer carousel's anchor: kept
     assert (second["key"], second["styles"]) == ("s-a9", ["s-b1", "s-c1", "s-b2"])
     # a carousel shorter than min_styles is dropped
-    short = related_feeds.because_groups(views, carousels, min_styles=3, styles=3).collect()
+    short = related_feeds.because_groups(views, carousels, min_styles=3, styles=3, anchors=2).collect()
     assert [[g["key"] for g in r["groups"]] for r in short] == [["s-a9"]]
 
 
@@ -79,7 +79,7 @@ def test_because_shows_a_product_once_per_member(spark, frames):
     views = spark.createDataFrame(
         [("m1", "s-a1", 10, "Gracia", "Dresses", 2), ("m1", "s-c1", 30, "Sorina", "Candles", 1)],
         "member_id string, style_id string, subclass_brand_id int, brand string, subclass string, view_rank int")
-    [row] = related_feeds.because_groups(views, carousels, min_styles=1, styles=2).collect()
+    [row] = related_feeds.because_groups(views, carousels, min_styles=1, styles=2, anchors=2).collect()
     # 10's round robin s-b1, s-c1, s-b2, s-b3 without s-b1 and s-b2 (shown in the newer carousel)
     assert [(g["key"], g["styles"]) for g in row["groups"]] == [("s-c1", ["s-b1", "s-b2"]),
                                                                 ("s-a1", ["s-c1", "s-b3"])]
