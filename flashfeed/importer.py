@@ -44,6 +44,10 @@ Each partition is written into a hidden sibling folder, sealed with ``_SUCCESS``
 into place, replacing the partition a previous import wrote (re-running is safe). Other
 partitions already in the lake are left alone.
 
+Event dates must lie in a sane window: an event more than ``import.max_days_after_import``
+days after the import time, or more than ``import.max_history_days`` days before the model
+date, is a bad row (a wrong date would otherwise make one raw partition per day up to it).
+
 Bad rows: every row is checked, and a bad row is reported with its file, line number (the
 header is line 1) and reason, e.g. ``events.csv line 17: price missing for a purchase``.
 Counts are kept per reason, and the first ``import.show_bad_rows`` of each file are listed.
@@ -107,6 +111,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROS_PER_SECOND = 1_000_000
 MICROS_PER_DAY = 86_400 * MICROS_PER_SECOND
 ARROW_CHUNK_ROWS = 100_000     # kept events move from Python lists into Arrow this often
+LINE_COLUMN = "line"           # kept with each event until it is written: bad rows name their line
+AFTER_IMPORT = "occurred_at after the import time"
+BEFORE_WINDOW = "occurred_at before the history window"
 # When flashfeed_daily_model runs for day D (DAILY_MODEL_CRON in plugins/flashfeed_airflow/
 # schedules.py), for the next command the summary prints.
 DAILY_MODEL_LOCAL_TIME = time(5, 0)
@@ -315,26 +322,19 @@ def read_items(path: Path, tally: FileTally) -> dict[str, Item]:
 
 
 class KeptEvents:
-    """The valid events, gathered in small Python lists and moved into Arrow in chunks."""
+    """The valid events with their line numbers, gathered in small Python lists and moved into
+    Arrow in chunks."""
 
     def __init__(self) -> None:
-        self.schema = SCHEMAS["events"]
+        self.schema = SCHEMAS["events"].append(pa.field(LINE_COLUMN, pa.int64()))
         self._pending: dict[str, list] = {name: [] for name in self.schema.names}
         self._batches: list[pa.RecordBatch] = []
-        self.members: set[str] = set()
-        self.item_first_micros: dict[str, int] = {}
-        self.event_types: Counter = Counter()
 
     def add(self, event_id: str, member_id: str, item_id: str, event_type: str, micros: int,
-            price: float | None) -> None:
+            price: float | None, line: int) -> None:
         for name, value in zip(self.schema.names,
-                               (event_id, member_id, item_id, event_type, micros, price)):
+                               (event_id, member_id, item_id, event_type, micros, price, line)):
             self._pending[name].append(value)
-        self.members.add(member_id)
-        self.event_types[event_type] += 1
-        first = self.item_first_micros.get(item_id)
-        if first is None or micros < first:
-            self.item_first_micros[item_id] = micros
         if len(self._pending["event_id"]) >= ARROW_CHUNK_ROWS:
             self._flush()
 
@@ -344,15 +344,17 @@ class KeptEvents:
             self._pending = {name: [] for name in self.schema.names}
 
     def table(self) -> pa.Table:
-        """All events, sorted by instant then id (so the output does not depend on row order)."""
+        """All events with their line, sorted by instant then id (so the output does not depend
+        on row order)."""
         self._flush()
         table = pa.Table.from_batches(self._batches, schema=self.schema)
         return table.sort_by([("occurred_at", "ascending"), ("event_id", "ascending")])
 
 
 def read_events(path: Path, tally: FileTally, items: dict[str, Item],
-                event_types: list[str]) -> KeptEvents:
-    """The valid events of events.csv (bad rows go to the tally)."""
+                event_types: list[str], latest_micros: int, latest_why: str) -> pa.Table:
+    """The valid events of events.csv with their line numbers, sorted by instant (bad rows go to
+    the tally). An event after `latest_micros` is bad: `latest_why` says why."""
     kept = KeptEvents()
     known_types = set(event_types)
     for line, row in _rows(path, tally, EVENT_COLUMNS, EVENT_OPTIONAL_COLUMNS):
@@ -365,6 +367,9 @@ def read_events(path: Path, tally: FileTally, items: dict[str, Item],
                 raise BadRow("unknown event_type",
                              f"{event_type!r} (expected one of {', '.join(event_types)})")
             micros = parse_instant(row["occurred_at"])
+            if micros > latest_micros:
+                raise BadRow(AFTER_IMPORT, f"{row['occurred_at'].strip()!r} is "
+                             + latest_why)
             price = _positive_number(row.get("price", ""), "price")
             if price is None and event_type == PURCHASE:
                 raise BadRow("price missing for a purchase")
@@ -375,20 +380,45 @@ def read_events(path: Path, tally: FileTally, items: dict[str, Item],
             continue
         event_id = (row.get("event_id") or "").strip() or derived_event_id(
             member_id, item_id, event_type, micros, price)
-        kept.add(event_id, member_id, item_id, event_type, micros, price)
+        kept.add(event_id, member_id, item_id, event_type, micros, price, line)
         tally.kept += 1
-    return kept
+    return kept.table()
+
+
+def drop_before(events: pa.Table, earliest_day: date, tally: FileTally, why: str) -> pa.Table:
+    """`events` (sorted by instant) without those before `earliest_day`, each recorded as a bad
+    row of the tally with its line; `why` ends the row's detail."""
+    start = int(np.searchsorted(_event_days(events), _ordinal_days(earliest_day)))
+    if start == 0:
+        return events
+    before = events.slice(0, start)
+    tally.bad_by_reason[BEFORE_WINDOW] += start
+    room = max(0, tally.show_bad_rows - len(tally.first_bad_rows))
+    # Listed in file order, like the other bad rows; only as many as the report shows.
+    shown = before.take(np.argsort(before[LINE_COLUMN].to_numpy(), kind="stable")[:room])
+    for line, instant in zip(shown[LINE_COLUMN].to_pylist(), shown["occurred_at"].to_pylist()):
+        tally.first_bad_rows.append(f"{tally.name} line {line}: {BEFORE_WINDOW}: "
+                                    f"{instant:%Y-%m-%dT%H:%M:%SZ} is {why}")
+    tally.kept -= start
+    return events.slice(start)
+
+
+def _event_days(events: pa.Table) -> np.ndarray:
+    """Days since 1970-01-01 of every event (floor division: also right before 1970)."""
+    return events["occurred_at"].cast(pa.int64()).to_numpy() // MICROS_PER_DAY
 
 
 # =============================================================================================
 # The import
 # =============================================================================================
 def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
-               dt: date | str | None = None, settings: dict | None = None) -> dict:
+               dt: date | str | None = None, settings: dict | None = None,
+               now: datetime | None = None) -> dict:
     """Validate both CSVs, then write the raw partitions for model date `dt`; the report.
 
-    `settings` overrides keys of the config's `import` section (tests use it). Raises
-    ImportFailed, with nothing written, when the input is unusable.
+    `settings` overrides keys of the config's `import` section (tests use it); `now` is the
+    import time (default: the clock). Raises ImportFailed, with nothing written, when the
+    input is unusable.
     """
     config = load_config()
     settings = {**config[SETTINGS_SECTION], **(settings or {})}
@@ -396,25 +426,42 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
     root = _local_root(lake_root)
     events_path, items_path = Path(events_path), Path(items_path)
     model_date = date.fromisoformat(dt) if isinstance(dt, str) else dt
+    # The sane window of event dates: a wrong date would otherwise make one raw partition per
+    # day up to it (2999-01-01: hundreds of thousands of folders).
+    now = now or datetime.now(UTC)
+    days_ahead, history_days = int(settings["max_days_after_import"]), int(settings["max_history_days"])
+    latest = now + timedelta(days=days_ahead)
+    failed = {"status": "failed", "lake": root}
+    if model_date and model_date > latest.date() + timedelta(days=1):
+        _fail(failed, f"the model date {model_date} is more than {days_ahead} day(s) after the import "
+                      f"time {now:%Y-%m-%d %H:%M} UTC (import.max_days_after_import); nothing was "
+                      "written. Pass a --dt up to the day after your newest events.")
 
     # 1. Validate everything (nothing is written yet).
     items_tally = FileTally(items_path.name, show)
     items = read_items(items_path, items_tally)
     events_tally = FileTally(events_path.name, show)
-    kept = read_events(events_path, events_tally, items, list(config["cleaning"]["event_types"]))
+    events = read_events(events_path, events_tally, items, list(config["cleaning"]["event_types"]),
+                         (latest - EPOCH) // timedelta(microseconds=1),
+                         f"more than {days_ahead} day(s) after the import time {now:%Y-%m-%d %H:%M} UTC "
+                         "(import.max_days_after_import)")
+    if events.num_rows:
+        newest = _date_of(int(_event_days(events)[-1]))
+        window_end = model_date or newest + timedelta(days=1)
+        events = drop_before(events, window_end - timedelta(days=history_days), events_tally,
+                             f"more than {history_days:,} days before the model date {window_end} "
+                             "(import.max_history_days)")
     report = {
+        **failed,
         "status": "ok",
         "events_file": str(events_path.resolve()),
         "items_file": str(items_path.resolve()),
-        "lake": root,
         "max_bad_row_share": max_share,
         "files": {"events": events_tally.as_dict(), "items": items_tally.as_dict()},
     }
     _refuse_bad_input(report, [items_tally, events_tally], max_share)
 
-    events = kept.table()
-    # Days since 1970-01-01 of every event (floor division: also right before 1970).
-    event_days = events["occurred_at"].cast(pa.int64()).to_numpy() // MICROS_PER_DAY
+    event_days = _event_days(events)
     first_day, last_day = _date_of(int(event_days[0])), _date_of(int(event_days[-1]))
     model_date = model_date or last_day + timedelta(days=1)
     if model_date <= first_day:
@@ -428,6 +475,10 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
     # `event_days` is sorted (the table is), so each date's events are one contiguous slice.
     edges = [_ordinal_days(d) for d in history] + [_ordinal_days(history[-1]) + 1]
     bounds = np.searchsorted(event_days, edges)
+    firsts = pa.table({"style_id": events["style_id"], "micros": events["occurred_at"].cast(pa.int64())}
+                      ).group_by("style_id").aggregate([("micros", "min")])
+    item_first_micros = dict(zip(firsts["style_id"].to_pylist(), firsts["micros_min"].to_pylist()))
+    events = events.drop_columns([LINE_COLUMN])
     for day, start, end in zip(history, bounds[:-1], bounds[1:]):
         _write_partition(lake.raw("events", day, root), events.slice(start, end - start))
         _write_partition(lake.raw("returns", day, root), SCHEMAS["returns"].empty_table())
@@ -435,7 +486,7 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
     sale_ends = sale_starts + timedelta(days=int(settings["sale_days"]))
     item_ids = sorted(items)
     _write_partition(lake.raw("catalog", model_date, root),
-                     _catalog_table(item_ids, items, kept.item_first_micros, model_date))
+                     _catalog_table(item_ids, items, item_first_micros, model_date))
     _write_partition(lake.raw("sale_calendar", model_date, root), _sale_calendar_table(
         item_ids, sale_starts, sale_ends, int(settings["default_qty_on_hand"])))
 
@@ -446,11 +497,12 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
         "model_date": model_date.isoformat(),
         "first_event_date": first_day.isoformat(),
         "last_event_date": last_day.isoformat(),
-        "members": len(kept.members),
+        "members": pc.count_distinct(events["member_id"]).as_py(),
         "items": len(items),
-        "items_with_events": len(kept.item_first_micros),
+        "items_with_events": len(item_first_micros),
         "divisions": divisions,
-        "event_types": dict(sorted(kept.event_types.items())),
+        "event_types": dict(sorted(zip(*events.group_by("event_type").aggregate(
+            [("event_type", "count")]).to_pydict().values()))),
         # What the pipeline's cleaning will drop as duplicates (it keeps one of each).
         "repeated_event_ids": len(events) - pc.count_distinct(events["event_id"]).as_py(),
         "repeated_actions": len(events) - events.group_by(list(DUPLICATE_KEY)).aggregate(

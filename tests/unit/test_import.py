@@ -269,6 +269,49 @@ def test_too_many_bad_rows_fail_the_import_and_write_nothing(tmp_path):
     assert _snapshot(lake) == before
 
 
+# --- the window of event dates: nothing is written for a date outside it ---------------------
+IMPORT_TIME = datetime(2024, 5, 3, 12, 0, tzinfo=timezone.utc)
+
+
+def test_an_event_far_in_the_future_or_past_is_a_bad_row_named_by_its_line(tmp_path):
+    # line 9: one day and one second after the import time; line 10: Unix second 0
+    events = EVENTS + "m1,s1,pdp_view,2024-05-04T12:00:01Z,\nm2,s2,pdp_view,0,\n"
+    with pytest.raises(importer.ImportFailed) as failure:          # 2 of 9 rows: over the 1 % limit
+        _import(tmp_path, events, now=IMPORT_TIME)
+    assert not (tmp_path / "lake").exists()
+    assert failure.value.report["files"]["events"]["first_bad_rows"] == [
+        "events.csv line 9: occurred_at after the import time: '2024-05-04T12:00:01Z' is more than 1 "
+        "day(s) after the import time 2024-05-03 12:00 UTC (import.max_days_after_import)",
+        "events.csv line 10: occurred_at before the history window: 1970-01-01T00:00:00Z is more than "
+        "3,650 days before the model date 2024-05-03 (import.max_history_days)",
+    ]
+    # Under a lenient limit both are skipped: the raw days are those of the other events only.
+    report, lake = _import(tmp_path, events, now=IMPORT_TIME, settings=LENIENT)
+    assert list(_partitions(lake, "events")) == _dates(FIRST_DAY, LAST_DAY)
+    assert report["files"]["events"]["bad_by_reason"] == {
+        "occurred_at after the import time": 1, "occurred_at before the history window": 1}
+    assert (report["files"]["events"]["read"], report["files"]["events"]["kept"]) == (9, 7)
+
+
+def test_the_window_edges_are_kept_and_the_history_limit_counts_back_from_the_model_date(tmp_path):
+    on_the_edge = EVENTS + "m1,s1,pdp_view,2024-05-04T12:00:00Z,\n"   # exactly one day after: kept
+    report, lake = _import(tmp_path, on_the_edge, now=IMPORT_TIME, dt="2024-05-05")
+    assert report["files"]["events"]["bad"] == 0
+    # 2 days back from the model date 2024-05-03 is 2024-05-01: line 3 (2024-04-30 22:30 UTC) is out
+    report, lake = _import(tmp_path, now=IMPORT_TIME, settings={**LENIENT, "max_history_days": 2})
+    assert report["files"]["events"]["first_bad_rows"] == [
+        "events.csv line 3: occurred_at before the history window: 2024-04-30T22:30:00Z is more than 2 days "
+        "before the model date 2024-05-03 (import.max_history_days)"]
+    assert report["first_event_date"] == "2024-05-01"
+
+
+def test_a_model_date_beyond_the_window_is_refused_before_reading(tmp_path):
+    with pytest.raises(importer.ImportFailed, match=r"the model date 2999-01-01 is more than 1 day\(s\) after the "
+                                                    r"import time 2024-05-03 12:00 UTC"):
+        _import(tmp_path, now=IMPORT_TIME, dt="2999-01-01")
+    assert not (tmp_path / "lake").exists()
+
+
 @pytest.mark.parametrize("header, problem", [
     ("member_id,item_id,event_type,occurred_at,price,channel", "unexpected column(s) channel"),
     ("member_id,item_id,occurred_at", "missing column(s) event_type"),
