@@ -170,3 +170,58 @@ def write_table(uri: str, frames: Iterable, schema) -> int:
             writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
             rows += len(frame)
     return rows
+
+
+# --- raw partitions against the contract's schemas, before Spark reads them --------------------
+
+def spark_type(arrow_type, physical_type: str | None = None) -> str:
+    """The Spark SQL type (DDL name) a Parquet column of this Arrow type is read as, or a
+    description of why Spark cannot read it as one. INT96 is Spark's legacy timestamp."""
+    import pyarrow as pa
+
+    if physical_type == "INT96":
+        return "timestamp"
+    if pa.types.is_timestamp(arrow_type):
+        if arrow_type.unit == "ns":
+            return "timestamp in nanoseconds (Spark reads micro- or milliseconds)"
+        return "timestamp" if arrow_type.tz else "timestamp without time zone (timestamp_ntz)"
+    names = {pa.string(): "string", pa.large_string(): "string", pa.int64(): "bigint", pa.int32(): "int",
+             pa.int16(): "smallint", pa.int8(): "tinyint", pa.float64(): "double", pa.float32(): "float",
+             pa.date32(): "date", pa.bool_(): "boolean"}
+    return names.get(arrow_type, str(arrow_type))
+
+
+def contract_ddl(schema) -> str:
+    """The Arrow contract schema as Spark DDL ("style_id string, ..."): the schema raw data is read with."""
+    return ", ".join(f"`{field.name}` {spark_type(field.type)}" for field in schema)
+
+
+def schema_problems(columns: dict[str, str], contract) -> list[str]:
+    """What keeps a file with `columns` ({name: Spark type}) from the Arrow `contract` schema:
+    missing columns and columns of another type; other columns are ignored."""
+    problems = []
+    for field in contract:
+        expected = spark_type(field.type)
+        if field.name not in columns:
+            problems.append(f"column {field.name} is missing")
+        elif columns[field.name] != expected:
+            problems.append(f"column {field.name} is {columns[field.name]}, the contract says {expected}")
+    return problems
+
+
+def partition_columns(uri: str) -> dict[str, str] | None:
+    """{column: Spark type} of a partition's first data file (its Parquet footer only), or None
+    when it holds no data file."""
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(uri)
+    data_files = sorted(f for f in fs.ls(path, detail=False) if not f.rsplit("/", 1)[-1].startswith(("_", ".")))
+    if not data_files:
+        return None
+    with fs.open(data_files[0], "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        arrow, physical = parquet.schema_arrow, parquet.schema
+        # Flat schemas (the contract's) have one Parquet column per Arrow field, in order.
+        flat = len(physical) == len(arrow)
+        return {field.name: spark_type(field.type, physical.column(k).physical_type if flat else None)
+                for k, field in enumerate(arrow)}

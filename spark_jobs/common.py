@@ -287,13 +287,34 @@ def features_next_step(day) -> str:
     return f"run flashfeed_daily_model for {day} first (its build_features task writes them)"
 
 
+def check_contract(dataset: str, partitions: list[str], next_step: str) -> None:
+    """Fail naming each raw partition whose Parquet schema differs from the lake contract (a
+    missing column or another type), before Spark fails deep inside a plan or reads wrong values."""
+    found = []
+    for partition in partitions:
+        columns = lake.partition_columns(partition)
+        problems = lake.schema_problems(columns, SCHEMAS[dataset]) if columns is not None else []
+        if problems:
+            found.append(f"{partition}: {'; '.join(problems)}")
+    if found:
+        shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more partitions" if len(found) > 5 else "")
+        raise JobError(f"raw {dataset} does not match the lake contract (DESIGN.md section 5; "
+                       f"{lake.contract_ddl(SCHEMAS[dataset])}) in {len(found)} of {len(partitions)} "
+                       f"partitions: {shown}", next_step)
+
+
+def read_contract(spark: SparkSession, dataset: str, partitions: list[str]) -> DataFrame:
+    """Raw partitions checked by `check_contract`, read with the contract's schema."""
+    return spark.read.schema(lake.contract_ddl(SCHEMAS[dataset])).parquet(*partitions)
+
+
 def read_raw(spark: SparkSession, fs: LakeFS, dataset: str, day, root: str) -> DataFrame:
-    """One complete raw partition, with the columns of the lake contract (DESIGN.md section 5)."""
+    """One complete raw partition, with the columns and types of the lake contract (DESIGN.md section 5)."""
     partition = lake.raw(dataset, day, root)
     next_step = raw_next_step(dataset, day)
     fs.require(partition, f"raw {dataset} for {day}", next_step)
-    return check_columns(spark.read.parquet(partition), SCHEMAS[dataset].names, f"raw {dataset}", partition,
-                         next_step)
+    check_contract(dataset, [partition], next_step)
+    return read_contract(spark, dataset, [partition])
 
 
 @contextlib.contextmanager

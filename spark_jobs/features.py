@@ -21,14 +21,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flashfeed import calendar, lake
-from flashfeed.demo_data import SCHEMAS
 from spark_jobs.common import (
     JobError,
     LakeFS,
-    check_columns,
+    check_contract,
     get_logger,
     parse_job_args,
     raw_next_step,
+    read_contract,
     read_raw,
     run_job,
     spark_session,
@@ -59,10 +59,10 @@ def read_daily(spark, fs: LakeFS, dataset: str, days: list[date], root: str):
                     "If they should exist, re-import them and re-run build_features", dataset, len(gaps),
                     present[-1], present[0], ", ".join(str(d) for d in sorted(gaps)[:10]) +
                     (" ..." if len(gaps) > 10 else ""), dataset)
-    frame = spark.read.parquet(*[lake.raw(dataset, d, root) for d in present])
-    # Spark takes the schema of the union from one file, so the message names the whole range.
-    return check_columns(frame, SCHEMAS[dataset].names, f"raw {dataset} of {present[-1]} .. {present[0]}",
-                         lake.raw(dataset, "*", root), raw_next_step(dataset, days[0]))
+    partitions = [lake.raw(dataset, d, root) for d in present]
+    # Every day's footer is checked: Spark would take the schema of the union from one file.
+    check_contract(dataset, partitions, raw_next_step(dataset, days[0]))
+    return read_contract(spark, dataset, partitions)
 
 
 def quality_gate_split(ratings_by_part: DataFrame, members: DataFrame) -> tuple[DataFrame, DataFrame]:

@@ -21,14 +21,14 @@ from datetime import date, datetime, timedelta, timezone
 from pyspark.sql import functions as F
 
 from flashfeed import calendar, experiments, lake
-from flashfeed.demo_data import SCHEMAS
 from spark_jobs.build_collections import launch_frames, member_lines, size_stats, write_lines
 from spark_jobs.common import (
     LakeFS,
-    check_columns,
+    check_contract,
     features_next_step,
     get_logger,
     parse_job_args,
+    read_contract,
     read_raw,
     run_job,
     spark_session,
@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     log.info("refresh of %s after the quarter hour %s UTC: %d sealed quarter hours since %s (%s .. %s); recent "
              "days %s, because view days %s", slot.version, f"{quarter:%Y-%m-%d %H:%M}", len(quarters), cutoff,
              quarters[0], quarters[-1], config["features"]["recent_days"], because["view_days"])
-    intraday = check_columns(
-        spark.read.parquet(*[lake.intraday_events(q.date(), q.strftime("%H%M"), root) for q in quarters]),
-        SCHEMAS["events"].names, "intraday events", newest, "fix the upstream export of this quarter hour")
+    sealed = [lake.intraday_events(q.date(), q.strftime("%H%M"), root) for q in quarters]
+    check_contract("events", sealed, "fix the upstream export of these quarter hours, then clear this task")
+    intraday = read_contract(spark, "events", sealed)
     catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", slot.dt, root)).persist()
 
     # Transform: clean (counted), the members who acted, their recent activity, their payloads

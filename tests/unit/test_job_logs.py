@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from flashfeed import demo_data, lake
+from flashfeed.demo_data import SCHEMAS
 from spark_jobs import build_collections, features, score_products, train_group
 from spark_jobs.common import JobError, LakeFS, first_line, get_logger, run_job
 
@@ -106,16 +107,49 @@ def test_a_gap_in_the_raw_days_is_a_warning_naming_the_days(spark, tmp_path, job
         in job_log.text
 
 
-def test_a_raw_partition_without_a_contract_column_is_named_with_its_uri(job_spark, tmp_path):
+def _rewrite(spark, partition: str, change) -> None:
+    """Replace a sealed raw partition by `change(frame)`, written by Spark and sealed again."""
+    change(spark.read.parquet(partition)).write.parquet(partition + ".new")
+    shutil.rmtree(partition)
+    Path(partition + ".new").rename(partition)
+    Path(lake.success(partition)).touch()
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda f: f.drop("qty_on_hand"), "column qty_on_hand is missing"),
+    (lambda f: f.withColumn("qty_on_hand", f.qty_on_hand.cast("string")),
+     "column qty_on_hand is string, the contract says bigint"),
+    (lambda f: f.withColumn("starts_at", f.starts_at.cast("timestamp_ntz")),
+     "column starts_at is timestamp without time zone (timestamp_ntz), the contract says timestamp"),
+], ids=["missing", "string-for-number", "naive-timestamp"])
+def test_a_raw_partition_off_the_contract_is_named_with_its_uri_and_column(job_spark, tmp_path, change, problem):
     demo_data.generate(str(tmp_path), members=20, days=2, end_date=DAY, seed=5)
     calendar_uri = lake.raw("sale_calendar", DAY, str(tmp_path))
-    job_spark.read.parquet(calendar_uri).drop("qty_on_hand").write.parquet(calendar_uri + ".new")
-    shutil.rmtree(calendar_uri)
-    Path(calendar_uri + ".new").rename(calendar_uri)
-    Path(lake.success(calendar_uri)).touch()      # complete, but not the contract's columns
-    with pytest.raises(JobError, match=rf"raw sale_calendar at {calendar_uri} lacks columns \['qty_on_hand'\]"
+    _rewrite(job_spark, calendar_uri, change)          # complete, but not the contract's schema
+    with pytest.raises(JobError, match=rf"raw sale_calendar does not match the lake contract .* in 1 of 1 "
+                                       rf"partitions: {calendar_uri}: {re.escape(problem)}"
                                        rf".*Next step: deliver raw sale_calendar for {DAY} again"):
         score_products.main(["--dt", DAY, "--launch", "1100", "--lake", str(tmp_path)])
+
+
+def test_one_day_of_events_off_the_contract_fails_the_daily_model_naming_that_day(job_spark, tmp_path):
+    demo_data.generate(str(tmp_path), members=20, days=3, end_date=DAY, seed=5)
+    bad_day = lake.raw("events", "2026-11-20", str(tmp_path))
+    _rewrite(job_spark, bad_day, lambda f: f.withColumn("occurred_at", f.occurred_at.cast("string")))
+    with pytest.raises(JobError, match=rf"raw events does not match the lake contract .* in 1 of 3 partitions: "
+                                       rf"{bad_day}: column occurred_at is string, the contract says timestamp"):
+        features.main(["--dt", DAY, "--lake", str(tmp_path)])
+    assert not Path(lake.success(lake.features(DAY, str(tmp_path)))).exists()
+
+
+def test_spark_written_timestamps_int96_or_micros_meet_the_contract(spark, tmp_path):
+    frame = spark.createDataFrame([("m1", "s1", "return", datetime(2026, 11, 21, 10, 0))],
+                                  "member_id string, style_id string, kind string, occurred_at timestamp")
+    for output in ("INT96", "TIMESTAMP_MICROS", "TIMESTAMP_MILLIS"):
+        spark.conf.set("spark.sql.parquet.outputTimestampType", output)
+        frame.write.mode("overwrite").parquet(str(tmp_path / output))
+        assert lake.schema_problems(lake.partition_columns(str(tmp_path / output)), SCHEMAS["returns"]) == []
+    spark.conf.unset("spark.sql.parquet.outputTimestampType")
 
 
 def test_a_normal_run_logs_inputs_counts_and_outputs(job_spark, tmp_path, job_log):
