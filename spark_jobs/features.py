@@ -74,6 +74,49 @@ def quality_gate_split(ratings_by_part: DataFrame, members: DataFrame) -> tuple[
     return by_part, ratings_by_part.select("subclass_brand_id", "part").distinct()
 
 
+def previous_catalog_day(fs: LakeFS, dt: date, root: str) -> date | None:
+    """The newest complete raw catalogue before `dt`, if the lake holds one."""
+    days = sorted((date.fromisoformat(name[len("dt="):]) for name in fs.list_dirs(f"{root}/raw/catalog")
+                   if name.startswith("dt=") and len(name) == len("dt=YYYY-MM-DD")), reverse=True)
+    return next((d for d in days if d < dt and fs.exists(lake.success(lake.raw("catalog", d, root)))), None)
+
+
+def check_catalog(spark, fs: LakeFS, catalog: DataFrame, dt: date, root: str, max_share: float) -> dict:
+    """Refuse a catalogue listing a style under two subclass-brands, or moving more than
+    `max_share` of the styles since the previous catalogue; log the moves below that. Every
+    event is keyed by today's catalogue, so a moved style's whole history counts under its new
+    subclass-brand."""
+    uri = lake.raw("catalog", dt, root)
+    conflicts = catalog_t.conflicting_styles(catalog).orderBy("style_id").limit(5).collect()
+    if conflicts:
+        raise JobError(f"raw catalog {uri} lists styles more than once with different subclass or brand: "
+                       + "; ".join(f"{r.style_id}: {' | '.join(r.hierarchies)}" for r in conflicts),
+                       raw_next_step("catalog", dt))
+    previous_day = previous_catalog_day(fs, dt, root)
+    if previous_day is None:
+        log.info("catalog: no earlier catalogue in the lake, so changes of hierarchy are not checked")
+        return {"previous": None}
+    previous = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", previous_day, root))
+    changes = catalog_t.hierarchy_changes(catalog, previous).persist()
+    counts = changes.agg(F.count("*").alias("in_both"), F.sum(F.col("changed").cast("int")).alias("changed")).first()
+    in_both, changed = int(counts["in_both"]), int(counts["changed"] or 0)
+    examples = "; ".join(f"{r.style_id}: {r.before} -> {r.after}"
+                         for r in changes.where("changed").orderBy("style_id").limit(5).collect())
+    changes.unpersist()
+    problem = catalog_t.hierarchy_change_problem(changed, in_both, max_share)
+    if problem:
+        raise JobError(f"raw catalog {uri} against {lake.raw('catalog', previous_day, root)}: {problem}, e.g. "
+                       f"{examples}", f"if the export is wrong, {raw_next_step('catalog', dt)}; if the "
+                       "re-classification is intended, raise cleaning.max_hierarchy_change_share in "
+                       "include/flashfeed.yaml for this run, then clear build_features")
+    if changed:
+        log.warning("catalog: %d of %d styles changed subclass or brand since %s; their history counts under the "
+                    "new one: %s", changed, in_both, previous_day, examples)
+    else:
+        log.info("catalog: no style changed subclass or brand since %s (%d styles in both)", previous_day, in_both)
+    return {"previous": previous_day.isoformat(), "styles_in_both": in_both, "hierarchy_changes": changed}
+
+
 def main(argv: list[str] | None = None) -> None:
     started = clock.monotonic()
     args, config, root = parse_job_args(__doc__, argv)
@@ -110,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                        "rejected as unknown_style", raw_next_step("catalog", dt))
     catalog_t.check_key_collisions(catalog)
     log.info("catalog: %d styles", styles)
+    catalog_check = check_catalog(spark, fs, catalog, dt, root, float(config["cleaning"]["max_hierarchy_change_share"]))
 
     # Transform: clean. The events are read once: every event is labelled with its reject
     # reason (or none) and cached; clean events, rejects and their counts all come from it.
@@ -212,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             "division_codes": codes,
             "candidates": n_candidates,
             "events": {"read": total, "kept": kept, "rejected": reasons},
+            "catalog": catalog_check,
         })
     log.info("features for %s done in %.1f s: wrote %s (%d groups) and %s", dt, clock.monotonic() - started,
              partition, len(per_group), lake.rejects(dt, root))

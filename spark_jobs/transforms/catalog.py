@@ -50,3 +50,37 @@ def check_key_collisions(catalog_keyed: DataFrame) -> None:
             f"subclass-brand key collision for ids {[r.subclass_brand_id for r in collisions]}: "
             "rename one of the brands or subclasses involved"
         )
+
+
+def _hierarchy_text(catalog_keyed: DataFrame):
+    return F.concat(F.concat_ws(" > ", *HIERARCHY), F.lit(" / "), F.col("brand"))
+
+
+def conflicting_styles(catalog_keyed: DataFrame) -> DataFrame:
+    """(style_id, hierarchies): styles listed more than once in one catalogue with different
+    subclass-brands; `hierarchies` are the readable ones, sorted."""
+    return (catalog_keyed.groupBy("style_id")
+            .agg(F.countDistinct("subclass_brand_id").alias("n"),
+                 F.array_sort(F.collect_set(_hierarchy_text(catalog_keyed))).alias("hierarchies"))
+            .where("n > 1").select("style_id", "hierarchies"))
+
+
+def hierarchy_changes(today: DataFrame, previous: DataFrame) -> DataFrame:
+    """(style_id, before, after, changed) for every style in both keyed catalogues: `changed` when
+    its subclass-brand differs (a change of case or spacing is not one: the key normalises it)."""
+    def side(catalog: DataFrame, name: str) -> DataFrame:
+        return catalog.select("style_id", F.col("subclass_brand_id").alias(f"{name}_id"),
+                              _hierarchy_text(catalog).alias(name)).dropDuplicates(["style_id"])
+
+    both = side(previous, "before").join(side(today, "after"), "style_id")
+    return both.select("style_id", "before", "after", (F.col("before_id") != F.col("after_id")).alias("changed"))
+
+
+def hierarchy_change_problem(changed: int, in_both: int, max_share: float) -> str | None:
+    """Why the day's catalogue is refused, or None: more than `max_share` of the styles both
+    catalogues list moved to another subclass-brand (a re-classification is rare; a share
+    that large is a broken export, e.g. shifted columns)."""
+    if in_both and changed / in_both > max_share:
+        return (f"{changed:,} of the {in_both:,} styles in both catalogues ({changed / in_both:.1%}) changed "
+                f"subclass or brand, above cleaning.max_hierarchy_change_share ({max_share:.1%})")
+    return None

@@ -48,3 +48,53 @@ def test_reject_share_above_the_limit_fails_with_the_next_step():
     with pytest.raises(TooManyRejects, match=r"5.1% of 1000 events.*rejects/dt=D.*re-run"):
         check_reject_share(1000, {"duplicate": 50, "null_id": 1}, 0.05, "/lake/rejects/dt=D")
     assert check_reject_share(0, {}, 0.05, "x") == 0.0
+
+
+# --- the catalogue's hierarchy: one subclass-brand per style, and few moves between days ------
+CATALOG_COLUMNS = "style_id string, brand string, division string, department string, class string, subclass string"
+
+
+def _catalog(spark, rows):
+    from spark_jobs.transforms import catalog as catalog_t
+
+    return catalog_t.with_subclass_brand(spark.createDataFrame(rows, CATALOG_COLUMNS))
+
+
+def test_a_style_listed_under_two_subclass_brands_in_one_catalogue_is_a_conflict(spark):
+    from spark_jobs.transforms import catalog as catalog_t
+
+    catalog = _catalog(spark, [
+        ("s1", "Gracia", "women", "Clothing", "Dresses", "Day Dresses"),
+        ("s1", "Gracia", "women", "Clothing", "Dresses", "Maxi Dresses"),
+        ("s2", "Velora", "home", "Kitchen", "Dining", "Glassware"),
+        ("s2", " velora", "Home", "Kitchen", "Dining", "glassware "),   # the same key: not a conflict
+    ])
+    conflicts = catalog_t.conflicting_styles(catalog).collect()
+    assert [(r.style_id, r.hierarchies) for r in conflicts] == [
+        ("s1", ["women > Clothing > Dresses > Day Dresses / Gracia", "women > Clothing > Dresses > Maxi Dresses / Gracia"])]
+
+
+def test_hierarchy_changes_are_styles_in_both_catalogues_whose_subclass_brand_moved(spark):
+    from spark_jobs.transforms import catalog as catalog_t
+
+    before = _catalog(spark, [("s1", "Gracia", "women", "Clothing", "Dresses", "Day Dresses"),
+                              ("s2", "Velora", "home", "Kitchen", "Dining", "Glassware"),
+                              ("s3", "Lumen", "home", "Decor", "Lighting", "Table Lamps")])
+    after = _catalog(spark, [("s1", "Gracia", "women", "Clothing", "Dresses", "Maxi Dresses"),   # moved
+                             ("s2", "VELORA", "home", "Kitchen", "Dining", "Glassware"),         # case only
+                             ("s4", "Lumen", "home", "Decor", "Lighting", "Floor Lamps")])       # new
+    rows = sorted(catalog_t.hierarchy_changes(after, before).collect())
+    assert [(r.style_id, r.changed) for r in rows] == [("s1", True), ("s2", False)]
+    assert rows[0].before == "women > Clothing > Dresses > Day Dresses / Gracia"
+    assert rows[0].after == "women > Clothing > Dresses > Maxi Dresses / Gracia"
+
+
+@pytest.mark.parametrize("changed, in_both, refused", [(1, 100, False), (2, 100, True), (0, 0, False)])
+def test_more_moves_than_the_share_refuse_the_catalogue(changed, in_both, refused):
+    from spark_jobs.transforms import catalog as catalog_t
+
+    problem = catalog_t.hierarchy_change_problem(changed, in_both, 0.01)
+    assert (problem is not None) == refused
+    if refused:
+        assert problem == ("2 of the 100 styles in both catalogues (2.0%) changed subclass or brand, above "
+                           "cleaning.max_hierarchy_change_share (1.0%)")

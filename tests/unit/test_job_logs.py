@@ -2,6 +2,7 @@
 failure that names the missing partition and the next step (read at 10:45 before an 11:00 launch)."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -9,6 +10,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from flashfeed import demo_data, lake
 from flashfeed.demo_data import SCHEMAS
@@ -140,6 +142,30 @@ def test_one_day_of_events_off_the_contract_fails_the_daily_model_naming_that_da
                                        rf"{bad_day}: column occurred_at is string, the contract says timestamp"):
         features.main(["--dt", DAY, "--lake", str(tmp_path)])
     assert not Path(lake.success(lake.features(DAY, str(tmp_path)))).exists()
+
+
+def test_a_catalogue_moving_many_styles_is_refused_and_a_few_moves_are_logged(job_spark, tmp_path, job_log):
+    root = str(tmp_path)
+    demo_data.generate(root, members=20, days=3, end_date=DAY, seed=5)
+    today = lake.raw("catalog", DAY, root)
+    moved = job_spark.read.parquet(today).orderBy("style_id").limit(1).first().style_id
+    _rewrite(job_spark, today, lambda f: f.withColumn(
+        "subclass", F.when(f.style_id == moved, F.lit("Moved Subclass")).otherwise(f.subclass)))
+    features.main(["--dt", DAY, "--lake", root])
+    report = json.loads(Path(lake.features(DAY, root), "groups.json").read_text())["catalog"]
+    assert report["previous"] == "2026-11-21" and report["hierarchy_changes"] == 1
+    assert f"catalog: 1 of {report['styles_in_both']} styles changed subclass or brand since 2026-11-21" \
+        in job_log.text and f"{moved}: " in job_log.text
+
+    # Columns shifted by a broken export: every style moves. The day's features stay as they were.
+    sealed = Path(lake.success(lake.features(DAY, root))).stat().st_mtime_ns
+    job_spark.catalog.clearCache()                 # each spark-submit has its own session and cache
+    _rewrite(job_spark, today, lambda f: f.withColumn("subclass", f["class"]))
+    with pytest.raises(JobError, match=rf"raw catalog {today} against {lake.raw('catalog', '2026-11-21', root)}: "
+                                       r"[\d,]+ of the [\d,]+ styles in both catalogues \(100.0%\) changed .*"
+                                       r"raise cleaning.max_hierarchy_change_share"):
+        features.main(["--dt", DAY, "--lake", root])
+    assert Path(lake.success(lake.features(DAY, root))).stat().st_mtime_ns == sealed
 
 
 def test_spark_written_timestamps_int96_or_micros_meet_the_contract(spark, tmp_path):
