@@ -56,6 +56,16 @@ def payload_lines(payload_rows: DataFrame, variant: str, cfg: dict) -> DataFrame
                                full.alias("full")).withColumn("bytes", F.octet_length("line"))
 
 
+def item_limit_problem(largest: dict) -> str | None:
+    """Why the launch's largest payload (after truncation to collections.max_payload_bytes) cannot
+    be a DynamoDB item, or None: with its keys it must fit in 400 KB."""
+    if largest["bytes"] + KEY_OVERHEAD_BYTES <= DYNAMODB_ITEM_LIMIT_BYTES:
+        return None
+    return (f"payload of member {largest['member_id']} feed {largest['feed']}#{largest['variant']} is "
+            f"{largest['bytes']:,} bytes after truncation; with its keys (about {KEY_OVERHEAD_BYTES} bytes) that "
+            f"is over DynamoDB's item limit of {DYNAMODB_ITEM_LIMIT_BYTES:,} bytes")
+
+
 def ranked_affinities(spark, member_affinity: DataFrame, interest: DataFrame, fallback: DataFrame | None,
                       variety_sql: str, cfg: dict) -> DataFrame:
     """Each member's (and fallback's) affinities to subclass-brands on sale after the boost, the
@@ -336,13 +346,10 @@ def main(argv: list[str] | None = None) -> None:
                     "small; if not, the daily model keeps too few affinities for this catalogue: raise "
                     "als.top_k_products (measure with bench/top_k_evidence.py)", 100 * target, short)
     largest = max((d["largest"] for d in stats.values()), key=lambda x: x["bytes"])
-    if largest["bytes"] + KEY_OVERHEAD_BYTES > DYNAMODB_ITEM_LIMIT_BYTES:
-        raise JobError(
-            f"payload of member {largest['member_id']} feed {largest['feed']}#{largest['variant']} is "
-            f"{largest['bytes']} bytes, over DynamoDB's 400 KB item limit",
-            f"lower collections.max_payload_bytes (now {cfg['max_payload_bytes']}) in include/flashfeed.yaml "
-            "to 400000 or less, then clear this task",
-        )
+    problem = item_limit_problem(largest)
+    if problem:
+        raise JobError(problem, f"lower collections.max_payload_bytes (now {cfg['max_payload_bytes']}) in "
+                                "include/flashfeed.yaml to 400000 or less, then clear this task")
     files = max(1, math.ceil(members / int(cfg["payloads_per_file"])))
     with timed(log, f"writing feeds for {slot.version} ({len(names_in_order)} data sets, {files} files each)"), \
             staged_partition(fs, partition, log) as staging:

@@ -111,3 +111,15 @@ def test_fallback_affinity_scales_best_scores_per_division_and_overall(spark):
     assert rows[("__fallback__#home", 3)] == 0.0 and rows[("__fallback__#home", 4)] == 1.0
     # overall: best scores 4, 1, 3, 5 -> (s - 1) / 4
     assert [rows[("__fallback__#all", sb)] for sb in (1, 2, 3, 4)] == [0.75, 0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("payload_bytes, refused", [(409_400, False), (409_401, True)])
+def test_a_payload_over_dynamodbs_item_limit_after_truncation_is_refused(payload_bytes, refused):
+    from spark_jobs.build_collections import item_limit_problem
+
+    # 409,600 bytes (400 KB) less about 200 bytes of keys: 409,400 is the largest payload that fits
+    problem = item_limit_problem({"member_id": "m-7", "feed": "products", "variant": "full", "bytes": payload_bytes})
+    assert (problem is not None) == refused
+    if refused:
+        assert problem.startswith("payload of member m-7 feed products#full is 409,401 bytes after truncation")
+        assert problem.endswith("over DynamoDB's item limit of 409,600 bytes")

@@ -168,6 +168,23 @@ def test_a_catalogue_moving_many_styles_is_refused_and_a_few_moves_are_logged(jo
     assert Path(lake.success(lake.features(DAY, root))).stat().st_mtime_ns == sealed
 
 
+@pytest.mark.parametrize("job, args, cause", [
+    (features, [], r"no subclass-brand has \d+\+ on hand in any launch window of 2026-11-22"),
+    (score_products, ["--launch", "1100"], r"no product with \d+\+ on hand is on sale in .* \(0 on sale in all\)"),
+], ids=["daily-model", "launch"])
+def test_an_empty_sale_calendar_fails_the_day_naming_it_and_writes_nothing(job_spark, tmp_path, job, args, cause):
+    root = str(tmp_path)
+    demo_data.generate(root, members=20, days=3, end_date=DAY, seed=5)
+    if job is score_products:
+        features.main(["--dt", DAY, "--lake", root])
+    _rewrite(job_spark, lake.raw("sale_calendar", DAY, root), lambda f: f.limit(0))
+    with pytest.raises(JobError, match=cause + rf".*{lake.raw('sale_calendar', DAY, root)}"
+                                               rf".*Next step: deliver raw sale_calendar for {DAY} again"):
+        job.main(["--dt", DAY, "--lake", root, *args])
+    output = lake.features(DAY, root) if job is features else lake.products(DAY, "1100", root)
+    assert not Path(lake.success(output)).exists() and not Path(output).exists()
+
+
 def test_spark_written_timestamps_int96_or_micros_meet_the_contract(spark, tmp_path):
     frame = spark.createDataFrame([("m1", "s1", "return", datetime(2026, 11, 21, 10, 0))],
                                   "member_id string, style_id string, kind string, occurred_at timestamp")
