@@ -22,21 +22,21 @@ The served version comes from the control item, cached for `serving.api_pointer_
 so a flip reaches every API process within that time; then one GetItem in the served table (a
 member unknown to it: one more request, a BatchGetItem of her fallbacks).
 Errors are JSON `{"error": ..., "detail": ...}`: 400 bad member id, style id, variant or
-division, 404 unknown feed or no payload, 422 malformed request, 503 nothing served / store
-unreachable. Every response and header is declared in the OpenAPI document (`/openapi.json`).
+division, 404 unknown feed, a variant the feed lacks or no payload, 405 (with `Allow`) another
+method, 422 malformed request, 503 nothing served / store unreachable. Every parameter (typed:
+patterns, enums), response and header is declared in the OpenAPI document (`/openapi.json`).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -52,10 +52,26 @@ HOST = "127.0.0.1"
 DEFAULT_PORT = 8088
 PORT_ENV = "FLASHFEED_API_PORT"
 DEFAULT_VARIANT = "card"
-MEMBER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-STYLE_ID_PATTERN = MEMBER_ID_PATTERN          # the lake's id rule (spark_jobs/transforms/cleaning.py)
-DIVISION_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+ID_REGEX = r"^[A-Za-z0-9_.:-]{1,64}$"        # the lake's id rule (spark_jobs/transforms/cleaning.py)
+DIVISION_REGEX = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"
 GLOBAL_FALLBACK = "all"
+ID_RULE = "1 to 64 characters of letters, digits, '_', '.', ':' or '-'"
+
+# Typed parameters: the OpenAPI document declares them, FastAPI checks them, and
+# `PARAMETER_ERRORS` answers a bad one with the API's own error (a 422 for anything else).
+MemberId = Annotated[str, Path(pattern=ID_REGEX, description="the member's id", examples=["m-000123"])]
+StyleId = Annotated[str, Path(pattern=ID_REGEX, description="a product (style) id", examples=["s-1"])]
+FeedName = Literal["products", "brands", "categories", "because"]
+VariantName = Literal["card", "full"]
+PARAMETER_ERRORS = {
+    ("path", "member_id"): (400, "invalid member id", f"member_id must be {ID_RULE}"),
+    ("path", "style_id"): (400, "invalid style id", f"style_id must be {ID_RULE}"),
+    ("path", "feed"): (404, "unknown feed", f"use one of {', '.join(MEMBER_FEEDS)}"),
+    ("query", "variant"): (400, "invalid variant", "use card or full"),
+    ("query", "division"): (400, "invalid division",
+                            "division must be a division name of 1 to 32 letters, digits, '_' or '-', "
+                            "starting with a letter, e.g. women"),
+}
 SOURCE_MEMBER = "member"
 SOURCE_FALLBACK = "fallback"
 
@@ -188,11 +204,18 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
     async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         if error.status_code == 404:
             return _error(404, "not found", "no such endpoint; try GET /v1/members/{member_id}/feeds/{feed}")
-        return _error(error.status_code, "request failed", str(error.detail))
+        response = _error(error.status_code, "request failed", str(error.detail))
+        response.headers.update(error.headers or {})          # a 405 keeps its Allow header
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors())
+        errors = error.errors()
+        known = PARAMETER_ERRORS.get(tuple(errors[0].get("loc", ())[:2])) if errors else None
+        if known:
+            status, title, rule = known
+            return _error(status, title, f"{errors[0].get('input')!r} is not valid: {rule}")
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors)
         return _error(422, "invalid request", problems)
 
     def served_or_503() -> dict:
@@ -206,7 +229,7 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
     def fallback_payload(table: str, feed: str, variant: str, division: str | None) -> tuple[str | None, str]:
         """The division's fallback payload when the hint is given and it exists, else the global one."""
         key = serving_store.feed_key(feed, variant)
-        if division is None:
+        if division is None or division == GLOBAL_FALLBACK:
             return serving_store.get_item_payload(get_client(), table, serving_store.GLOBAL_FALLBACK_MEMBER,
                                                   key), GLOBAL_FALLBACK
         found = serving_store.get_payloads(get_client(), table, [
@@ -226,27 +249,17 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
                                                        "`<experiment>:<variant>` served to this member")}},
         **ERRORS})
     def member_feed(
-        member_id: str, feed: str,
-        variant: str = Query(DEFAULT_VARIANT, description="card (a few groups, a carousel) or full (a long "
-                                                          "list); because has card only"),
-        division: str | None = Query(None, description="the member's division (e.g. women), a hint for an "
-                                                       "unknown member: she gets that division's fallback"),
+        member_id: MemberId, feed: Annotated[FeedName, Path(description="the collection")],
+        variant: Annotated[VariantName, Query(description="card (a few groups, a carousel) or full (a long "
+                                                          "list); because has card only")] = DEFAULT_VARIANT,
+        division: Annotated[str | None, Query(pattern=DIVISION_REGEX, description=(
+            "the member's division (e.g. women), a hint for an unknown member: she gets that division's "
+            "fallback (`all`: the global one)"))] = None,
     ) -> Response:
-        if not MEMBER_ID_PATTERN.fullmatch(member_id):
-            raise ApiError(400, "invalid member id",
-                           "member_id must be 1 to 64 characters of letters, digits, '_', '.', ':' or '-'")
-        if feed not in MEMBER_FEEDS:
-            raise ApiError(404, "unknown feed", f"feed {feed!r} does not exist; use one of {', '.join(MEMBER_FEEDS)}")
         if variant not in MEMBER_FEEDS[feed]:
-            raise ApiError(400, "invalid variant",
-                           f"variant {variant!r} does not exist for feed {feed}; use one of "
-                           f"{', '.join(MEMBER_FEEDS[feed])}")
-        if division is not None:
-            division = division.lower()
-            if not DIVISION_PATTERN.fullmatch(division) or division == GLOBAL_FALLBACK:
-                raise ApiError(400, "invalid division",
-                               "division must be a division name of 1 to 32 lowercase letters, digits, '_' or "
-                               "'-', e.g. women")
+            raise ApiError(404, "no such variant",
+                           f"feed {feed} has no {variant} variant; use {' or '.join(MEMBER_FEEDS[feed])}")
+        division = division.lower() if division is not None else None
         served = served_or_503()
         headers = {"X-Feed-Version": served["version"], "X-Feed-Source": SOURCE_MEMBER}
         experiment_variant = None
@@ -270,9 +283,6 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
         return Response(content=payload, media_type="application/json", headers=headers)
 
     def product_feed(style_id: str, feed: str) -> Response:
-        if not STYLE_ID_PATTERN.fullmatch(style_id):
-            raise ApiError(400, "invalid style id",
-                           "style_id must be 1 to 64 characters of letters, digits, '_', '.', ':' or '-'")
         served = served_or_503()
         with store_errors_as_503():
             payload = serving_store.get_product_payload(get_client(), served["table"], style_id, feed)
@@ -285,14 +295,14 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
     @app.get("/v1/styles/{style_id}/related", response_class=Response, responses={
         200: {"model": RelatedPayload, "description": "products related to this one, verbatim",
               "headers": VERSION_HEADER}, **ERRORS})
-    def related(style_id: str) -> Response:
+    def related(style_id: StyleId) -> Response:
         """Products of the subclass-brands most related to this product's (member co-occurrence)."""
         return product_feed(style_id, RELATED)
 
     @app.get("/v1/styles/{style_id}/bought-together", response_class=Response, responses={
         200: {"model": BoughtTogetherPayload, "description": "products bought with this one, verbatim",
               "headers": VERSION_HEADER}, **ERRORS})
-    def bought_together(style_id: str) -> Response:
+    def bought_together(style_id: StyleId) -> Response:
         """Products of the subclass-brands bought with this product's (FP-Growth association rules)."""
         return product_feed(style_id, BOUGHT_TOGETHER)
 

@@ -114,6 +114,12 @@ def test_bad_member_id_is_400(api, member_id):
     assert_error(api.get(f"/v1/members/{member_id.replace('#', '%23')}/feeds/brands"), 400, "invalid member id")
 
 
+def test_an_undeclared_method_is_405_with_allow(api):
+    response = api.request("TRACE", "/v1/members/m-000123/feeds/brands")
+    assert response.status_code == 405 and response.json()["error"] == "request failed"
+    assert response.headers["allow"] == "GET"
+
+
 def test_unknown_feed_is_404_and_bad_variant_400(api):
     assert_error(api.get("/v1/members/m-000123/feeds/shoes"), 404, "unknown feed")
     assert_error(api.get("/v1/members/m-000123/feeds/brands", params={"variant": "tiny"}), 400, "invalid variant")
@@ -153,7 +159,7 @@ def test_missing_served_table_is_503(dynamodb_endpoint):
 def test_because_is_a_member_feed_of_one_variant(api):
     response = api.get("/v1/members/m-000123/feeds/because")
     assert response.status_code == 200 and response.content == BECAUSE_LINE.encode()
-    assert_error(api.get("/v1/members/m-000123/feeds/because", params={"variant": "full"}), 400, "invalid variant")
+    assert_error(api.get("/v1/members/m-000123/feeds/because", params={"variant": "full"}), 404, "no such variant")
 
 
 def test_division_hint_picks_the_divisions_fallback_and_falls_back_to_the_global_one(api):
@@ -167,7 +173,9 @@ def test_division_hint_picks_the_divisions_fallback_and_falls_back_to_the_global
     # a known member's own payload wins over any hint
     own = api.get("/v1/members/m-000123/feeds/brands", params={"division": "women"})
     assert own.content == MEMBER_LINE.encode() and "x-feed-fallback" not in own.headers
-    for bad in ("wo men", "all", "x" * 33, "wömen"):
+    assert api.get("/v1/members/m-999999/feeds/products", params={"division": "all"}).headers[
+        "x-feed-fallback"] == "all"
+    for bad in ("wo men", "x" * 33, "wömen", "9women"):
         assert_error(api.get("/v1/members/m-999999/feeds/products", params={"division": bad}), 400, "invalid division")
 
 
@@ -215,7 +223,51 @@ def test_openapi_declares_every_endpoint_its_payload_headers_and_errors(api):
         assert set(ok["headers"]) == headers, path
         for status in ("400", "404", "422", "503"):
             assert get["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
-    member_params = {p["name"] for p in paths["/v1/members/{member_id}/feeds/{feed}"]["get"]["parameters"]}
-    assert member_params == {"member_id", "feed", "variant", "division"}
+    member_params = {p["name"]: p["schema"] for p in paths["/v1/members/{member_id}/feeds/{feed}"]["get"]["parameters"]}
+    assert set(member_params) == {"member_id", "feed", "variant", "division"}
+    assert member_params["feed"]["enum"] == ["products", "brands", "categories", "because"]
+    assert member_params["variant"]["enum"] == ["card", "full"] and member_params["variant"]["default"] == "card"
+    assert member_params["member_id"]["pattern"] == "^[A-Za-z0-9_.:-]{1,64}$"
+    assert member_params["division"]["anyOf"][0]["pattern"] == "^[A-Za-z][A-Za-z0-9_-]{0,31}$"
+    style_params = paths["/v1/styles/{style_id}/related"]["get"]["parameters"]
+    assert style_params[0]["schema"]["pattern"] == "^[A-Za-z0-9_.:-]{1,64}$"
     assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "detail"}
     assert "/v1/health" in paths
+
+
+# --- the OpenAPI document is the API: schemathesis, all checks, against the running server ----
+@pytest.fixture(scope="module")
+def api_server(served):
+    """The read API on uvicorn on 127.0.0.1 (a real server, in a thread), over dynalite."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    client, prefix = served
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(client=client, prefix=prefix), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_schemathesis_finds_nothing_with_all_checks(api_server, tmp_path):
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{api_server}/openapi.json",
+               "--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "250",
+               "--seed", "7", "--workers", "1", "--max-failures", "20"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
