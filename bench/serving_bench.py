@@ -1,6 +1,6 @@
 """Serving benchmark (not a test): load throughput and read-API latency on a local dynalite.
 
-    .venv/bin/python bench/serving_bench.py [--payloads 20000] [--requests 2000] [--concurrency 1 8]
+    .venv/bin/python bench/serving_bench.py [--payloads 20000] [--requests 2000] [--concurrency 1 8] [--runs 3]
 
 Everything runs on 127.0.0.1 in a temporary folder and stops by itself:
 1. starts its own dynalite on a free port (`flashfeed.local_dynamodb.start/stop`);
@@ -8,9 +8,13 @@ Everything runs on 127.0.0.1 in a temporary folder and stops by itself:
    export does) with about `--payloads` payloads;
 3. loads it with `serving_store.load_feeds` (BatchWriteItem, thread pool) and, into another
    table on the same dynalite, with a naive one-PutItem-per-item loop; prints items/s and the ratio;
-4. flips to the loaded version, starts the read API (uvicorn, `python -m flashfeed.api`) on a
-   free port, sends a bounded number of GET /v1/members/{id}/feeds/{feed} per concurrency level
-   over keep-alive connections, prints p50/p95/p99; stops the API by its PID.
+4. flips to the loaded version and measures the read API in two set-ups, alternating, `--runs`
+   times each: the baseline (the API over a boto3 client, one uvicorn worker, access log on: how
+   it ran before) and `python -m flashfeed.api` as shipped (its own DynamoDB reader,
+   `serving.api_workers` workers, no access log). Each run sends `--requests` GETs of random
+   members/feeds/variants per concurrency level over keep-alive connections, after a warm-up,
+   and prints p50/p95/p99 and the API's CPU per request (its processes' CPU time from /proc);
+   then the medians over the runs. The APIs are stopped by their PIDs.
 
 Figures are for a laptop-sized local dynalite (single Node.js process), not for AWS.
 """
@@ -171,12 +175,70 @@ def run_level(port: int, members: int, requests: int, concurrency: int) -> dict:
             "mean": statistics.fmean(latencies) * 1000}
 
 
+# The read API as it ran before this benchmark's last change: boto3, one worker, access log on.
+BASELINE_API = """
+import sys, uvicorn
+from flashfeed import serving_store
+from flashfeed.api import create_app
+uvicorn.run(create_app(serving_store.dynamodb_client(sys.argv[2])), host="127.0.0.1", port=int(sys.argv[1]),
+            workers=1, access_log=True, log_level="info")
+"""
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (uvicorn's workers), from /proc."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:        # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def start_api(command: list[str], port: int, work: Path, name: str) -> subprocess.Popen:
+    log = open(work / f"api-{name}.log", "ab")
+    api = subprocess.Popen(command, cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)),
+                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    log.close()                                   # the child keeps its own handle
+    wait_for_api(port, api)
+    return api
+
+
+def stop_api(api: subprocess.Popen) -> None:
+    if api.poll() is None:
+        api.terminate()
+        try:
+            api.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            api.wait()
+
+
+def measure_api(api: subprocess.Popen, port: int, members: int, requests: int, levels: list[int]) -> list[dict]:
+    """One run: a warm-up, then each concurrency level with the API's CPU per request."""
+    run_level(port, members, min(200, requests), 1)
+    rows = []
+    for level in levels:
+        cpu_before = process_cpu_seconds(api.pid)
+        row = run_level(port, members, requests, level)
+        row["api_cpu_ms"] = 1000 * (process_cpu_seconds(api.pid) - cpu_before) / row["requests"]
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payloads", type=int, default=20_000, help="payloads to generate and load (default 20000)")
     parser.add_argument("--requests", type=int, default=2_000, help="API requests per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="client concurrency levels")
     parser.add_argument("--threads", type=int, default=None, help="load_feeds threads (default serving.load_threads)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each API set-up (medians are reported)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (for inspection)")
     args = parser.parse_args(argv)
 
@@ -227,36 +289,51 @@ def main(argv: list[str] | None = None) -> int:
               f"({result.retried_batches} batches retried)")
 
         store.flip(client, PREFIX, VERSION, str(feeds_dir / store.MANIFEST_FILE), expected_version=None)
-        port = free_port()
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        api_log = open(work / "api.log", "wb")
-        api = subprocess.Popen(
-            [sys.executable, "-m", "flashfeed.api", "--host", "127.0.0.1", "--port", str(port),
-             "--endpoint", endpoint],
-            cwd=str(REPO), env=env, stdin=subprocess.DEVNULL,
-            stdout=api_log, stderr=subprocess.STDOUT,
-        )
-        api_log.close()                          # the child keeps its own handle
-        wait_for_api(port, api)
+        members = int(manifest["members"])
+        workers = int(store._serving_config()["api_workers"])
+        setups = {
+            "baseline": lambda port: [sys.executable, "-c", BASELINE_API, str(port), endpoint],
+            "shipped": lambda port: [sys.executable, "-m", "flashfeed.api", "--host", "127.0.0.1", "--port",
+                                     str(port), "--endpoint", endpoint],
+        }
         print()
-        print(f"Read API on 127.0.0.1:{port} (uvicorn, 1 worker, pid {api.pid}); "
-              f"{args.requests:,} requests per level, keep-alive, random members/feeds/variants")
-        run_level(port, int(manifest["members"]), min(200, args.requests), 1)   # warm-up, not reported
-        print(f"  {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'mean ms':>7}  status")
-        for level in args.concurrency:
-            row = run_level(port, int(manifest["members"]), args.requests, level)
-            codes = ", ".join(f"{code}: {n}" for code, n in sorted(row["statuses"].items()))
-            print(f"  {row['concurrency']:>7} {row['requests']:>8} {row['rps']:>7.0f} {row['p50']:>7.1f} "
-                  f"{row['p95']:>7.1f} {row['p99']:>7.1f} {row['mean']:>7.1f}  {codes}")
+        print(f"Read API: baseline = boto3 client, 1 uvicorn worker, access log; shipped = python -m flashfeed.api "
+              f"(DynamoDB reader, {workers} workers, no access log). {args.requests:,} requests per level and run, "
+              "keep-alive, random members/feeds/variants; setups alternate")
+        print(f"  {'setup':<9} {'run':>3} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+              f"{'API CPU ms/req':>14}  status")
+        results: dict[str, list[list[dict]]] = {name: [] for name in setups}
+        for run in range(1, args.runs + 1):
+            for name, command in setups.items():
+                port = free_port()
+                api = start_api(command(port), port, work, name)
+                try:
+                    rows = measure_api(api, port, members, args.requests, args.concurrency)
+                finally:
+                    stop_api(api)
+                    api = None
+                results[name].append(rows)
+                for row in rows:
+                    codes = ", ".join(f"{code}: {n}" for code, n in sorted(row["statuses"].items()))
+                    print(f"  {name:<9} {run:>3} {row['concurrency']:>7} {row['rps']:>7.0f} {row['p50']:>7.1f} "
+                          f"{row['p95']:>7.1f} {row['p99']:>7.1f} {row['api_cpu_ms']:>14.2f}  {codes}")
+        print()
+        print(f"Medians over {args.runs} runs")
+        print(f"  {'clients':>7} {'setup':<9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'API CPU ms/req':>14}")
+        for index, level in enumerate(args.concurrency):
+            median = {name: {key: statistics.median(rows[index][key] for rows in runs)
+                             for key in ("rps", "p50", "p99", "api_cpu_ms")} for name, runs in results.items()}
+            for name, m in median.items():
+                print(f"  {level:>7} {name:<9} {m['rps']:>7.0f} {m['p50']:>7.1f} {m['p99']:>7.1f} "
+                      f"{m['api_cpu_ms']:>14.2f}")
+            base, shipped = median["baseline"], median["shipped"]
+            print(f"  {level:>7} {'ratio':<9} {shipped['rps'] / base['rps']:>6.1f}x {'':>7} "
+                  f"{base['p99'] / shipped['p99']:>6.1f}x {base['api_cpu_ms'] / shipped['api_cpu_ms']:>13.1f}x"
+                  "  (throughput up; p99 and CPU down)")
         return 0
     finally:
-        if api is not None and api.poll() is None:
-            api.terminate()
-            try:
-                api.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                api.kill()
-                api.wait()
+        if api is not None:
+            stop_api(api)
         local_dynamodb.stop(home=home)
         if args.keep:
             print(f"kept {work}")

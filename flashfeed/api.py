@@ -42,7 +42,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flashfeed import experiments, serving_store
+from flashfeed import dynamodb_reader, experiments, serving_store
 from flashfeed.config import load_config
 from flashfeed.lake import BOUGHT_TOGETHER, FALLBACK_MEMBER_PREFIX, FEEDS, MEMBER_FEEDS, RELATED
 
@@ -179,7 +179,8 @@ def _error(status: int, error: str, detail: str) -> JSONResponse:
 
 
 def create_app(client=None, prefix: str | None = None) -> FastAPI:
-    """The read API over `client` (default: `serving_store.dynamodb_client()`, created lazily)."""
+    """The read API over `client`: a boto3 DynamoDB client or a `DynamoDBReader` (the default,
+    `dynamodb_reader.from_settings()`, created lazily)."""
     settings = load_config()["serving"]
     table_prefix = settings["table_prefix"] if prefix is None else prefix
     state: dict[str, Any] = {"client": client}
@@ -188,7 +189,7 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
     def get_client():
         with client_lock:
             if state["client"] is None:
-                state["client"] = serving_store.dynamodb_client()
+                state["client"] = dynamodb_reader.from_settings()
             return state["client"]
 
     pointer = ServedPointer(get_client, table_prefix, float(settings["api_pointer_cache_seconds"]))
@@ -327,18 +328,30 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """What each uvicorn worker process serves: the API over FLASHFEED_DYNAMODB_ENDPOINT (else AWS)."""
+    return create_app()
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
+    settings = load_config()["serving"]
     parser = argparse.ArgumentParser(prog="python -m flashfeed.api", description="Run the flashfeed read API.")
     parser.add_argument("--host", default=HOST, help=f"listen address (default {HOST})")
     parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV) or DEFAULT_PORT),
                         help=f"port (default: {PORT_ENV} or {DEFAULT_PORT})")
     parser.add_argument("--endpoint", default=None,
-                        help="DynamoDB endpoint (default: FLASHFEED_DYNAMODB_ENDPOINT, else AWS)")
+                        help=f"DynamoDB endpoint (default: {serving_store.ENDPOINT_ENV}, else AWS)")
+    parser.add_argument("--workers", type=int, default=int(settings["api_workers"]),
+                        help="worker processes (default: serving.api_workers)")
     args = parser.parse_args(argv)
-    client = serving_store.dynamodb_client(args.endpoint) if args.endpoint else None
-    uvicorn.run(create_app(client), host=args.host, port=args.port, log_level="info")
+    if args.endpoint:
+        os.environ[serving_store.ENDPOINT_ENV] = args.endpoint       # the workers' environment
+    # Every worker process builds its own app and store client; the access log is off by
+    # default (serving.api_access_log): a line per request costs a fifth of the API's CPU.
+    uvicorn.run("flashfeed.api:app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, access_log=bool(settings["api_access_log"]), log_level="info")
     return 0
 
 

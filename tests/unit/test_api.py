@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import uuid
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from flashfeed import dynamodb_reader
 from flashfeed import serving_store as store
 from flashfeed.api import create_app
 
@@ -76,9 +78,15 @@ def served(dynamodb_endpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def api(served):
-    client, prefix = served
-    return TestClient(create_app(client=client, prefix=prefix))
+def reader(dynamodb_endpoint):
+    """The API's own DynamoDB client (its default), on dynalite."""
+    return dynamodb_reader.from_settings(dynamodb_endpoint)
+
+
+@pytest.fixture(scope="module")
+def api(served, reader):
+    _, prefix = served
+    return TestClient(create_app(client=reader, prefix=prefix))
 
 
 def assert_error(response, status: int, error: str) -> None:
@@ -134,15 +142,14 @@ def test_health_ok(api, served):
                                "table": store.feeds_table(VERSION, prefix)}
 
 
-def test_nothing_served_is_503(dynamodb_endpoint):
-    client = store.dynamodb_client(dynamodb_endpoint)
-    api = TestClient(create_app(client=client, prefix=f"empty{uuid.uuid4().hex[:8]}-"))
+def test_nothing_served_is_503(reader):
+    api = TestClient(create_app(client=reader, prefix=f"empty{uuid.uuid4().hex[:8]}-"))
     health = api.get("/v1/health")
     assert health.status_code == 503 and health.json()["status"] == "unavailable"
     assert_error(api.get("/v1/members/m-000123/feeds/brands"), 503, "nothing served yet")
 
 
-def test_missing_served_table_is_503(dynamodb_endpoint):
+def test_missing_served_table_is_503(dynamodb_endpoint, reader):
     client = store.dynamodb_client(dynamodb_endpoint)
     prefix = f"gone{uuid.uuid4().hex[:8]}-"
     table = store.feeds_table(VERSION, prefix)
@@ -150,7 +157,7 @@ def test_missing_served_table_is_503(dynamodb_endpoint):
     store.mark_loaded(client, prefix, VERSION, 0, "m")
     store.flip(client, prefix, VERSION, "m", expected_version=None)
     client.delete_table(TableName=table)      # by hand: retention never deletes the served table
-    api = TestClient(create_app(client=client, prefix=prefix))
+    api = TestClient(create_app(client=reader, prefix=prefix))
     health = api.get("/v1/health")
     assert health.status_code == 503 and health.json()["error"] == "served table missing"
     assert_error(api.get("/v1/members/m-000123/feeds/brands"), 503, "serving store unavailable")
@@ -189,24 +196,39 @@ def test_related_and_bought_together_of_a_product_verbatim(api):
     assert_error(api.get("/v1/styles/s%231/bought-together"), 400, "invalid style id")
 
 
-def test_each_product_request_is_one_dynamodb_read(served):
-    client, prefix = served
-    calls = []
-
-    def count(event_name, **_):
-        calls.append(event_name.rsplit(".", 1)[-1])
-
-    app = TestClient(create_app(client=client, prefix=prefix))
+def test_each_request_is_one_dynamodb_read(served, reader, monkeypatch):
+    _, prefix = served
+    app = TestClient(create_app(client=reader, prefix=prefix))
     app.get("/v1/health")             # reads the served pointer (and caches it)
-    client.meta.events.register("before-call.dynamodb", count)
-    try:
-        calls.clear()
-        app.get("/v1/styles/s-1/related")
-        app.get("/v1/styles/s-1/bought-together")
-        app.get("/v1/members/m-000123/feeds/because")
-    finally:
-        client.meta.events.unregister("before-call.dynamodb", count)
-    assert calls == ["GetItem", "GetItem", "GetItem"]
+    calls = []
+    post = reader._post
+    monkeypatch.setattr(reader, "_post", lambda operation, body: calls.append(operation) or post(operation, body))
+    app.get("/v1/styles/s-1/related")
+    app.get("/v1/styles/s-1/bought-together")
+    app.get("/v1/members/m-000123/feeds/because")
+    app.get("/v1/members/m-000123/feeds/brands", params={"variant": "full"})
+    assert calls == ["GetItem", "GetItem", "GetItem", "GetItem"]
+    app.get("/v1/members/m-999999/feeds/products", params={"division": "women"})    # unknown: her fallbacks
+    assert calls[4:] == ["GetItem", "BatchGetItem"]
+
+
+def test_an_unreachable_store_is_503(served):
+    _, prefix = served
+    with socket.socket() as probe:                # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    api = TestClient(create_app(client=dynamodb_reader.from_settings(closed), prefix=prefix))
+    response = api.get("/v1/members/m-000123/feeds/brands")
+    assert_error(response, 503, "serving store unavailable")
+    assert "EndpointConnectionError" in response.json()["detail"]
+
+
+def test_the_api_answers_the_same_over_boto3(served):
+    client, prefix = served                       # the loader's boto3 client also works under the API
+    api = TestClient(create_app(client=client, prefix=prefix))
+    response = api.get("/v1/members/m-000123/feeds/brands")
+    assert response.content == MEMBER_LINE.encode() and response.headers["x-feed-source"] == "member"
+    assert api.get("/v1/styles/s-1/related").content == RELATED_LINE.encode()
 
 
 def test_openapi_declares_every_endpoint_its_payload_headers_and_errors(api):
@@ -237,19 +259,18 @@ def test_openapi_declares_every_endpoint_its_payload_headers_and_errors(api):
 
 # --- the OpenAPI document is the API: schemathesis, all checks, against the running server ----
 @pytest.fixture(scope="module")
-def api_server(served):
+def api_server(served, reader):
     """The read API on uvicorn on 127.0.0.1 (a real server, in a thread), over dynalite."""
-    import socket
     import threading
     import time
 
     import uvicorn
 
-    client, prefix = served
+    _, prefix = served
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(client=client, prefix=prefix), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(client=reader, prefix=prefix), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
