@@ -47,6 +47,11 @@ def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
+    # The tasks' DynamoDB (flashfeed_airflow.aws): the project's own, through Airflow's
+    # connection aws_default; a deployment defines aws_default in its secrets backend instead.
+    env.setdefault("AIRFLOW_CONN_AWS_DEFAULT", aws_connection(
+        env["FLASHFEED_DYNAMODB_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+        env["AWS_DEFAULT_REGION"]))
     if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
         # Concurrent writers wait for each other on SQLite (see flashfeed/airflow_sqlite.py).
         env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "flashfeed.airflow_sqlite.CONNECT_ARGS")
@@ -58,3 +63,10 @@ def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
     if not env.get("PATH", "").startswith(venv_bin):
         env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def aws_connection(dynamodb_endpoint: str, access_key: str, secret_key: str, region: str) -> str:
+    """An Airflow AWS connection (JSON, for AIRFLOW_CONN_<ID>) whose DynamoDB is `dynamodb_endpoint`."""
+    return json.dumps({"conn_type": "aws", "login": access_key, "password": secret_key,
+                       "extra": {"region_name": region,
+                                 "service_config": {"dynamodb": {"endpoint_url": dynamodb_endpoint}}}})

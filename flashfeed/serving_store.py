@@ -131,26 +131,29 @@ def _serving_config() -> dict[str, Any]:
     return load_config()["serving"]
 
 
+def client_config():
+    """botocore settings of every boto3 DynamoDB client: a connection per loader thread (plus
+    readers), standard retries, timeouts."""
+    from botocore.config import Config
+
+    threads = int(_serving_config().get("load_threads", 8))
+    return Config(max_pool_connections=max(10, threads * 2), retries={"mode": "standard", "max_attempts": 3},
+                  connect_timeout=5, read_timeout=30)
+
+
 def dynamodb_client(endpoint: str | None = None, region: str | None = None):
-    """A low-level boto3 DynamoDB client (thread-safe, shared by the loader's threads).
+    """A low-level boto3 DynamoDB client (thread-safe, shared by the loader's threads) for the
+    command line and the tests; the Airflow tasks get theirs from a connection
+    (`flashfeed_airflow.aws`), the read API uses `dynamodb_reader`.
 
     Endpoint: the argument, else FLASHFEED_DYNAMODB_ENDPOINT, else AWS's own. Region:
     the argument, else config `serving.region`. A local endpoint (127.0.0.1/localhost)
     without AWS credentials in the environment gets dummy ones, which dynalite accepts.
     """
     import boto3
-    from botocore.config import Config
 
-    settings = _serving_config()
     endpoint = endpoint or os.environ.get(ENDPOINT_ENV) or None
-    region = region or settings["region"]
-    threads = int(settings.get("load_threads", 8))
-    config = Config(
-        max_pool_connections=max(10, threads * 2),   # one connection per loader thread, plus readers
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=5, read_timeout=30,
-    )
-    kwargs: dict[str, Any] = {"region_name": region, "config": config}
+    kwargs: dict[str, Any] = {"region_name": region or _serving_config()["region"], "config": client_config()}
     if endpoint:
         kwargs["endpoint_url"] = endpoint
         if urlparse(endpoint).hostname in LOCAL_HOSTS and not os.environ.get("AWS_ACCESS_KEY_ID"):

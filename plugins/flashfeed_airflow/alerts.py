@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
+from flashfeed_airflow.aws import DEFAULT_AWS_CONN_ID, dynamodb_client
 from flashfeed_airflow.schedules import FLIP_DEADLINE_BEFORE_LAUNCH
 
 WEBHOOK_ENV = "FLASHFEED_ALERT_WEBHOOK"
@@ -105,7 +106,8 @@ def task_failed(context: dict[str, Any]) -> None:
     send_alert(text, details, getattr(ti, "log", None))
 
 
-def check_launch_flipped(when: datetime, launch: str | None = None) -> dict[str, Any]:
+def check_launch_flipped(when: datetime, launch: str | None = None,
+                         aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict[str, Any]:
     """The launch watch (`flashfeed_launch_watch`, FLIP_DEADLINE_BEFORE_LAUNCH before each
     launch): is the launch's version (or a newer one) served? If not, alert with how far its
     feeds got, then fail so the run shows red in the UI. If the check itself fails (DynamoDB
@@ -115,7 +117,7 @@ def check_launch_flipped(when: datetime, launch: str | None = None) -> dict[str,
     from flashfeed_airflow.planning import plan_launch
 
     plan = plan_launch(when, launch)
-    client = store.dynamodb_client()
+    client = dynamodb_client(aws_conn_id)
     served = store.served_version(client)
     served_version = served["version"] if served else None
     if served_version and not store.is_older_version(served_version, plan["version"]):

@@ -11,6 +11,7 @@ from typing import Any
 
 from flashfeed import calendar, lake
 from flashfeed.config import lake_root, load_config
+from flashfeed_airflow.aws import DEFAULT_AWS_CONN_ID, dynamodb_client
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def plan_tune_week(when: datetime) -> dict[str, Any]:
     return plan
 
 
-def plan_refresh(when: datetime) -> dict[str, Any]:
+def plan_refresh(when: datetime, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict[str, Any]:
     """One freshness run: the quarter hour that ended at or before `when` (UTC), the version
     served now (read from the control item) and its lake partitions. Raises LookupError when
     nothing is served."""
@@ -67,7 +68,7 @@ def plan_refresh(when: datetime) -> dict[str, Any]:
 
     utc = when.astimezone(timezone.utc).replace(second=0, microsecond=0)
     quarter = utc - timedelta(minutes=utc.minute % lake.QUARTER_MINUTES + lake.QUARTER_MINUTES)
-    served = serving_store.served_version(serving_store.dynamodb_client(), None)
+    served = serving_store.served_version(dynamodb_client(aws_conn_id), None)
     if served is None:
         raise LookupError("nothing is served yet: no version to refresh")
     version = served["version"]
@@ -86,13 +87,14 @@ def plan_refresh(when: datetime) -> dict[str, Any]:
     return plan
 
 
-def apply_refresh(refresh: str, finished_at: datetime | None = None) -> dict[str, Any]:
+def apply_refresh(refresh: str, finished_at: datetime | None = None,
+                  aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict[str, Any]:
     """Write a refresh partition into the served table (serving_store.refresh_served) and log the
     delay from the acted members' newest events to their served payloads."""
     from flashfeed import serving_store
 
     manifest = lake.read_json(f"{refresh}/manifest.json")
-    result = serving_store.refresh_served(serving_store.dynamodb_client(), None, refresh, manifest, log=log)
+    result = serving_store.refresh_served(dynamodb_client(aws_conn_id), None, refresh, manifest, log=log)
     outcome = {"version": result.version, "outcome": result.outcome, "members": result.members,
                "items": result.written, "served": result.served, "acted": manifest["members"]}
     if result.outcome == "refreshed" and manifest.get("newest_event_at"):

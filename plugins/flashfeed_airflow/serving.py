@@ -1,9 +1,9 @@
 """Airflow operators for the last step of a launch: load the feeds into DynamoDB, then flip.
 
 Thin wrappers around `flashfeed.serving_store` (heavy imports happen in `execute`, so DAG
-parsing stays cheap). The DynamoDB endpoint comes from FLASHFEED_DYNAMODB_ENDPOINT (the
-project's local dynalite by default set-up, AWS when unset), table names from config
-`serving.table_prefix`.
+parsing stays cheap). DynamoDB's endpoint, region and credentials come from the Airflow
+connection `aws_conn_id` (default `aws_default`; `flashfeed_airflow.aws`), table names from
+config `serving.table_prefix`.
 
 Logs are written for the person watching the 10:45 run before an 11:00 launch: what is being
 done and on how much data, progress, and on failure the cause and the next step.
@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
+
+from flashfeed_airflow.aws import DEFAULT_AWS_CONN_ID, dynamodb_client
 
 TRUE_STRINGS = {"true", "1", "yes", "on"}
 FALSE_STRINGS = {"false", "0", "no", "off", ""}
@@ -61,8 +63,9 @@ class LoadFeedsOperator(BaseOperator):
     ui_color = "#d9f0ff"
 
     def __init__(self, *, feeds_uri: str, version: str, allow_older_version: bool | str = False,
-                 **kwargs: Any) -> None:
+                 aws_conn_id: str | None = DEFAULT_AWS_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
         self.feeds_uri = feeds_uri
         self.version = version
         self.allow_older_version = allow_older_version
@@ -79,7 +82,7 @@ class LoadFeedsOperator(BaseOperator):
                 f"loads {self.version}; the feeds partition holds another launch's export. "
                 "Re-run the collections task for this launch"
             )
-        client = store.dynamodb_client()
+        client = dynamodb_client(self.aws_conn_id)
         table = store.feeds_table(self.version)
         served = store.served_version(client)
         _skip_older_version(store, self.version, served,
@@ -104,8 +107,9 @@ class LoadFeedsOperator(BaseOperator):
         except Exception as error:
             self.log.error(
                 "Load of %s into %s FAILED, nothing was flipped (%s: %s). Next step: check that "
-                "DynamoDB is reachable (FLASHFEED_DYNAMODB_ENDPOINT / AWS credentials), then clear "
-                "this task; the load is restartable", self.version, table, type(error).__name__, error,
+                "DynamoDB is reachable (Airflow connection %s: endpoint, region, credentials), then "
+                "clear this task; the load is restartable", self.version, table, type(error).__name__, error,
+                self.aws_conn_id,
             )
             raise
         self.log.info("Version %s is loaded and verified in %s; ready to flip", self.version, table)
@@ -127,8 +131,9 @@ class FlipServedVersionOperator(BaseOperator):
 
     def __init__(self, *, version: str, manifest_uri: str, dry_run: bool | str = False,
                  allow_low_coverage: bool | str = False, allow_older_version: bool | str = False,
-                 **kwargs: Any) -> None:
+                 aws_conn_id: str | None = DEFAULT_AWS_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
         self.version = version
         self.manifest_uri = manifest_uri
         self.dry_run = dry_run
@@ -174,7 +179,7 @@ class FlipServedVersionOperator(BaseOperator):
 
         dry_run = _as_bool(self.dry_run, "dry_run")
         allow_low_coverage = _as_bool(self.allow_low_coverage, "allow_low_coverage")
-        client = store.dynamodb_client()
+        client = dynamodb_client(self.aws_conn_id)
         table = store.feeds_table(self.version)
         served = store.served_version(client)
         current = served["version"] if served else None
@@ -220,7 +225,8 @@ class FlipServedVersionOperator(BaseOperator):
         return outcome
 
 
-def plan_rollback(target_version: str | None = None, log: Any = None) -> dict:
+def plan_rollback(target_version: str | None = None, log: Any = None,
+                  aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict:
     """Resolve a rollback before doing it (`serving_store.rollback_target`): the version served
     now, the target (default: the previous one), checked to still be servable."""
     import logging
@@ -228,13 +234,14 @@ def plan_rollback(target_version: str | None = None, log: Any = None) -> dict:
     from flashfeed import serving_store as store
 
     log = log or logging.getLogger(__name__)
-    served, target, _ = store.rollback_target(store.dynamodb_client(), None, target_version)
+    served, target, _ = store.rollback_target(dynamodb_client(aws_conn_id), None, target_version)
     table = store.feeds_table(target)
     log.info("Rollback plan: served %s -> %s (table %s)", served["version"], target, table)
     return {"served": served["version"], "target": target, "table": table}
 
 
-def set_experiment_variant(variant: str, stop: bool, log: Any = None) -> dict:
+def set_experiment_variant(variant: str, stop: bool, log: Any = None,
+                           aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict:
     """Stop (serve as control) or resume an experiment variant of the served version: one write
     on the control item, no reload. Refuses a variant the served version's experiment lacks."""
     import logging
@@ -243,7 +250,7 @@ def set_experiment_variant(variant: str, stop: bool, log: Any = None) -> dict:
     from flashfeed import serving_store as store
 
     log = log or logging.getLogger(__name__)
-    client = store.dynamodb_client()
+    client = dynamodb_client(aws_conn_id)
     served = store.served_version(client, None)
     experiment = experiments.from_dict((served or {}).get(store.EXPERIMENT))
     if experiment is None or variant not in {v.name for v in experiment.treatments}:
@@ -270,8 +277,10 @@ class RollbackServedVersionOperator(BaseOperator):
     template_fields: Sequence[str] = ("target_version", "expected_version")
     ui_color = "#ffd0d0"
 
-    def __init__(self, *, target_version: str = "", expected_version: str = "", **kwargs: Any) -> None:
+    def __init__(self, *, target_version: str = "", expected_version: str = "",
+                 aws_conn_id: str | None = DEFAULT_AWS_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
         self.target_version = target_version
         self.expected_version = expected_version
 
@@ -281,7 +290,8 @@ class RollbackServedVersionOperator(BaseOperator):
         target = (self.target_version or "").strip() or None
         expected = (self.expected_version or "").strip() or None
         try:
-            result = store.rollback(store.dynamodb_client(), None, target, expected_version=expected, log=self.log)
+            result = store.rollback(dynamodb_client(self.aws_conn_id), None, target, expected_version=expected,
+                                    log=self.log)
         except store.ServingStoreError as error:
             self.log.error("Rollback FAILED, nothing was changed: %s", error)
             raise
@@ -299,8 +309,10 @@ class ApplyRetentionOperator(BaseOperator):
     template_fields: Sequence[str] = ("dry_run",)
     ui_color = "#eeeeee"
 
-    def __init__(self, *, keep: int | None = None, dry_run: bool | str = False, **kwargs: Any) -> None:
+    def __init__(self, *, keep: int | None = None, dry_run: bool | str = False,
+                 aws_conn_id: str | None = DEFAULT_AWS_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
         self.keep = keep
         self.dry_run = dry_run
 
@@ -311,4 +323,4 @@ class ApplyRetentionOperator(BaseOperator):
         from flashfeed.config import load_config
 
         keep = int(self.keep if self.keep is not None else load_config()["serving"]["retain_versions"])
-        return store.apply_retention(store.dynamodb_client(), None, keep, log=self.log)
+        return store.apply_retention(dynamodb_client(self.aws_conn_id), None, keep, log=self.log)

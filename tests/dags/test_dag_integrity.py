@@ -309,3 +309,17 @@ def test_freshness_runs_every_quarter_hour_of_the_day_and_is_off_until_unpaused(
     assert [f.astimezone(ny).strftime("%H:%M") for f in fires] == ["06:00", "06:15", "06:30", "06:45", "07:00"]
     # Each run is given time to finish before the next one plans.
     assert dag.get_task("refresh_payloads").execution_timeout <= timedelta(minutes=15)
+
+
+def test_every_aws_operator_and_sensor_takes_the_aws_default_connection(dagbag):
+    """DynamoDB and S3 are reached through an Airflow connection (a secrets backend in production)."""
+    aws_tasks = {}
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            if _operator_name(task) in {"LoadFeedsOperator", "FlipServedVersionOperator",
+                                        "RollbackServedVersionOperator", "ApplyRetentionOperator",
+                                        "SuccessMarkerSensor"}:
+                aws_tasks[f"{dag.dag_id}.{task.task_id}"] = task.aws_conn_id
+    assert {"flashfeed_launch_feeds.serve.load_feeds", "flashfeed_launch_feeds.serve.flip_served_version",
+            "flashfeed_rollback.rollback_served_version", "flashfeed_rollback.apply_retention"} <= set(aws_tasks)
+    assert set(aws_tasks.values()) == {"aws_default"}

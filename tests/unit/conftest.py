@@ -51,11 +51,14 @@ def prefix() -> str:
 
 @pytest.fixture
 def serving_config(monkeypatch, tmp_path, dynamodb_endpoint, prefix):
-    """Point config and endpoint at the test dynalite and prefix; call it with
+    """Point config, endpoint and Airflow's aws_default at the test dynalite and prefix; call it with
     {"old text": "new text"} to change more of the config file (the call can repeat)."""
     from flashfeed import serving_store
+    from flashfeed.env import aws_connection
 
     monkeypatch.setenv(serving_store.ENDPOINT_ENV, dynamodb_endpoint)
+    # The Airflow tasks' DynamoDB: connection aws_default (flashfeed_airflow.aws)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection(dynamodb_endpoint, "test", "test", "us-east-1"))
 
     def write(replacements: dict[str, str] | None = None):
         config_text = (REPO_ROOT / "include" / "flashfeed.yaml").read_text()

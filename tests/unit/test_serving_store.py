@@ -4,11 +4,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
 import threading
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from flashfeed import serving_store as store
 from flashfeed.lake import FEEDS, VARIANTS, feed_folder
@@ -468,3 +469,26 @@ def test_operators_load_then_flip(tmp_path, operators, client, prefix):
         with pytest.raises(store.NotLoadedError, match="not marked loaded .* clear the load task"):
             refused.execute({})
     assert store.served_version(client, prefix)["version"] == VERSION
+
+
+def test_operators_reach_dynamodb_through_their_airflow_connection(tmp_path, operators, client, prefix, monkeypatch,
+                                                                   dynamodb_endpoint):
+    from flashfeed.env import aws_connection
+
+    with socket.socket() as probe:                               # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection(nowhere, "a", "b", "us-east-1"))
+    monkeypatch.setenv("AIRFLOW_CONN_FLASHFEED_AWS", aws_connection(dynamodb_endpoint, "a", "b", "eu-west-1"))
+    monkeypatch.delenv(store.ENDPOINT_ENV)                       # the tasks do not read it
+    from flashfeed_airflow.aws import dynamodb_client
+
+    named = dynamodb_client("flashfeed_aws")
+    assert (named.meta.endpoint_url, named.meta.region_name) == (dynamodb_endpoint, "eu-west-1")
+    feeds_dir = tmp_path / "feeds"
+    manifest = write_feeds(feeds_dir, members=10, files_per_data_set=1)
+    load = operators.LoadFeedsOperator(task_id="load", feeds_uri=str(feeds_dir), version=VERSION,
+                                       aws_conn_id="flashfeed_aws")
+    assert load.execute({})["written"] == manifest["total_payloads"]
+    with pytest.raises(EndpointConnectionError):                 # aws_default points nowhere here
+        operators.LoadFeedsOperator(task_id="load", feeds_uri=str(feeds_dir), version=VERSION).execute({})

@@ -1,0 +1,23 @@
+"""AWS clients of the flashfeed tasks, from an Airflow connection (the amazon provider's hook).
+
+Every task that touches DynamoDB takes `aws_conn_id` (default `aws_default`): endpoint, region
+and credentials come from that connection, so a secrets backend provides them in production.
+Locally `flashfeed.env.project_env` defines `aws_default` (AIRFLOW_CONN_AWS_DEFAULT) with the
+project's own DynamoDB as the `dynamodb` endpoint of its `service_config`. Imported by tasks
+only, never at DAG parse time.
+"""
+from __future__ import annotations
+
+DEFAULT_AWS_CONN_ID = "aws_default"
+
+
+def dynamodb_client(aws_conn_id: str | None = DEFAULT_AWS_CONN_ID):
+    """A boto3 DynamoDB client for the connection, with the loader's pool, retries and timeouts
+    (`serving_store.client_config`). Region: the connection's, else config `serving.region`."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from flashfeed import serving_store
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="dynamodb", config=serving_store.client_config())
+    region = hook.conn_config.region_name or serving_store._serving_config()["region"]
+    return hook.get_client_type(region_name=region)
