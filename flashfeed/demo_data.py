@@ -983,8 +983,12 @@ def _write_partition(partition: str, table: pa.Table) -> None:
         if leftover.exists():
             shutil.rmtree(leftover)
     staging.mkdir()
-    pq.write_table(table, staging / PART_FILE)
-    (staging / lake.SUCCESS).touch()
+    try:
+        pq.write_table(table, staging / PART_FILE)
+        (staging / lake.SUCCESS).touch()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)     # e.g. a full disk: free what was written
+        raise
     if final.exists():
         final.rename(retired)
         staging.rename(final)

@@ -479,16 +479,22 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
                       ).group_by("style_id").aggregate([("micros", "min")])
     item_first_micros = dict(zip(firsts["style_id"].to_pylist(), firsts["micros_min"].to_pylist()))
     events = events.drop_columns([LINE_COLUMN])
-    for day, start, end in zip(history, bounds[:-1], bounds[1:]):
-        _write_partition(lake.raw("events", day, root), events.slice(start, end - start))
-        _write_partition(lake.raw("returns", day, root), SCHEMAS["returns"].empty_table())
     sale_starts = datetime.combine(model_date - timedelta(days=1), time(0), UTC)
     sale_ends = sale_starts + timedelta(days=int(settings["sale_days"]))
     item_ids = sorted(items)
-    _write_partition(lake.raw("catalog", model_date, root),
-                     _catalog_table(item_ids, items, item_first_micros, model_date))
-    _write_partition(lake.raw("sale_calendar", model_date, root), _sale_calendar_table(
-        item_ids, sale_starts, sale_ends, int(settings["default_qty_on_hand"])))
+    try:
+        for day, start, end in zip(history, bounds[:-1], bounds[1:]):
+            _write_partition(lake.raw("events", day, root), events.slice(start, end - start))
+            _write_partition(lake.raw("returns", day, root), SCHEMAS["returns"].empty_table())
+        _write_partition(lake.raw("catalog", model_date, root),
+                         _catalog_table(item_ids, items, item_first_micros, model_date))
+        _write_partition(lake.raw("sale_calendar", model_date, root), _sale_calendar_table(
+            item_ids, sale_starts, sale_ends, int(settings["default_qty_on_hand"])))
+    except OSError as error:
+        _fail(report, f"import failed while writing the lake {root}: {error}. Each partition is written aside "
+                      "and renamed into place when complete, so the ones written before it are whole and the one "
+                      "being written was not sealed. Next step: free space (or fix the permissions) there, then "
+                      "import again: it replaces what it wrote.")
 
     divisions = sorted({items[i].attributes[ITEM_ATTRIBUTES.index("division")] for i in items})
     written = {"events": history, "returns": history,

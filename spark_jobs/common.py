@@ -31,6 +31,7 @@ from flashfeed.demo_data import SCHEMAS
 SQL_DIR = Path(__file__).resolve().parents[1] / "include" / "sql"
 STAGING_SUFFIX = ".__staging"
 DIGEST_CHUNK_BYTES = 1 << 20
+DISK_FULL = "No space left on device"        # ENOSPC, in Java's IOException and Python's OSError alike
 
 
 class JobError(RuntimeError):
@@ -60,6 +61,11 @@ def run_job(main: Callable[[list[str]], None], log: logging.Logger, argv: list[s
         log.error("FAILED after %.1f s: %s", time.monotonic() - started, error)
         sys.exit(1)
     except Exception as error:
+        if DISK_FULL in str(error):
+            log.error("FAILED after %.1f s: %s: the disk under the lake or Spark's local folders is full. Next step: "
+                      "free space there (or grow the volume), then clear this task; the partition being written was "
+                      "not sealed, so readers still see the previous one.", time.monotonic() - started, DISK_FULL)
+            sys.exit(1)
         log.exception("unexpected error")
         log.error("FAILED after %.1f s: %s. Next step: the traceback above shows where; fix the cause, then "
                   "clear this task (a re-run replaces only its own partitions).",
