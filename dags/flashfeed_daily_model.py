@@ -33,7 +33,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from flashfeed_airflow.spark import LakeSparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, task
 from flashfeed_airflow.schedules import (
     DAILY_MODEL_CRON,
@@ -98,7 +98,7 @@ with DAG(
         ]
 
     with TaskGroup("features", tooltip="Cleaning, implicit ratings, member groups"):
-        features = SparkSubmitOperator(
+        features = LakeSparkSubmitOperator(
             task_id="build_features",
             application=str(SPARK_JOBS / "features.py"),
             application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
@@ -126,7 +126,7 @@ overwrites `features/dt=D` only, then clear the train stage.
             return [["--dt", plan["dt"], "--group", group] for group in groups]
 
         groups = discover_groups(plan)
-        global_model = SparkSubmitOperator(
+        global_model = LakeSparkSubmitOperator(
             task_id="train_global_als",
             application=str(SPARK_JOBS / "train_global.py"),
             application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
@@ -142,7 +142,7 @@ failed fit is recorded in its `metrics.json` and the groups judge their other ca
 **Re-run**: clear this task and the train_group_als tasks.
 """,
         )
-        train = SparkSubmitOperator.partial(
+        train = LakeSparkSubmitOperator.partial(
             task_id="train_group_als",
             application=str(SPARK_JOBS / "train_group.py"),
             name="flashfeed-als",
@@ -161,7 +161,7 @@ one map index to retrain one group, or trigger the DAG with param `groups`.
         ).expand(application_args=groups)
 
     with TaskGroup("related", tooltip="Item-to-item co-occurrence and bought-together rules"):
-        related_items = SparkSubmitOperator(
+        related_items = LakeSparkSubmitOperator(
             task_id="related_items",
             application=str(SPARK_JOBS / "related.py"),
             application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],

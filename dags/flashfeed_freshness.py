@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from flashfeed_airflow.spark import LakeSparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, task
 from flashfeed_airflow.schedules import (
     FRESHNESS_CRON, NO_RETRIES, SPARK_POOL, SPARK_REFRESH_TIMEOUT, START_DATE, TIMEZONE, default_args,
@@ -68,7 +68,7 @@ with DAG(
         mode="reschedule", poke_interval=60, timeout=int(timedelta(minutes=10).total_seconds()),
         soft_fail=True, retries=NO_RETRIES,
     )
-    refresh = SparkSubmitOperator(
+    refresh = LakeSparkSubmitOperator(
         task_id="refresh_payloads", application=str(SPARK_JOBS / "refresh_feeds.py"),
         application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}", "--launch", f"{{{{ {PLAN}['launch'] }}}}",
                           "--quarter", f"{{{{ {PLAN}['quarter'] }}}}"],

@@ -37,7 +37,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from flashfeed_airflow.spark import LakeSparkSubmitOperator
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, TaskGroup, task
 from flashfeed_airflow.schedules import (
     LOAD_TIMEOUT, NO_RETRIES, SPARK_LAUNCH_TIMEOUT, SPARK_POOL, START_DATE, TIMEZONE,
@@ -99,7 +99,7 @@ with DAG(
         ]
 
     with TaskGroup("build", tooltip="Score the products on sale, build six collections per member"):
-        score = SparkSubmitOperator(
+        score = LakeSparkSubmitOperator(
             task_id="score_products", application=str(SPARK_JOBS / "score_products.py"),
             application_args=SLOT_ARGS, name="flashfeed-score-products", conn_id="spark_default", conf=spark_submit_conf("plan_launch"),
             pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,
@@ -110,7 +110,7 @@ in-stock products on sale in [launch, launch + 24 h) with their scores. **Re-run
 (and downstream); it overwrites this slot's partition only.
 """,
         )
-        collections = SparkSubmitOperator(
+        collections = LakeSparkSubmitOperator(
             task_id="build_collections", application=str(SPARK_JOBS / "build_collections.py"),
             application_args=SLOT_ARGS, name="flashfeed-collections", conn_id="spark_default", conf=spark_submit_conf("plan_launch"),
             pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,

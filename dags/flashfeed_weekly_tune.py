@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from flashfeed_airflow.spark import LakeSparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, task
 from flashfeed_airflow.schedules import (
     NO_RETRIES,
@@ -58,7 +58,7 @@ with DAG(
 
         return plan_tune_week(run_date(logical_date, dag_run.run_after))
 
-    tune = SparkSubmitOperator(
+    tune = LakeSparkSubmitOperator(
         task_id="tune_groups",
         application=str(SPARK_JOBS / "tune.py"),
         application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}",

@@ -75,7 +75,7 @@ log = logging.getLogger("flashfeed.demo_data")   # same name when run with -m
 # --- bookkeeping -------------------------------------------------------------------------
 GENERATOR_VERSION = 1            # bump when the generated data changes: invalidates old lakes
 GENERATOR_FILE = "_generator.json"
-PART_FILE = "part-00000.parquet"
+PART_FILE = lake.PART_FILE
 DEFAULT_MEMBERS = 2000
 DEFAULT_DAYS = 30
 DEFAULT_SEED = 7
@@ -974,27 +974,7 @@ def _sale_calendar_columns(world: World, style_ids: pa.Array) -> list[pa.Array]:
 
 
 def _write_partition(partition: str, table: pa.Table) -> None:
-    """Write into a hidden sibling, `_SUCCESS` last, then rename into place."""
-    final = Path(partition)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.with_name(f".{final.name}.tmp")
-    retired = final.with_name(f".{final.name}.old")
-    for leftover in (staging, retired):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    staging.mkdir()
-    try:
-        pq.write_table(table, staging / PART_FILE)
-        (staging / lake.SUCCESS).touch()
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)     # e.g. a full disk: free what was written
-        raise
-    if final.exists():
-        final.rename(retired)
-        staging.rename(final)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(final)
+    lake.write_partition(partition, table)
 
 
 def _local_root(root: str) -> str:

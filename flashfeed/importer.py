@@ -57,8 +57,9 @@ nothing. Otherwise bad rows are skipped, and the counts are printed and stored i
 Settings: the ``import`` section of ``include/flashfeed.yaml``.
 
 Memory: the CSVs are streamed, and the kept events are held as Arrow columns (roughly 100
-bytes an event), so tens of millions of events fit on a laptop. Only local lake roots are
-supported for now.
+bytes an event), so tens of millions of events fit on a laptop. The lake is a local folder or an
+S3 prefix (`s3a://bucket/prefix`, reached with the AWS environment variables: see the README's
+"An S3 lake").
 """
 from __future__ import annotations
 
@@ -83,8 +84,7 @@ import pyarrow.compute as pc
 
 from flashfeed import calendar, lake
 from flashfeed.config import load_config
-# The demo generator's writer: hidden staging sibling, `_SUCCESS` last, rename into place.
-from flashfeed.demo_data import SCHEMAS, _write_partition
+from flashfeed.demo_data import SCHEMAS
 
 __all__ = ["import_csv", "ImportFailed", "main", "parse_instant", "derived_event_id"]
 
@@ -423,7 +423,7 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
     config = load_config()
     settings = {**config[SETTINGS_SECTION], **(settings or {})}
     max_share, show = float(settings["max_bad_row_share"]), int(settings["show_bad_rows"])
-    root = _local_root(lake_root)
+    root = _lake_root(lake_root)
     events_path, items_path = Path(events_path), Path(items_path)
     model_date = date.fromisoformat(dt) if isinstance(dt, str) else dt
     # The sane window of event dates: a wrong date would otherwise make one raw partition per
@@ -484,11 +484,11 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
     item_ids = sorted(items)
     try:
         for day, start, end in zip(history, bounds[:-1], bounds[1:]):
-            _write_partition(lake.raw("events", day, root), events.slice(start, end - start))
-            _write_partition(lake.raw("returns", day, root), SCHEMAS["returns"].empty_table())
-        _write_partition(lake.raw("catalog", model_date, root),
+            lake.write_partition(lake.raw("events", day, root), events.slice(start, end - start))
+            lake.write_partition(lake.raw("returns", day, root), SCHEMAS["returns"].empty_table())
+        lake.write_partition(lake.raw("catalog", model_date, root),
                          _catalog_table(item_ids, items, item_first_micros, model_date))
-        _write_partition(lake.raw("sale_calendar", model_date, root), _sale_calendar_table(
+        lake.write_partition(lake.raw("sale_calendar", model_date, root), _sale_calendar_table(
             item_ids, sale_starts, sale_ends, int(settings["default_qty_on_hand"])))
     except OSError as error:
         _fail(report, f"import failed while writing the lake {root}: {error}. Each partition is written aside "
@@ -562,14 +562,14 @@ def _reasons(by_reason: Counter) -> str:
     return ", ".join(f"{reason} {count:,}" for reason, count in by_reason.most_common()) or "none"
 
 
-def _local_root(root: str) -> str:
+def _lake_root(root: str) -> str:
+    """A local folder (absolute) or an S3 prefix, as the pipeline names it (`s3a://`)."""
+    if root.startswith(lake.S3_SCHEMES):
+        return "s3a://" + root.split("://", 1)[1].rstrip("/")
     if root.startswith("file://"):
         root = root[len("file://"):]
     if "://" in root:
-        message = (f"lake {root!r}: flashfeed import writes to a local folder only (not "
-                   "supported by import yet for object stores). Import into a local folder, "
-                   "then copy its raw/ folder to the bucket, e.g. `aws s3 sync DIR/raw "
-                   "s3://bucket/prefix/raw`.")
+        message = f"lake {root!r}: flashfeed import writes to a local folder or to S3 (s3a://bucket/prefix) only"
         raise ImportFailed(message, _failed_report(message))
     return str(Path(root).expanduser().resolve())
 
@@ -609,10 +609,10 @@ def _sale_calendar_table(item_ids: list[str], starts_at: datetime, ends_at: date
 
 def _other_partitions(root: str, written: dict[str, list[date]]) -> list[str]:
     """Raw partitions already in the lake that this import did not write (left alone)."""
-    ours = {lake.raw(ds, d, root) for ds, days in written.items() for d in days}
-    found = sorted(str(p) for ds in lake.RAW_DATASETS
-                   for p in (Path(root) / "raw" / ds).glob("dt=*"))
-    return [str(Path(p).relative_to(root)) for p in found if p not in ours]
+    ours = {lake.raw(ds, d, root).split("://", 1)[-1] for ds, days in written.items() for d in days}
+    fs, base = lake.filesystem(root)
+    found = sorted(p for ds in lake.RAW_DATASETS for p in fs.glob(f"{base}/raw/{ds}/dt=*"))
+    return [p[len(base) + 1:] for p in found if p not in ours]
 
 
 def _next_steps(root: str, model_date: date, config: dict) -> list[str]:
@@ -630,10 +630,14 @@ def _next_steps(root: str, model_date: date, config: dict) -> list[str]:
 
 
 def _write_report(root: str, report: dict) -> None:
-    """raw/import_report.json, written last and atomically (temporary file, then rename)."""
+    """raw/import_report.json, written last and whole (a temporary file renamed, or one S3 PUT)."""
+    data = (json.dumps(report, indent=2) + "\n").encode("utf-8")
+    if root.startswith(lake.S3_SCHEMES):
+        lake.write_bytes(f"{root}/raw/{REPORT_FILE}", data)
+        return
     final = Path(root) / "raw" / REPORT_FILE
     staging = final.with_name(f".{REPORT_FILE}.tmp")
-    staging.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    staging.write_bytes(data)
     staging.replace(final)
 
 
@@ -668,7 +672,7 @@ def format_summary(report: dict) -> str:
         f"{report['sale']['starts_at']} .. {report['sale']['ends_at']}, "
         f"{report['sale']['qty_on_hand']:,} on hand)",
         f"  model date: {report['model_date']}",
-        f"  report: {Path(report['lake']) / 'raw' / REPORT_FILE}",
+        f"  report: {report['lake']}/raw/{REPORT_FILE}",
     ]
     repeats = max(report["repeated_event_ids"], report["repeated_actions"])
     if repeats:
@@ -720,7 +724,7 @@ example:
     parser.add_argument("--items", required=True, type=Path, metavar="CSV",
                         help="items file (see the header below)")
     parser.add_argument("--lake", required=True, metavar="URI",
-                        help="lake root: a local folder (created if missing)")
+                        help="lake root: a local folder (created if missing) or s3a://bucket/prefix")
     parser.add_argument("--dt", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
                         help="model date (default: the day after the last event's UTC date)")
     return parser

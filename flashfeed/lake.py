@@ -6,13 +6,16 @@ and nothing else.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 from collections.abc import Iterable
 from datetime import date
 
 from flashfeed.config import lake_root
 
 SUCCESS = "_SUCCESS"
+PART_FILE = "part-00000.parquet"                      # the one data file of a partition written by Python
 RAW_DATASETS = ("events", "catalog", "sale_calendar", "returns")
 FEEDS = ("products", "brands", "categories")          # the six collections: each feed x VARIANTS
 VARIANTS = ("full", "card")
@@ -123,18 +126,106 @@ def fsspec_url(uri: str) -> str:
     return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
 
 
-# --- small files through fsspec (local folders and s3://), for plain-Python tasks -------------
+# --- an S3 lake: where it is and with which credentials -------------------------------------
+# In an Airflow task from its AWS connection (the plugin's default provider); elsewhere (the
+# command line, a Spark driver) from the AWS environment variables (AWS_ENDPOINT_URL_S3 or
+# AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and AWS's chain.
+S3_SCHEMES = ("s3://", "s3a://")
+READ_BUFFER_BYTES = 1 << 20
+_s3: dict | None = None              # set with use_s3: wins over everything
+_s3_provider = None                  # a default source (the Airflow plugin's connection), called once
+_s3_provided: dict | None = None
+
+
+def use_s3(settings: dict | None) -> None:
+    """Use these S3 settings ({endpoint, region, access_key, secret_key[, session_token]}, None
+    values meaning AWS's defaults) from now on; None goes back to the default source."""
+    global _s3
+    _s3 = settings
+
+
+def default_s3_provider(provider) -> None:
+    """Where S3 settings come from when `use_s3` set none: `provider()`, called at the first S3
+    access (the Airflow plugin registers its AWS connection). Without one: the environment."""
+    global _s3_provider, _s3_provided
+    _s3_provider, _s3_provided = provider, None
+
+
+def s3_settings() -> dict:
+    global _s3_provided
+    if _s3 is not None:
+        return _s3
+    if _s3_provider is not None:
+        if _s3_provided is None:
+            _s3_provided = _s3_provider()
+        return _s3_provided
+    env = os.environ
+    return {"endpoint": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            "access_key": env.get("AWS_ACCESS_KEY_ID") or None, "secret_key": env.get("AWS_SECRET_ACCESS_KEY") or None,
+            "session_token": env.get("AWS_SESSION_TOKEN") or None}
+
+
+def s3a_hadoop_settings(settings: dict) -> dict[str, str]:
+    """Hadoop's s3a settings (without the `spark.hadoop.` prefix) for an endpoint and region;
+    credentials stay in the environment (`s3_environment`), never on a command line."""
+    endpoint = settings.get("endpoint")
+    conf = {}
+    if endpoint:
+        conf.update({"fs.s3a.endpoint": endpoint, "fs.s3a.path.style.access": "true",
+                     "fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https")).lower()})
+    if settings.get("region"):
+        conf["fs.s3a.endpoint.region"] = settings["region"]
+    return conf
+
+
+def s3_environment(settings: dict) -> dict[str, str]:
+    """The AWS environment variables that give a process (spark-submit, a Spark driver) these S3
+    settings: `s3_settings` reads them back there, s3a reads the credentials itself."""
+    names = {"endpoint": "AWS_ENDPOINT_URL_S3", "region": "AWS_REGION", "access_key": "AWS_ACCESS_KEY_ID",
+             "secret_key": "AWS_SECRET_ACCESS_KEY", "session_token": "AWS_SESSION_TOKEN"}
+    return {variable: settings[key] for key, variable in names.items() if settings.get(key)}
+
+
+def _s3_filesystem():
+    """pyarrow's S3 client (pyarrow is already here; s3fs would need another botocore) as fsspec."""
+    from fsspec.implementations.arrow import ArrowFSWrapper
+    from pyarrow.fs import S3FileSystem
+
+    settings = s3_settings()
+    options: dict = {"region": settings.get("region") or "us-east-1"}
+    if settings.get("endpoint"):
+        scheme, _, host = settings["endpoint"].partition("://")
+        options.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+    if settings.get("access_key"):
+        options.update(access_key=settings["access_key"], secret_key=settings["secret_key"],
+                       session_token=settings.get("session_token"))
+    return ArrowFSWrapper(S3FileSystem(**options))
+
+
+# --- small files through fsspec (local folders and S3), for plain-Python tasks --------------
 
 def filesystem(uri: str):
     """(fsspec filesystem, path) of a lake URI. fsspec is imported here, not at DAG parse time."""
+    if uri.startswith(S3_SCHEMES):
+        return _s3_filesystem(), uri.split("://", 1)[1]
     import fsspec
 
-    return fsspec.core.url_to_fs(fsspec_url(uri))
+    return fsspec.core.url_to_fs(uri)
+
+
+def open_file(uri: str, mode: str = "rb"):
+    """A lake file opened for reading ("rb", "r": UTF-8) or writing ("wb"), local or on S3."""
+    fs, path = filesystem(uri)
+    if uri.startswith(S3_SCHEMES) and mode in ("rb", "r"):
+        # Buffered: line by line, pyarrow's S3 file would fetch every byte with its own request.
+        stream = io.BufferedReader(fs.fs.open_input_stream(path, buffer_size=READ_BUFFER_BYTES), READ_BUFFER_BYTES)
+        return stream if mode == "rb" else io.TextIOWrapper(stream, encoding="utf-8")
+    return fs.open(path, mode)
 
 
 def read_json(uri: str):
-    fs, path = filesystem(uri)
-    with fs.open(path, "r") as handle:
+    with open_file(uri, "r") as handle:
         return json.load(handle)
 
 
@@ -145,12 +236,59 @@ def write_bytes(uri: str, data: bytes) -> None:
         handle.write(data)
 
 
+def write_partition(partition: str, table) -> None:
+    """Replace a whole partition by one Parquet file of `table`, sealed with `_SUCCESS` last.
+
+    A local folder is written into a hidden sibling, then renamed into place, so readers never
+    see a half-written one. On S3, which has no rename, the old seal goes first, then the old
+    files, then the new file and the new seal: meanwhile the partition is unsealed, which every
+    reader waits for or refuses. A failure (a full disk) leaves nothing sealed half-written.
+    """
+    import shutil
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    if partition.startswith(S3_SCHEMES):
+        fs, path = filesystem(partition)
+        if fs.exists(f"{path}/{SUCCESS}"):
+            fs.rm(f"{path}/{SUCCESS}")
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        with fs.open(f"{path}/{PART_FILE}", "wb") as handle:
+            pq.write_table(table, handle)
+        with fs.open(f"{path}/{SUCCESS}", "wb"):
+            pass
+        return
+    final = Path(partition)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.tmp")
+    retired = final.with_name(f".{final.name}.old")
+    for leftover in (staging, retired):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staging.mkdir()
+    try:
+        pq.write_table(table, staging / PART_FILE)
+        (staging / SUCCESS).touch()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)     # e.g. a full disk: free what was written
+        raise
+    if final.exists():
+        final.rename(retired)
+        staging.rename(final)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(final)
+
+
 def read_table(uri: str, columns: list[str] | None = None):
     """A small Parquet partition (a folder of part files, or one file) as a pandas DataFrame,
     read on the driver with pyarrow: no Spark job for a group's few hundred thousand rows."""
     import pyarrow.dataset as ds
 
     fs, path = filesystem(uri)
+    fs = getattr(fs, "fs", fs)          # on S3 pyarrow's own file system, not its fsspec wrapper
     return ds.dataset(path, filesystem=fs, format="parquet", partitioning=None,
                       exclude_invalid_files=True).to_table(columns=columns).to_pandas()
 

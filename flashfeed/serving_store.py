@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
+from flashfeed import lake
 from flashfeed.config import load_config
 from flashfeed.experiments import VARIANT_PATTERN as EXPERIMENT_VARIANT
 from flashfeed.lake import (
@@ -335,11 +336,9 @@ def _join(base: str, relative: str) -> str:
 
 def read_manifest(feeds_dir: str) -> dict:
     """`<feeds_dir>/manifest.json` (local folder or s3://), checked for the fields the load needs."""
-    import fsspec
-
     uri = _join(feeds_dir, MANIFEST_FILE)
     try:
-        with fsspec.open(uri, "rb") as handle:
+        with lake.open_file(uri, "rb") as handle:
             manifest = json.loads(handle.read())
     except FileNotFoundError:
         raise ManifestError(
@@ -433,15 +432,13 @@ def verify_checksums(feeds_dir: str, manifest: dict,
     Runs before anything is written, so a file changed after the export (or a partial
     copy) is refused instead of served.
     """
-    import fsspec
-
     total_bytes = 0
     for name, entry in _manifest_files(manifest):
         uri = _join(feeds_dir, entry["path"])
         digest = hashlib.sha256()
         size = lines = 0
         try:
-            with fsspec.open(uri, "rb") as handle:
+            with lake.open_file(uri, "rb") as handle:
                 for raw in handle:
                     digest.update(raw)
                     size += len(raw)
@@ -534,8 +531,6 @@ def _item_from_line(line: bytes, data_set: str, uri: str, line_no: int, version:
 
 def _iter_items(feeds_dir: str, manifest: dict) -> Iterator[dict]:
     """Every item of the load, in manifest order; duplicate keys inside a data set are an error."""
-    import fsspec
-
     version = manifest["version"]
     for name, data_set in manifest["data_sets"].items():
         # One set per data set (about one key per member): duplicates would silently
@@ -543,7 +538,7 @@ def _iter_items(feeds_dir: str, manifest: dict) -> Iterator[dict]:
         seen: set[tuple[str, str]] = set()
         for entry in data_set["files"]:
             uri = _join(feeds_dir, entry["path"])
-            with fsspec.open(uri, "rb") as handle:
+            with lake.open_file(uri, "rb") as handle:
                 for line_no, line in enumerate(_payload_lines(handle), start=1):
                     item = _item_from_line(line, name, uri, line_no, version)
                     key = (item["member_id"]["S"], item["feed"]["S"])
@@ -754,8 +749,6 @@ def _sample_lines(feeds_dir: str, manifest: dict, sample_members: int, seed) -> 
     """(data set, line bytes) for a deterministic random sample of member payloads plus every
     fallback payload (unknown members depend on those). Positions are drawn from the
     manifest's counts, so only the files holding them are read, and only up to the last one."""
-    import fsspec
-
     member_files = [(name, entry) for name, entry in _manifest_files(manifest) if name != FALLBACK_DATA_SET]
     total = sum(int(entry["payloads"]) for _, entry in member_files)
     chosen = sorted(random.Random(seed).sample(range(total), min(sample_members, total)))
@@ -773,7 +766,7 @@ def _sample_lines(feeds_dir: str, manifest: dict, sample_members: int, seed) -> 
     for index, lines in sorted(wanted.items()):
         name, entry = member_files[index]
         last = max(lines)
-        with fsspec.open(_join(feeds_dir, entry["path"]), "rb") as handle:
+        with lake.open_file(_join(feeds_dir, entry["path"]), "rb") as handle:
             for line_no, line in enumerate(_payload_lines(handle)):
                 if line_no in lines:
                     samples.append((name, line))
@@ -781,7 +774,7 @@ def _sample_lines(feeds_dir: str, manifest: dict, sample_members: int, seed) -> 
                     break
     for name, entry in _manifest_files(manifest):
         if name == FALLBACK_DATA_SET:
-            with fsspec.open(_join(feeds_dir, entry["path"]), "rb") as handle:
+            with lake.open_file(_join(feeds_dir, entry["path"]), "rb") as handle:
                 samples.extend((name, line) for line in _payload_lines(handle))
     return samples
 
@@ -1213,10 +1206,8 @@ def apply_retention(client, prefix: str | None, keep: int,
 
 def read_manifest_uri(uri: str) -> dict:
     """A manifest by its own URI (`.../manifest.json`, local path or s3://)."""
-    import fsspec
-
     try:
-        with fsspec.open(uri, "rb") as handle:
+        with lake.open_file(uri, "rb") as handle:
             return json.loads(handle.read())
     except FileNotFoundError:
         raise ManifestError(f"no manifest at {uri}: it was moved or deleted since that launch's export; re-run "

@@ -217,7 +217,7 @@ def write_lines(fs: LakeFS, lines: DataFrame, staging: str, files_per_data_set: 
         lines.repartition(files_per_data_set, "member_id")
         .sortWithinPartitions("data_set", "member_id", "feed", "variant")
         .select("data_set", "line")
-        .write.partitionBy("data_set").text(staging)
+        .write.mode("overwrite").partitionBy("data_set").text(staging)
     )
     described: dict[str, list[dict]] = {}
     for folder in fs.list_dirs(staging):

@@ -108,7 +108,7 @@ def parse_job_args(
 
 def spark_session(app_name: str, config: dict) -> SparkSession:
     spark_cfg = config["spark"]
-    spark = (
+    builder = (
         SparkSession.builder.appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.adaptive.enabled", "true")
@@ -124,8 +124,12 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # group=13 is a name, not a number: keep partition values as strings.
         .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
-        .getOrCreate()
     )
+    # An S3 lake's endpoint and region, from the environment (the Airflow task sets it from its
+    # AWS connection); credentials stay in the environment, where s3a reads them.
+    for key, value in lake.s3a_hadoop_settings(lake.s3_settings()).items():
+        builder = builder.config(f"spark.hadoop.{key}", value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])
     # Shuffles start with at least two partitions per core of the cluster (8 on a laptop), and
     # AQE merges the small ones a small group or a demo day leaves behind.
@@ -193,6 +197,8 @@ class LakeFS:
             self._jvm = driver_jvm()
             self._conf = self._jvm.org.apache.spark.deploy.SparkHadoopUtil.get().newConfiguration(
                 self._jvm.org.apache.spark.SparkConf())
+            for key, value in lake.s3a_hadoop_settings(lake.s3_settings()).items():   # as spark_session does
+                self._conf.set(key, value)
 
     def _path(self, uri: str):
         path = self._jvm.org.apache.hadoop.fs.Path(uri)
@@ -253,12 +259,10 @@ class LakeFS:
         return sorted(str(status.getPath().getName()) for status in fs.listStatus(path) if status.isDirectory())
 
     def file_digest(self, uri: str) -> tuple[int, str, int]:
-        """(bytes, sha256, lines) of one file, streamed by the driver through fsspec."""
-        import fsspec
-
+        """(bytes, sha256, lines) of one file, streamed by the driver (`lake.open_file`)."""
         local = uri[len("file:"):] if uri.startswith("file:") else uri
         sha, size, lines = hashlib.sha256(), 0, 0
-        with fsspec.open(lake.fsspec_url(local), "rb") as handle:
+        with lake.open_file(local, "rb") as handle:
             while chunk := handle.read(DIGEST_CHUNK_BYTES):
                 sha.update(chunk)
                 size += len(chunk)
@@ -325,19 +329,28 @@ def read_raw(spark: SparkSession, fs: LakeFS, dataset: str, day, root: str) -> D
 
 @contextlib.contextmanager
 def staged_partition(fs: LakeFS, partition: str, log: logging.Logger) -> Iterator[str]:
-    """Yield a staging URI to write the whole partition into; on success swap it in and seal it.
+    """Yield the URI to write the whole partition into; on success seal it with `_SUCCESS`.
 
-    A failure leaves the previous partition untouched (and no `_SUCCESS` for a half-write).
+    On a file system that is a staging sibling, swapped in at the end: a failure leaves the
+    previous partition untouched. On S3 a directory rename copies every file and a deleted
+    folder may still be listed (SeaweedFS), so the partition is unsealed, emptied and written in
+    place: a failure leaves it unsealed, which readers wait for or refuse, and the next run
+    rewrites it. Either way nothing half-written is ever sealed. Writers use mode "overwrite".
     """
-    staging = partition + STAGING_SUFFIX
-    fs.delete(staging)
-    try:
-        yield staging
-    except BaseException:
+    if partition.startswith(lake.S3_SCHEMES):
+        fs.delete(lake.success(partition))
+        fs.delete(partition)
+        yield partition
+    else:
+        staging = partition + STAGING_SUFFIX
         fs.delete(staging)
-        raise
-    fs.delete(partition)
-    fs.rename(staging, partition)
+        try:
+            yield staging
+        except BaseException:
+            fs.delete(staging)
+            raise
+        fs.delete(partition)
+        fs.rename(staging, partition)
     fs.write_bytes(lake.success(partition), b"")
     log.info("wrote %s (sealed with %s)", partition, lake.SUCCESS)
 

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     # Load
     partition = lake.features(dt, root)
     with timed(log, f"writing features for {dt}"), staged_partition(fs, partition, log) as staging:
-        candidates.write.parquet(f"{staging}/candidates")
+        candidates.write.mode("overwrite").parquet(f"{staging}/candidates")
         n_candidates = spark.read.parquet(f"{staging}/candidates").count()
         if n_candidates == 0:
             raise JobError(
@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
                                       ("recent_interest", interest, False), ("style_activity", activity, False),
                                       ("events", lookback_events, False), ("recent_views", views, False)):
             with timed(log, f"writing {name}"):
-                (frame.write.partitionBy("group") if by_group else frame.write).parquet(f"{staging}/{name}")
+                (frame.write.partitionBy("group") if by_group else frame.write).mode("overwrite").parquet(
+                    f"{staging}/{name}")
         per_group = {
             str(r["group"]): {"ratings": int(r["ratings"]), "members": int(r["members"]), "subclass_brands": int(r["items"])}
             for r in spark.read.parquet(f"{staging}/ratings").groupBy("group").agg(

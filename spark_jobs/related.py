@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     # Load
     partition = lake.related(dt, root)
     with timed(log, f"writing {partition}"), staged_partition(fs, partition, log) as staging:
-        cooccurrence.write.parquet(f"{staging}/{lake.RELATED}")
-        bought_together.write.parquet(f"{staging}/{lake.BOUGHT_TOGETHER}")
+        cooccurrence.write.mode("overwrite").parquet(f"{staging}/{lake.RELATED}")
+        bought_together.write.mode("overwrite").parquet(f"{staging}/{lake.BOUGHT_TOGETHER}")
         written = spark.read.parquet(f"{staging}/{lake.RELATED}")
         metrics = {
             "dt": dt.isoformat(), "events": n_events, "settings": cfg,

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     # Load
     partition = lake.products(slot.dt, slot.hhmm, root)
     with staged_partition(fs, partition, log) as staging:
-        top.write.parquet(staging)
+        top.write.mode("overwrite").parquet(staging)
         written = spark.read.parquet(staging)
         summary = written.agg(
             F.count("*").alias("products"),

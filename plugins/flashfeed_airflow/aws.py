@@ -21,3 +21,16 @@ def dynamodb_client(aws_conn_id: str | None = DEFAULT_AWS_CONN_ID):
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="dynamodb", config=serving_store.client_config())
     region = hook.conn_config.region_name or serving_store._serving_config()["region"]
     return hook.get_client_type(region_name=region)
+
+
+def s3_settings(aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict:
+    """An S3 lake's endpoint, region and credentials from the connection (its `s3` endpoint in
+    `service_config`, else its `endpoint_url`; credentials as the hook resolves them, an
+    instance role included): what `flashfeed.lake.use_s3` and a Spark job's environment take."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
+    credentials = hook.get_credentials()
+    return {"endpoint": hook.conn_config.get_service_endpoint_url("s3"), "region": hook.conn_config.region_name,
+            "access_key": credentials.access_key, "secret_key": credentials.secret_key,
+            "session_token": credentials.token}

@@ -1,6 +1,7 @@
 """DAG integrity: both DAGs import cleanly and cheaply, are well-formed, and fire on time."""
 from __future__ import annotations
 
+import inspect
 import socket
 import sys
 from datetime import datetime, timedelta, timezone
@@ -91,7 +92,7 @@ def test_every_stage_is_a_task_group(dagbag, dag_id):
 
 @pytest.mark.parametrize("dag_id", sorted(STAGES))
 def test_every_spark_application_takes_a_pool_slot(dagbag, dag_id):
-    spark = [t for t in dagbag.dags[dag_id].tasks if _operator_name(t) == "SparkSubmitOperator"]
+    spark = [t for t in dagbag.dags[dag_id].tasks if _operator_name(t) == "LakeSparkSubmitOperator"]
     assert spark
     for task in spark:
         assert task.pool == schedules.SPARK_POOL, task.task_id
@@ -132,7 +133,7 @@ def test_daily_model_shape(dagbag):
     dag = dagbag.dags["flashfeed_daily_model"]
     train = dag.get_task("train.train_group_als")
     assert type(train).__name__ == "MappedOperator"  # one Spark application per member group
-    assert train.operator_class.__name__ == "SparkSubmitOperator"
+    assert train.operator_class.__name__ == "LakeSparkSubmitOperator"
     upstream_of_groups = dag.get_task("train.discover_groups").upstream_task_ids
     assert "features.build_features" in upstream_of_groups  # groups are only known after features ran
     # Every group's gate judges the day's global ALS: it is trained first.
@@ -318,8 +319,13 @@ def test_every_aws_operator_and_sensor_takes_the_aws_default_connection(dagbag):
         for task in dag.tasks:
             if _operator_name(task) in {"LoadFeedsOperator", "FlipServedVersionOperator",
                                         "RollbackServedVersionOperator", "ApplyRetentionOperator",
-                                        "SuccessMarkerSensor"}:
-                aws_tasks[f"{dag.dag_id}.{task.task_id}"] = task.aws_conn_id
+                                        "SuccessMarkerSensor", "LakeSparkSubmitOperator"}:
+                if type(task).__name__ == "MappedOperator":     # its own setting, else the class's default
+                    default = inspect.signature(task.operator_class.__init__).parameters["aws_conn_id"].default
+                    aws_tasks[f"{dag.dag_id}.{task.task_id}"] = task.partial_kwargs.get("aws_conn_id", default)
+                else:
+                    aws_tasks[f"{dag.dag_id}.{task.task_id}"] = task.aws_conn_id
     assert {"flashfeed_launch_feeds.serve.load_feeds", "flashfeed_launch_feeds.serve.flip_served_version",
-            "flashfeed_rollback.rollback_served_version", "flashfeed_rollback.apply_retention"} <= set(aws_tasks)
+            "flashfeed_rollback.rollback_served_version", "flashfeed_rollback.apply_retention",
+            "flashfeed_daily_model.features.build_features"} <= set(aws_tasks)
     assert set(aws_tasks.values()) == {"aws_default"}
