@@ -353,7 +353,8 @@ def partition_columns(uri: str) -> dict[str, str] | None:
     import pyarrow.parquet as pq
 
     fs, path = filesystem(uri)
-    data_files = sorted(f for f in fs.ls(path, detail=False) if not f.rsplit("/", 1)[-1].startswith(("_", ".")))
+    data_files = sorted(entry["name"] for entry in fs.ls(path, detail=True)
+                        if entry["type"] == "file" and not entry["name"].rsplit("/", 1)[-1].startswith(("_", ".")))
     if not data_files:
         return None
     with fs.open(data_files[0], "rb") as handle:
