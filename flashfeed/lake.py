@@ -159,6 +159,12 @@ def s3_settings() -> dict:
         if _s3_provided is None:
             _s3_provided = _s3_provider()
         return _s3_provided
+    return s3_environment_settings()
+
+
+def s3_environment_settings() -> dict:
+    """The S3 settings of the AWS environment variables: what a Spark job uses (the operator that
+    starts it puts its connection's settings there)."""
     env = os.environ
     return {"endpoint": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
             "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,

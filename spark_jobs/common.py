@@ -127,7 +127,7 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
     )
     # An S3 lake's endpoint and region, from the environment (the Airflow task sets it from its
     # AWS connection); credentials stay in the environment, where s3a reads them.
-    for key, value in lake.s3a_hadoop_settings(lake.s3_settings()).items():
+    for key, value in lake.s3a_hadoop_settings(lake.s3_environment_settings()).items():
         builder = builder.config(f"spark.hadoop.{key}", value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])
@@ -197,7 +197,7 @@ class LakeFS:
             self._jvm = driver_jvm()
             self._conf = self._jvm.org.apache.spark.deploy.SparkHadoopUtil.get().newConfiguration(
                 self._jvm.org.apache.spark.SparkConf())
-            for key, value in lake.s3a_hadoop_settings(lake.s3_settings()).items():   # as spark_session does
+            for key, value in lake.s3a_hadoop_settings(lake.s3_environment_settings()).items():   # as spark_session does
                 self._conf.set(key, value)
 
     def _path(self, uri: str):
