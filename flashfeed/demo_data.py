@@ -62,7 +62,6 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from flashfeed import calendar, lake
 from flashfeed.config import lake_root as default_lake_root
@@ -973,10 +972,6 @@ def _sale_calendar_columns(world: World, style_ids: pa.Array) -> list[pa.Array]:
             _timestamps(sales.starts_at), _timestamps(sales.ends_at)]
 
 
-def _write_partition(partition: str, table: pa.Table) -> None:
-    lake.write_partition(partition, table)
-
-
 def _local_root(root: str) -> str:
     if root.startswith("file://"):
         root = root[len("file://"):]
@@ -1122,8 +1117,8 @@ class _LakeWriter:
         # are numbered in launch order; sale rows are in launch order.
         known_styles = int(np.count_nonzero(self.world.styles.first_seen <= horizon))
         known_rows = int(np.searchsorted(self.world.sales.launch_day, horizon, side="right"))
-        _write_partition(lake.raw("catalog", day, self.root), self.catalog.slice(0, known_styles))
-        _write_partition(lake.raw("sale_calendar", day, self.root), pa.Table.from_arrays(
+        lake.write_partition(lake.raw("catalog", day, self.root), self.catalog.slice(0, known_styles))
+        lake.write_partition(lake.raw("sale_calendar", day, self.root), pa.Table.from_arrays(
             [c.slice(0, known_rows) for c in self.calendar_columns]
             + [pa.array(remaining[:known_rows], type=pa.int64())],
             schema=SCHEMAS["sale_calendar"]))
@@ -1132,9 +1127,9 @@ class _LakeWriter:
 
     def history(self, day: date, activity: DayActivity, returns: Returns) -> None:
         """Events and returns of UTC day `day`."""
-        _write_partition(lake.raw("events", day, self.root),
+        lake.write_partition(lake.raw("events", day, self.root),
                          _events_table(day, activity, self.world, self.style_ids))
-        _write_partition(lake.raw("returns", day, self.root),
+        lake.write_partition(lake.raw("returns", day, self.root),
                          _returns_table(returns, self.world, self.style_ids))
         by_type = np.bincount(activity.event_type, minlength=len(EVENT_TYPES))
         by_kind = np.bincount(returns.kind.astype(np.int64), minlength=len(RETURN_KINDS))

@@ -130,9 +130,6 @@ def from_settings(endpoint: str | None = None) -> DynamoDBReader:
     from flashfeed import serving_store
 
     endpoint = endpoint or os.environ.get(serving_store.ENDPOINT_ENV) or None
-    credentials = None
-    local = endpoint is not None and urlparse(endpoint).hostname in serving_store.LOCAL_HOSTS
-    if local and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        dummy = serving_store.DUMMY_CREDENTIALS
-        credentials = Credentials(dummy["aws_access_key_id"], dummy["aws_secret_access_key"])
+    dummy = serving_store.local_credentials(endpoint)
+    credentials = dummy and Credentials(dummy["aws_access_key_id"], dummy["aws_secret_access_key"])
     return DynamoDBReader(serving_store._serving_config()["region"], endpoint, credentials)

@@ -132,6 +132,13 @@ def _serving_config() -> dict[str, Any]:
     return load_config()["serving"]
 
 
+def local_credentials(endpoint: str | None) -> dict | None:
+    """The dummy credentials dynalite accepts, for a local endpoint when the environment has none."""
+    if endpoint and urlparse(endpoint).hostname in LOCAL_HOSTS and not os.environ.get("AWS_ACCESS_KEY_ID"):
+        return DUMMY_CREDENTIALS
+    return None
+
+
 def client_config():
     """botocore settings of every boto3 DynamoDB client: a connection per loader thread (plus
     readers), standard retries, timeouts."""
@@ -157,8 +164,7 @@ def dynamodb_client(endpoint: str | None = None, region: str | None = None):
     kwargs: dict[str, Any] = {"region_name": region or _serving_config()["region"], "config": client_config()}
     if endpoint:
         kwargs["endpoint_url"] = endpoint
-        if urlparse(endpoint).hostname in LOCAL_HOSTS and not os.environ.get("AWS_ACCESS_KEY_ID"):
-            kwargs.update(DUMMY_CREDENTIALS)
+        kwargs.update(local_credentials(endpoint) or {})
     return boto3.session.Session().client("dynamodb", **kwargs)
 
 

@@ -5,8 +5,6 @@ from airflow.sdk import BaseSensorOperator
 
 from flashfeed_airflow.aws import DEFAULT_AWS_CONN_ID
 
-S3_SCHEMES = ("s3://", "s3a://")
-
 
 class SuccessMarkerSensor(BaseSensorOperator):
     """Succeeds when `<partition>/_SUCCESS` exists; the partition URI is templated.
@@ -29,7 +27,7 @@ class SuccessMarkerSensor(BaseSensorOperator):
     def marker_exists(self, marker: str) -> bool:
         from flashfeed import lake
 
-        if marker.startswith(S3_SCHEMES):
+        if marker.startswith(lake.S3_SCHEMES):
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
             bucket, key = S3Hook.parse_s3_url(lake.fsspec_url(marker))
