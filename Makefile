@@ -20,8 +20,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	# pyspark-client (pulled by the Spark provider) overwrites pyspark's Python files: restore them.
 	$(PY) -m pip install --quiet --no-deps --force-reinstall pyspark==$(PYSPARK_VERSION)
 	$(PY) -m pip install --quiet --no-deps -e .
-	# Hadoop's S3 connector (s3a) for an s3a:// lake, from PyPI (flashfeed/s3a_jars.py)
-	$(PY) -m flashfeed.s3a_jars
+	# Hadoop's S3 connector (s3a) for an s3a:// lake, from PyPI (flashfeed/local/s3a_jars.py)
+	$(PY) -m flashfeed.local.s3a_jars
 	$(PY) -c "import pyspark, pathlib, sys; v = pyspark.__version__; jars = pathlib.Path(pyspark.__file__).parent / 'jars'; \
 	  ok = any(j.name.endswith('-' + v + '.jar') for j in jars.glob('spark-core_*.jar')); \
 	  sys.exit(0 if ok else f'pyspark {v} does not match its jars in {jars}')"

@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from flashfeed import lake  # noqa: E402
-from flashfeed.config import group_settings, load_config  # noqa: E402
-from flashfeed.env import project_env  # noqa: E402
+from flashfeed.core import lake  # noqa: E402
+from flashfeed.core.config import group_settings, load_config  # noqa: E402
+from flashfeed.local.env import project_env  # noqa: E402
 from spark_jobs.common import spark_session  # noqa: E402
 from spark_jobs.train_group import read_gate  # noqa: E402
 from spark_jobs.transforms import als, candidates  # noqa: E402

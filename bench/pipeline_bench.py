@@ -49,9 +49,10 @@ from zoneinfo import ZoneInfo
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flashfeed import calendar, lake, local_dynamodb  # noqa: E402
-from flashfeed.demo import DEMO_DATE, DEMO_DAYS, DEMO_LAUNCH, DEMO_SEED  # noqa: E402
-from flashfeed.env import project_env  # noqa: E402
+from flashfeed.core import calendar, lake  # noqa: E402
+from flashfeed.local import dynamodb as local_dynamodb  # noqa: E402
+from flashfeed.demo.run import DEMO_DATE, DEMO_DAYS, DEMO_LAUNCH, DEMO_SEED  # noqa: E402
+from flashfeed.local.env import project_env  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 DAILY, LAUNCH = "flashfeed_daily_model", "flashfeed_launch_feeds"

@@ -26,9 +26,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flashfeed import lake  # noqa: E402
-from flashfeed.config import config_path, load_config  # noqa: E402
-from flashfeed.env import project_env  # noqa: E402
+from flashfeed.core import lake  # noqa: E402
+from flashfeed.core.config import config_path, load_config  # noqa: E402
+from flashfeed.local.env import project_env  # noqa: E402
 
 
 def run(root: str, dt: str, holdout_days: int, env: dict) -> tuple[dict, float]:

@@ -3,14 +3,14 @@
     .venv/bin/python bench/serving_bench.py [--payloads 20000] [--requests 2000] [--concurrency 1 8] [--runs 3]
 
 Everything runs on 127.0.0.1 in a temporary folder and stops by itself:
-1. starts its own dynalite on a free port (`flashfeed.local_dynamodb.start/stop`);
+1. starts its own dynalite on a free port (`flashfeed.local.dynamodb.start/stop`);
 2. writes a feeds partition (JSON-lines files per data set + manifest.json, as the collections
    export does) with about `--payloads` payloads;
 3. loads it with `serving_store.load_feeds` (BatchWriteItem, thread pool) and, into another
    table on the same dynalite, with a naive one-PutItem-per-item loop; prints items/s and the ratio;
 4. flips to the loaded version and measures the read API in two set-ups, alternating, `--runs`
    times each: the baseline (the API over a boto3 client, one uvicorn worker, access log on: how
-   it ran before) and `python -m flashfeed.api` as shipped (its own DynamoDB reader,
+   it ran before) and `python -m flashfeed.serving.api` as shipped (its own DynamoDB reader,
    `serving.api_workers` workers, no access log). Each run sends `--requests` GETs of random
    members/feeds/variants per concurrency level over keep-alive connections, after a warm-up,
    and prints p50/p95/p99 and the API's CPU per request (its processes' CPU time from /proc);
@@ -40,9 +40,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flashfeed import local_dynamodb  # noqa: E402
-from flashfeed import serving_store as store  # noqa: E402
-from flashfeed.lake import FEEDS, VARIANTS, feed_folder  # noqa: E402
+from flashfeed.local import dynamodb as local_dynamodb  # noqa: E402
+from flashfeed.serving import store  # noqa: E402
+from flashfeed.core.lake import FEEDS, VARIANTS, feed_folder  # noqa: E402
 
 VERSION = "20261122t1100"
 PREFIX = "bench-"
@@ -178,8 +178,8 @@ def run_level(port: int, members: int, requests: int, concurrency: int) -> dict:
 # The read API as it ran before this benchmark's last change: boto3, one worker, access log on.
 BASELINE_API = """
 import sys, uvicorn
-from flashfeed import serving_store
-from flashfeed.api import create_app
+from flashfeed.serving import store as serving_store
+from flashfeed.serving.api import create_app
 uvicorn.run(create_app(serving_store.dynamodb_client(sys.argv[2])), host="127.0.0.1", port=int(sys.argv[1]),
             workers=1, access_log=True, log_level="info")
 """
@@ -293,11 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         workers = int(store._serving_config()["api_workers"])
         setups = {
             "baseline": lambda port: [sys.executable, "-c", BASELINE_API, str(port), endpoint],
-            "shipped": lambda port: [sys.executable, "-m", "flashfeed.api", "--host", "127.0.0.1", "--port",
+            "shipped": lambda port: [sys.executable, "-m", "flashfeed.serving.api", "--host", "127.0.0.1", "--port",
                                      str(port), "--endpoint", endpoint],
         }
         print()
-        print(f"Read API: baseline = boto3 client, 1 uvicorn worker, access log; shipped = python -m flashfeed.api "
+        print(f"Read API: baseline = boto3 client, 1 uvicorn worker, access log; shipped = python -m flashfeed.serving.api "
               f"(DynamoDB reader, {workers} workers, no access log). {args.requests:,} requests per level and run, "
               "keep-alive, random members/feeds/variants; setups alternate")
         print(f"  {'setup':<9} {'run':>3} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "

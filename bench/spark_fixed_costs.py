@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flashfeed import lake  # noqa: E402
-from flashfeed.config import group_settings, load_config  # noqa: E402
-from flashfeed.env import project_env  # noqa: E402
+from flashfeed.core import lake  # noqa: E402
+from flashfeed.core.config import group_settings, load_config  # noqa: E402
+from flashfeed.local.env import project_env  # noqa: E402
 from spark_jobs.common import driver_startup_seconds, spark_session  # noqa: E402
 from spark_jobs.transforms import als  # noqa: E402
 

@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 from pyspark.sql import DataFrame, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from flashfeed.config import load_config  # noqa: E402
+from flashfeed.core.config import load_config  # noqa: E402
 from spark_jobs.common import spark_session  # noqa: E402
 from spark_jobs.transforms import top_k  # noqa: E402
 

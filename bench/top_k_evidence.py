@@ -43,9 +43,9 @@ sys.path.insert(0, str(REPO))
 from pyspark.sql import Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from flashfeed import calendar, lake  # noqa: E402
-from flashfeed.config import config_path, load_config  # noqa: E402
-from flashfeed.env import project_env  # noqa: E402
+from flashfeed.core import calendar, lake  # noqa: E402
+from flashfeed.core.config import config_path, load_config  # noqa: E402
+from flashfeed.local.env import project_env  # noqa: E402
 from spark_jobs.common import read_sql, spark_session  # noqa: E402
 from spark_jobs.transforms import affinity as affinity_t  # noqa: E402
 from spark_jobs.transforms import collections as collections_t  # noqa: E402

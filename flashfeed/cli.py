@@ -32,18 +32,18 @@ import sys
 
 # command -> module[:function] whose main(argv) (or function(argv)) runs it, imported only when used
 MODULE_COMMANDS = {
-    "airflow-init": "flashfeed.airflow_local:init_main",
-    "airflow-ui": "flashfeed.airflow_local",
-    "demo": "flashfeed.demo",
-    "demo-data": "flashfeed.demo_data",
-    "dynamodb": "flashfeed.local_dynamodb",
-    "api": "flashfeed.api",
-    "spark-cluster": "flashfeed.spark_standalone",
-    "import": "flashfeed.importer",
-    "uci-to-csv": "flashfeed.uci",
+    "airflow-init": "flashfeed.local.airflow:init_main",
+    "airflow-ui": "flashfeed.local.airflow",
+    "demo": "flashfeed.demo.run",
+    "demo-data": "flashfeed.demo.generator",
+    "dynamodb": "flashfeed.local.dynamodb",
+    "api": "flashfeed.serving.api",
+    "spark-cluster": "flashfeed.local.spark_standalone",
+    "import": "flashfeed.ingest.importer",
+    "uci-to-csv": "flashfeed.ingest.uci",
     "evaluate": "spark_jobs.evaluate",
     "tune": "spark_jobs.tune",
-    "experiment": "flashfeed.experiments",
+    "experiment": "flashfeed.core.experiments",
 }
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     command, rest = argv[0], argv[1:]
-    from flashfeed.env import project_env
+    from flashfeed.local.env import project_env
 
     os.environ.update(project_env())
     if command == "airflow":
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         module, _, function = MODULE_COMMANDS[command].partition(":")
         return getattr(importlib.import_module(module), function or "main")(rest) or 0
     if command == "show-member":
-        from flashfeed import demo
+        from flashfeed.demo import run as demo
 
         parser = argparse.ArgumentParser(prog="flashfeed show-member")
         parser.add_argument("member_id")

@@ -18,7 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from flashfeed import calendar, experiments, lake
+from flashfeed.core import calendar, experiments, lake
 from spark_jobs.common import (
     JobError,
     LakeFS,

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from flashfeed import lake
-from flashfeed.config import lake_root, load_config
-from flashfeed.demo_data import SCHEMAS
+from flashfeed.core import lake
+from flashfeed.core.config import lake_root, load_config
+from flashfeed.core.schemas import SCHEMAS
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "include" / "sql"
 STAGING_SUFFIX = ".__staging"

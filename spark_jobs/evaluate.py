@@ -36,9 +36,9 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from flashfeed import lake
-from flashfeed.config import group_settings, lake_root, load_config
-from flashfeed.metrics import METRICS
+from flashfeed.core import lake
+from flashfeed.core.config import group_settings, lake_root, load_config
+from flashfeed.quality.metrics import METRICS
 from spark_jobs.common import LakeFS, get_logger, read_raw, spark_session
 from spark_jobs.transforms import als, candidates, cleaning, evaluation, groups, ratings
 from spark_jobs.transforms import catalog as catalog_t

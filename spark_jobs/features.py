@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from flashfeed import calendar, lake
+from flashfeed.core import calendar, lake
 from spark_jobs.common import (
     JobError,
     LakeFS,

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import functions as F
 
-from flashfeed import calendar, experiments, lake
+from flashfeed.core import calendar, experiments, lake
 from spark_jobs.build_collections import launch_frames, member_lines, size_stats, write_lines
 from spark_jobs.common import (
     LakeFS,

@@ -22,7 +22,7 @@ from pyspark.ml.fpm import FPGrowth
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from flashfeed import lake
+from flashfeed.core import lake
 from spark_jobs.common import (
     JobError,
     LakeFS,

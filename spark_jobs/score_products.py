@@ -11,7 +11,7 @@ from datetime import date
 
 from pyspark.sql import functions as F
 
-from flashfeed import calendar, lake
+from flashfeed.core import calendar, lake
 from spark_jobs.common import (
     JobError,
     LakeFS,

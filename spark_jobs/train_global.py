@@ -20,8 +20,8 @@ from datetime import date
 import pandas as pd
 from pyspark.sql import SparkSession
 
-from flashfeed import lake
-from flashfeed.config import group_settings
+from flashfeed.core import lake
+from flashfeed.core.config import group_settings
 from spark_jobs.common import (
     LakeFS,
     features_next_step,

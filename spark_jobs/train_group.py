@@ -39,8 +39,8 @@ import pandas as pd
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from flashfeed import lake
-from flashfeed.config import group_settings
+from flashfeed.core import lake
+from flashfeed.core.config import group_settings
 from spark_jobs.common import (
     JobError,
     LakeFS,

@@ -24,9 +24,9 @@ import logging
 import sys
 import time
 
-from flashfeed import lake
-from flashfeed.config import group_settings, load_config
-from flashfeed.metrics import METRICS
+from flashfeed.core import lake
+from flashfeed.core.config import group_settings, load_config
+from flashfeed.quality.metrics import METRICS
 from spark_jobs.common import get_logger
 from spark_jobs.evaluate import fit_items, open_lake, parse, parser, prepare
 from spark_jobs.transforms import candidates

@@ -62,7 +62,7 @@ def free_port() -> int:
 def start_on_free_port(home: Path) -> str:
     """Start the local DynamoDB for `home` on a free port; retried because another process
     may take the port between picking it and dynalite listening on it."""
-    from flashfeed import local_dynamodb
+    from flashfeed.local import dynamodb as local_dynamodb
 
     for attempt in range(PORT_ATTEMPTS):
         try:
@@ -131,8 +131,8 @@ class DynaliteServer(NamedTuple):
     def require_running(self) -> None:
         """Fail with the server's own last words when it has gone away, instead of a
         connection refused in every later test."""
-        from flashfeed import local_dynamodb
-        from flashfeed.local_daemons import log_tail
+        from flashfeed.local import dynamodb as local_dynamodb
+        from flashfeed.local.daemons import log_tail
 
         if not local_dynamodb.status(self.home).running:
             pytest.fail(f"the session's dynalite ({self.endpoint}) is not running any more; "
@@ -141,7 +141,7 @@ class DynaliteServer(NamedTuple):
 
 @pytest.fixture(scope="session")
 def dynamodb_server(tmp_path_factory: pytest.TempPathFactory) -> DynaliteServer:
-    from flashfeed import local_dynamodb
+    from flashfeed.local import dynamodb as local_dynamodb
 
     home: Path = tmp_path_factory.mktemp("dynamodb-home")
     endpoint = start_on_free_port(home)

@@ -1,5 +1,5 @@
 """flashfeed Airflow operators, sensors and hooks (thin wrappers around the flashfeed library)."""
-from flashfeed import lake
+from flashfeed.core import lake
 
 
 def _lake_s3_settings() -> dict:

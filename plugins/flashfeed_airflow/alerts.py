@@ -44,7 +44,7 @@ def run_subject(dag_id: str, logical_date: Any, run_after: Any, launch: str | No
     Computed from the run itself (not from its plan task's XCom), so that it is also known
     when planning is what failed.
     """
-    from flashfeed import calendar
+    from flashfeed.core import calendar
     from flashfeed_airflow.planning import run_date
 
     when = run_date(_as_datetime(logical_date), _as_datetime(run_after))
@@ -112,8 +112,8 @@ def check_launch_flipped(when: datetime, launch: str | None = None,
     launch): is the launch's version (or a newer one) served? If not, alert with how far its
     feeds got, then fail so the run shows red in the UI. If the check itself fails (DynamoDB
     or the lake unreachable), the failure callback alerts instead."""
-    from flashfeed import lake
-    from flashfeed import serving_store as store
+    from flashfeed.core import lake
+    from flashfeed.serving import store
     from flashfeed_airflow.planning import plan_launch
 
     plan = plan_launch(when, launch)

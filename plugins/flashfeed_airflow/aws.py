@@ -2,7 +2,7 @@
 
 Every task that touches DynamoDB takes `aws_conn_id` (default `aws_default`): endpoint, region
 and credentials come from that connection, so a secrets backend provides them in production.
-Locally `flashfeed.env.project_env` defines `aws_default` (AIRFLOW_CONN_AWS_DEFAULT) with the
+Locally `flashfeed.local.env.project_env` defines `aws_default` (AIRFLOW_CONN_AWS_DEFAULT) with the
 project's own DynamoDB as the `dynamodb` endpoint of its `service_config`. Imported by tasks
 only, never at DAG parse time.
 """
@@ -16,7 +16,7 @@ def dynamodb_client(aws_conn_id: str | None = DEFAULT_AWS_CONN_ID):
     (`serving_store.client_config`). Region: the connection's, else config `serving.region`."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    from flashfeed import serving_store
+    from flashfeed.serving import store as serving_store
 
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="dynamodb", config=serving_store.client_config())
     region = hook.conn_config.region_name or serving_store._serving_config()["region"]
@@ -26,7 +26,7 @@ def dynamodb_client(aws_conn_id: str | None = DEFAULT_AWS_CONN_ID):
 def s3_settings(aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict:
     """An S3 lake's endpoint, region and credentials from the connection (its `s3` endpoint in
     `service_config`, else its `endpoint_url`; credentials as the hook resolves them, an
-    instance role included): what `flashfeed.lake.use_s3` and a Spark job's environment take."""
+    instance role included): what `flashfeed.core.lake.use_s3` and a Spark job's environment take."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")

@@ -9,8 +9,8 @@ import logging
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from flashfeed import calendar, lake
-from flashfeed.config import lake_root, load_config
+from flashfeed.core import calendar, lake
+from flashfeed.core.config import lake_root, load_config
 from flashfeed_airflow.aws import DEFAULT_AWS_CONN_ID, dynamodb_client
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def plan_refresh(when: datetime, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) 
     """One freshness run: the quarter hour that ended at or before `when` (UTC), the version
     served now (read from the control item) and its lake partitions. Raises LookupError when
     nothing is served."""
-    from flashfeed import serving_store
+    from flashfeed.serving import store as serving_store
 
     utc = when.astimezone(timezone.utc).replace(second=0, microsecond=0)
     quarter = utc - timedelta(minutes=utc.minute % lake.QUARTER_MINUTES + lake.QUARTER_MINUTES)
@@ -91,7 +91,7 @@ def apply_refresh(refresh: str, finished_at: datetime | None = None,
                   aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict[str, Any]:
     """Write a refresh partition into the served table (serving_store.refresh_served) and log the
     delay from the acted members' newest events to their served payloads."""
-    from flashfeed import serving_store
+    from flashfeed.serving import store as serving_store
 
     manifest = lake.read_json(f"{refresh}/manifest.json")
     result = serving_store.refresh_served(dynamodb_client(aws_conn_id), None, refresh, manifest, log=log)
@@ -179,7 +179,7 @@ def publish_affinity(affinity_day: str, features: str) -> list[str]:
 def report_quality(models_day: str, features: str, dt: str) -> dict:
     """Log which groups serve today's model and which fell back (and why); write the day's
     models/dt=D/metrics.json and report.png."""
-    from flashfeed.quality_report import write_report
+    from flashfeed.quality.report import write_report
 
     return write_report(models_day, lake.read_json(f"{features}/groups.json")["groups"], dt, log)
 
@@ -190,7 +190,7 @@ def validate_feeds(feeds: str, version: str) -> dict[str, Any]:
     problems = []
     if manifest.get("version") != version:
         problems.append(f"manifest version {manifest.get('version')!r} is not {version!r}")
-    from flashfeed import experiments
+    from flashfeed.core import experiments
 
     expected = set(lake.data_sets(experiments.from_dict(manifest.get("experiment"))))
     data_sets = manifest.get("data_sets", {})

@@ -25,7 +25,7 @@ class SuccessMarkerSensor(BaseSensorOperator):
         self.aws_conn_id = aws_conn_id
 
     def marker_exists(self, marker: str) -> bool:
-        from flashfeed import lake
+        from flashfeed.core import lake
 
         if marker.startswith(lake.S3_SCHEMES):
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -36,7 +36,7 @@ class SuccessMarkerSensor(BaseSensorOperator):
         return fs.exists(path)
 
     def poke(self, context) -> bool:
-        from flashfeed import lake
+        from flashfeed.core import lake
 
         marker = lake.success(self.partition)
         if self.marker_exists(marker):

@@ -1,6 +1,6 @@
 """Airflow operators for the last step of a launch: load the feeds into DynamoDB, then flip.
 
-Thin wrappers around `flashfeed.serving_store` (heavy imports happen in `execute`, so DAG
+Thin wrappers around `flashfeed.serving.store` (heavy imports happen in `execute`, so DAG
 parsing stays cheap). DynamoDB's endpoint, region and credentials come from the Airflow
 connection `aws_conn_id` (default `aws_default`; `flashfeed_airflow.aws`), table names from
 config `serving.table_prefix`.
@@ -71,8 +71,8 @@ class LoadFeedsOperator(BaseOperator):
         self.allow_older_version = allow_older_version
 
     def execute(self, context: Any) -> dict:
-        from flashfeed import serving_store as store
-        from flashfeed.config import load_config
+        from flashfeed.serving import store
+        from flashfeed.core.config import load_config
 
         config = load_config()["serving"]
         manifest = store.read_manifest(self.feeds_uri)
@@ -175,7 +175,7 @@ class FlipServedVersionOperator(BaseOperator):
         raise store.CoverageError(message)
 
     def execute(self, context: Any) -> dict:
-        from flashfeed import serving_store as store
+        from flashfeed.serving import store
 
         dry_run = _as_bool(self.dry_run, "dry_run")
         allow_low_coverage = _as_bool(self.allow_low_coverage, "allow_low_coverage")
@@ -231,7 +231,7 @@ def plan_rollback(target_version: str | None = None, log: Any = None,
     now, the target (default: the previous one), checked to still be servable."""
     import logging
 
-    from flashfeed import serving_store as store
+    from flashfeed.serving import store
 
     log = log or logging.getLogger(__name__)
     served, target, _ = store.rollback_target(dynamodb_client(aws_conn_id), None, target_version)
@@ -246,8 +246,8 @@ def set_experiment_variant(variant: str, stop: bool, log: Any = None,
     on the control item, no reload. Refuses a variant the served version's experiment lacks."""
     import logging
 
-    from flashfeed import experiments
-    from flashfeed import serving_store as store
+    from flashfeed.core import experiments
+    from flashfeed.serving import store
 
     log = log or logging.getLogger(__name__)
     client = dynamodb_client(aws_conn_id)
@@ -285,7 +285,7 @@ class RollbackServedVersionOperator(BaseOperator):
         self.expected_version = expected_version
 
     def execute(self, context: Any) -> dict:
-        from flashfeed import serving_store as store
+        from flashfeed.serving import store
 
         target = (self.target_version or "").strip() or None
         expected = (self.expected_version or "").strip() or None
@@ -319,8 +319,8 @@ class ApplyRetentionOperator(BaseOperator):
     def execute(self, context: Any) -> list[str]:
         if _as_bool(self.dry_run, "dry_run"):
             raise AirflowSkipException("dry run: nothing was flipped, so no table is deleted")
-        from flashfeed import serving_store as store
-        from flashfeed.config import load_config
+        from flashfeed.serving import store
+        from flashfeed.core.config import load_config
 
         keep = int(self.keep if self.keep is not None else load_config()["serving"]["retain_versions"])
         return store.apply_retention(dynamodb_client(self.aws_conn_id), None, keep, log=self.log)

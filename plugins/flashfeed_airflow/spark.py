@@ -19,8 +19,8 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Any) -> None:
-        from flashfeed import lake
-        from flashfeed.config import lake_root
+        from flashfeed.core import lake
+        from flashfeed.core.config import lake_root
         from flashfeed_airflow.aws import s3_settings
 
         if lake_root().startswith(lake.S3_SCHEMES):

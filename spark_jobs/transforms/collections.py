@@ -13,7 +13,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from flashfeed.lake import FALLBACK_MEMBER_PREFIX
+from flashfeed.core.lake import FALLBACK_MEMBER_PREFIX
 
 FALLBACK_ALL = "all"
 AFFINITY_DIGITS = 4

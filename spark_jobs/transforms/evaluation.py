@@ -1,6 +1,6 @@
 """Offline evaluation splits of clean events (Spark), shared by `flashfeed evaluate`, `flashfeed
 tune` and the quality gate of the daily model. What is relevant, what is ranked and the metrics
-are transforms/candidates.py and flashfeed/metrics.py.
+are transforms/candidates.py and flashfeed/quality/metrics.py.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from flashfeed.metrics import METRICS, ranking_metrics_block
+from flashfeed.quality.metrics import METRICS, ranking_metrics_block
 
 # A model's scores for a block of members: rows of a members frame -> rows x candidates
 # (columns in ascending subclass_brand_id; -inf: the model cannot rank that item for that member).
@@ -116,7 +116,7 @@ def top_k_rows(members: pd.DataFrame, item_ids: np.ndarray, scorer: Scorer, k: i
 
 def evaluate(members: pd.DataFrame, item_ids: np.ndarray, scorer: Scorer, k: int, block_members: int,
              exclude: str | None = "seen") -> dict[str, float]:
-    """Mean ranking metrics at k (flashfeed/metrics.py) over `members`, in numpy blocks on the
+    """Mean ranking metrics at k (flashfeed/quality/metrics.py) over `members`, in numpy blocks on the
     driver: each row's scores come from `scorer` (see top_k_rows); the ids in its column
     `exclude` (None: nothing excluded) are left out of its ranking, and it must find the ids
     in its column `relevant` (non-empty; ids that are no candidate count as missed)."""

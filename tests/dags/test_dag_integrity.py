@@ -35,7 +35,7 @@ def dagbag(tmp_path_factory):
     """Parse dags/ with the network blocked and the lake and config files out of reach."""
     from airflow.dag_processing.dagbag import DagBag
 
-    import flashfeed.config
+    import flashfeed.core.config
 
     missing_home = tmp_path_factory.mktemp("parse") / "no-such-home"
 
@@ -49,7 +49,7 @@ def dagbag(tmp_path_factory):
         mp.setenv("FLASHFEED_HOME", str(missing_home))
         mp.setenv("FLASHFEED_LAKE", str(missing_home / "lake"))
         mp.setattr(socket.socket, "connect", no_network)
-        mp.setattr(flashfeed.config, "_load", no_config)
+        mp.setattr(flashfeed.core.config, "_load", no_config)
         bag = DagBag(dag_folder=str(REPO / "dags"))
     assert not missing_home.exists(), "DAG parsing created local state"
     return bag
@@ -178,7 +178,7 @@ def test_launch_watch_fires_15_minutes_before_each_launch_and_checks_that_launch
     from airflow.serialization.encoders import encode_timetable
     from airflow.timetables.trigger import MultipleCronTriggerTimetable
 
-    from flashfeed import calendar
+    from flashfeed.core import calendar
 
     timetable = MultipleCronTriggerTimetable(*schedules.launch_watch_crons(), timezone=schedules.TIMEZONE)
     assert encode_timetable(dagbag.dags["flashfeed_launch_watch"].timetable) == encode_timetable(timetable)
@@ -236,7 +236,7 @@ def _ancestors(dag, task_id):
 
 
 def test_schedules_match_the_configured_launch_times():
-    from flashfeed.config import load_config
+    from flashfeed.core.config import load_config
 
     cal = load_config()["calendar"]
     assert tuple(cal["launch_times"]) == schedules.LAUNCH_TIMES
@@ -270,7 +270,7 @@ def test_launch_timetable_fires_at_the_three_local_times_across_dst():
     assert fires[0] == datetime(2026, 10, 31, 14, 15, tzinfo=timezone.utc)   # EDT, UTC-4
     assert fires[6] == datetime(2026, 11, 2, 15, 15, tzinfo=timezone.utc)    # EST, UTC-5
     # Each run prepares the launch 45 minutes later, in local time.
-    from flashfeed import calendar
+    from flashfeed.core import calendar
 
     prepared = [calendar.slot_for_run(f) for f in fires]
     assert [s.hhmm for s in prepared] == ["1100", "1500", "2000"] * 3

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from flashfeed.airflow_sqlite import WRITE_LOCK_WAIT_S
-from flashfeed.env import project_env
+from flashfeed.local.airflow_sqlite import WRITE_LOCK_WAIT_S
+from flashfeed.local.env import project_env
 
 pytestmark = pytest.mark.e2e
 # Longer than sqlite3's own 5 s plus the CLI's start-up, shorter than flashfeed's wait.

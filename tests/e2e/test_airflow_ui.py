@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from flashfeed.env import project_env
+from flashfeed.local.env import project_env
 from tests.conftest import LOOPBACK_HEX, free_port, listening_ports
 
 pytestmark = pytest.mark.e2e

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from flashfeed.env import project_env
+from flashfeed.local.env import project_env
 from tests.conftest import config_with_table_prefix, free_port
 from tests.e2e.airflow_server import api_get, running_airflow
 
@@ -57,7 +57,7 @@ def served_versions(tmp_path_factory, dynamodb_endpoint) -> dict[str, str]:
     The tables are empty but marked loaded: rollback and retention only read the control item
     and check that the target's table exists. Own table prefix, so other tests are untouched.
     """
-    from flashfeed import serving_store as store
+    from flashfeed.serving import store
 
     prefix = f"ui{uuid.uuid4().hex[:8]}-"
     config = config_with_table_prefix(tmp_path_factory.mktemp("ui-config"), prefix)
@@ -184,7 +184,7 @@ def test_trigger_form_refuses_a_wrong_param_and_creates_no_run(airflow_url, brow
 def test_triggered_run_succeeds_and_its_graph_is_saved(airflow_url, browser, served_versions, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from flashfeed import serving_store as store
+    from flashfeed.serving import store
 
     before = set(_runs(airflow_url))
     _submit_trigger_form(browser, airflow_url, SERVED_BEFORE)

@@ -22,8 +22,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from flashfeed import calendar, lake, serving_store
-from flashfeed.env import project_env
+from flashfeed.core import calendar, lake
+from flashfeed.serving import store as serving_store
+from flashfeed.local.env import project_env
 from tests.conftest import config_with_table_prefix, free_port
 from tests.e2e.airflow_server import api_get, api_post, running_airflow, tail
 

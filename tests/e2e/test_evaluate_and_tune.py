@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from flashfeed.config import REPO_ROOT
-from flashfeed.env import project_env
-from flashfeed.metrics import METRICS
+from flashfeed.core.config import REPO_ROOT
+from flashfeed.local.env import project_env
+from flashfeed.quality.metrics import METRICS
 from tests.conftest import UCI_SAMPLE
 
 MODELS = {"popularity", "group_als", "global_als", "repeat_blend", "served", "served_boosted"}

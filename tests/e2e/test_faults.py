@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
-from flashfeed import demo_data, lake, local_dynamodb
-from flashfeed import serving_store as store
-from flashfeed.config import REPO_ROOT
-from flashfeed.env import project_env
+from flashfeed.demo import generator as demo_data
+from flashfeed.core import lake
+from flashfeed.local import dynamodb as local_dynamodb
+from flashfeed.serving import store
+from flashfeed.core.config import REPO_ROOT
+from flashfeed.local.env import project_env
 from tests.conftest import start_on_free_port
 from tests.unit.test_serving_store import write_feeds
 
@@ -156,7 +158,7 @@ def test_a_full_disk_fails_the_spark_job_clearly_and_seals_nothing(small_world, 
 
 
 def test_a_full_disk_fails_the_import_clearly_and_seals_nothing_half_written(tmp_path, tiny_disk):
-    from flashfeed import importer
+    from flashfeed.ingest import importer
 
     mount, leave = tiny_disk
     events = tmp_path / "events.csv"

@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from flashfeed import calendar, experiments, lake, serving_store
-from flashfeed.env import project_env
+from flashfeed.core import calendar, experiments, lake
+from flashfeed.serving import store as serving_store
+from flashfeed.local.env import project_env
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = "2026-11-22"
@@ -114,7 +115,7 @@ def _assert_browsing_shows_within_the_quarter_hour(env, version: str, monkeypatc
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from flashfeed.demo_data import SCHEMAS
+    from flashfeed.demo.generator import SCHEMAS
 
     root, launch = env["FLASHFEED_LAKE"], version[9:]
     member_id = _first(env, launch, "products_card")["member_id"]
@@ -140,7 +141,7 @@ def _assert_browsing_shows_within_the_quarter_hour(env, version: str, monkeypatc
 def _api_get(env, path: str, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from flashfeed.api import create_app
+    from flashfeed.serving.api import create_app
 
     for key in ("FLASHFEED_DYNAMODB_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, env[key])

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flashfeed import lake
-from flashfeed.config import REPO_ROOT
-from flashfeed.env import project_env
+from flashfeed.core import lake
+from flashfeed.core.config import REPO_ROOT
+from flashfeed.local.env import project_env
 
 DAY1, DAY2 = "2026-11-22", "2026-11-23"
 MEMBERS, DAYS, SEED = 500, 21, 5     # 21 days: the gate needs a training part before its 7 + 7

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from flashfeed import lake, local_s3, serving_store
-from flashfeed.env import project_env
+from flashfeed.core import lake
+from flashfeed.local import s3 as local_s3
+from flashfeed.serving import store as serving_store
+from flashfeed.local.env import project_env
 from tests.conftest import UCI_SAMPLE, config_with_table_prefix, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,7 +1,7 @@
 """Cluster mode end to end: the same DAGs on a Spark standalone master, by changing only the
 Airflow connection `spark_default`.
 
-Starts a standalone master and one worker on free 127.0.0.1 ports (flashfeed.spark_standalone),
+Starts a standalone master and one worker on free 127.0.0.1 ports (flashfeed.local.spark_standalone),
 builds a small world like test_pipeline.py, points AIRFLOW_CONN_SPARK_DEFAULT at the master and
 runs the daily model and the 11:00 launch with `airflow dags test`. Then checks that the launch's
 version is served and that every Spark application of both DAGs ran on the cluster (the
@@ -25,8 +25,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from flashfeed import calendar, lake, serving_store, spark_standalone
-from flashfeed.env import project_env
+from flashfeed.core import calendar, lake
+from flashfeed.serving import store as serving_store
+from flashfeed.local import spark_standalone
+from flashfeed.local.env import project_env
 from tests.conftest import LOOPBACK_HEX, config_with_table_prefix, free_port, listening_ports
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from flashfeed.config import REPO_ROOT
+from flashfeed.core.config import REPO_ROOT
 
 # py4j logs at INFO while the interpreter shuts down, after pytest closed its streams.
 logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -18,7 +18,7 @@ logging.getLogger("py4j").setLevel(logging.WARNING)
 def spark():
     from pyspark.sql import SparkSession
 
-    # Python workers (mapInPandas) need this venv's numpy and pandas, as in the jobs (flashfeed.env).
+    # Python workers (mapInPandas) need this venv's numpy and pandas, as in the jobs (flashfeed.local.env).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     session = (
@@ -37,7 +37,7 @@ def spark():
 @pytest.fixture
 def client(dynamodb_server):
     """A DynamoDB client on the session's test dynalite."""
-    from flashfeed import serving_store
+    from flashfeed.serving import store as serving_store
 
     dynamodb_server.require_running()
     return serving_store.dynamodb_client(dynamodb_server.endpoint)
@@ -53,8 +53,8 @@ def prefix() -> str:
 def serving_config(monkeypatch, tmp_path, dynamodb_endpoint, prefix):
     """Point config, endpoint and Airflow's aws_default at the test dynalite and prefix; call it with
     {"old text": "new text"} to change more of the config file (the call can repeat)."""
-    from flashfeed import serving_store
-    from flashfeed.env import aws_connection
+    from flashfeed.serving import store as serving_store
+    from flashfeed.local.env import aws_connection
 
     monkeypatch.setenv(serving_store.ENDPOINT_ENV, dynamodb_endpoint)
     # The Airflow tasks' DynamoDB: connection aws_default (flashfeed_airflow.aws)

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from flashfeed.airflow_sqlite import CONNECT_ARGS
+from flashfeed.local.airflow_sqlite import CONNECT_ARGS
 
 OTHER_WRITER_WAIT_S = 2
 

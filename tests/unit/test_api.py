@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from flashfeed import dynamodb_reader
-from flashfeed import serving_store as store
-from flashfeed.api import create_app
+from flashfeed.serving import dynamodb_reader
+from flashfeed.serving import store
+from flashfeed.serving.api import create_app
 
 VERSION = "20261122t1500"
 # Odd spacing, key order and non-ASCII on purpose: the API must not re-serialise.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from flashfeed.config import REPO_ROOT, group_settings, load_config
+from flashfeed.core.config import REPO_ROOT, group_settings, load_config
 
 
 def test_defaults_are_the_write_up_parameters_except_tuned_als():
@@ -39,7 +39,7 @@ def test_als_defaults_come_from_the_committed_tuning_tables():
     import csv
     from collections import defaultdict
 
-    from flashfeed.config import REPO_ROOT
+    from flashfeed.core.config import REPO_ROOT
 
     config = load_config()
     relative = defaultdict(list)
@@ -76,7 +76,7 @@ def test_spark_submit_gets_the_configured_memory():
 
 
 def test_the_local_spark_worker_offers_room_for_one_configured_executor():
-    from flashfeed import spark_standalone
+    from flashfeed.local import spark_standalone
 
     assert [spark_standalone.memory_mb(s) for s in ("512m", "3g", "3G", "2gb", "1t")] == [512, 3072, 3072, 2048,
                                                                                           1048576]

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flashfeed import demo_data
+from flashfeed.demo import generator as demo_data
 
 TZ = "America/New_York"
 END = date(2026, 6, 15)
@@ -395,7 +395,7 @@ def test_second_call_with_same_parameters_does_nothing(tmp_path, caplog):
     params = dict(members=60, days=3, end_date=date(2026, 3, 10), seed=5)
     summary = demo_data.generate(str(tmp_path), **params)
     files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    with caplog.at_level(logging.INFO, logger="flashfeed.demo_data"):
+    with caplog.at_level(logging.INFO, logger="flashfeed.demo.generator"):
         again = demo_data.generate(str(tmp_path), **params)
     assert again == summary
     assert "already generated" in caplog.text

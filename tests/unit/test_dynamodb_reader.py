@@ -12,8 +12,8 @@ import pytest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from flashfeed import dynamodb_reader
-from flashfeed import serving_store as store
+from flashfeed.serving import dynamodb_reader
+from flashfeed.serving import store
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from flashfeed import experiments
-from flashfeed import serving_store as store
-from flashfeed.api import create_app
+from flashfeed.core import experiments
+from flashfeed.serving import store
+from flashfeed.serving.api import create_app
 
 SETTINGS = {"name": "boost-test", "salt": "s1",
             "variants": {"control": {"share": 0.5}, "strong_boost": {"share": 0.5, "collections": {"boost": 0.5}}}}

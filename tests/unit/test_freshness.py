@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flashfeed import serving_store as store
+from flashfeed.serving import store
 
 OLD, NEW = "20261122t1100", "20261122t1500"
 

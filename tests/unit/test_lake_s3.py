@@ -8,9 +8,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from flashfeed import lake, local_s3
-from flashfeed.config import REPO_ROOT
-from flashfeed.demo_data import SCHEMAS
+from flashfeed.core import lake
+from flashfeed.local import s3 as local_s3
+from flashfeed.core.config import REPO_ROOT
+from flashfeed.demo.generator import SCHEMAS
 from tests.conftest import free_port
 
 BUCKET = "unit-lake"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flashfeed import local_dynamodb as local
-from flashfeed import serving_store as store
-from flashfeed.local_daemons import pid_alive
+from flashfeed.local import dynamodb as local
+from flashfeed.serving import store
+from flashfeed.local.daemons import pid_alive
 from tests.conftest import free_port, listening_ports, start_on_free_port
 
 
@@ -123,7 +123,7 @@ def test_stale_pid_file_is_cleaned(home):
 def test_server_outlives_its_starter_and_cli_controls_it(home):
     """Started from a separate command (new session), it keeps running after that command exits."""
     port = free_port()
-    command = [sys.executable, "-m", "flashfeed.local_dynamodb", "--home", str(home)]
+    command = [sys.executable, "-m", "flashfeed.local.dynamodb", "--home", str(home)]
     started = subprocess.run(command + ["start", "--port", str(port)], capture_output=True, text=True,
                              cwd=local.REPO_ROOT, timeout=60)
     assert started.returncode == 0, started.stderr

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from flashfeed.metrics import METRICS, mean_metrics, ranking_metrics
+from flashfeed.quality.metrics import METRICS, mean_metrics, ranking_metrics
 
 LOG2_3, LOG2_6 = math.log2(3), math.log2(6)      # 1.58496, 2.58496
 
@@ -59,7 +59,7 @@ def test_refusals():
 def test_block_metrics_equal_the_one_member_definition():
     import numpy as np
 
-    from flashfeed.metrics import ranking_metrics_block
+    from flashfeed.quality.metrics import ranking_metrics_block
 
     rng = np.random.default_rng(5)
     k = 10

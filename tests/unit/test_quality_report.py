@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 
-from flashfeed.quality_report import write_report
+from flashfeed.quality.report import write_report
 
 
 def gate(model_ndcg: float, popularity_ndcg: float, passed: bool) -> dict:

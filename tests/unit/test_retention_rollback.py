@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from flashfeed import serving_store as store
+from flashfeed.serving import store
 from test_serving_store import VERSION, make_table, write_feeds
 
 V = [f"2026112{day}t{hhmm}" for day in (1, 2) for hhmm in ("1100", "1500", "2000")]   # 6 versions, in order

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from flashfeed.config import load_config
+from flashfeed.core.config import load_config
 from spark_jobs.common import read_sql
 from spark_jobs.transforms.catalog import with_subclass_brand
 from spark_jobs.transforms.scoring import live_products, product_features, product_scores, top_products

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from flashfeed import serving_store as store
+from flashfeed.serving import store
 from tests.unit.test_serving_store import VERSION, count_items, write_feeds
 
 MEMBERS_FOR_20K = 3_334          # x 6 data sets + 18 fallback payloads = 20,022 payloads
@@ -46,7 +46,7 @@ def test_load_killed_half_way_is_rerun_to_a_complete_verified_table(tmp_path, cl
     # As if an earlier load of this version had been verified: the reload must take the mark away.
     store.mark_loaded(client, prefix, VERSION, manifest["total_payloads"], "earlier")
     loader = (
-        "import json, sys; from flashfeed import serving_store as s; "
+        "import json, sys; from flashfeed.serving import store as s; "
         "c = s.dynamodb_client(sys.argv[1]); m = json.load(open(sys.argv[2] + '/manifest.json')); "
         "s.load_feeds(c, sys.argv[2], m, sys.argv[3], threads=1)"
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from flashfeed import serving_store as store
-from flashfeed.lake import FEEDS, VARIANTS, feed_folder
+from flashfeed.serving import store
+from flashfeed.core.lake import FEEDS, VARIANTS, feed_folder
 
 VERSION = "20261122t1100"
 DIVISIONS = ("women", "men", "all")
@@ -473,7 +473,7 @@ def test_operators_load_then_flip(tmp_path, operators, client, prefix):
 
 def test_operators_reach_dynamodb_through_their_airflow_connection(tmp_path, operators, client, prefix, monkeypatch,
                                                                    dynamodb_endpoint):
-    from flashfeed.env import aws_connection
+    from flashfeed.local.env import aws_connection
 
     with socket.socket() as probe:                               # a port nothing listens on
         probe.bind(("127.0.0.1", 0))

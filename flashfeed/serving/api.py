@@ -1,6 +1,6 @@
 """Read API: one member's payload for one feed, or one product's related products, in a single request.
 
-    python -m flashfeed.api            # http://127.0.0.1:8088 (FLASHFEED_API_PORT), /docs, /openapi.json
+    python -m flashfeed.serving.api            # http://127.0.0.1:8088 (FLASHFEED_API_PORT), /docs, /openapi.json
 
 - `GET /v1/members/{member_id}/feeds/{feed}?variant=card|full&division=<division>`: feed one of
   products, brands, categories (variant `card`, the default, or `full`) or because (`card`
@@ -10,7 +10,7 @@
   given as `division` (a hint from the caller: the API does not know a member's division),
   else, or when that division has no fallback, the global one; `X-Feed-Fallback` names it.
   While an experiment runs (config `experiments`), the six collections answer with the
-  member's variant (a stable salted hash of her id, flashfeed.experiments) and name it in
+  member's variant (a stable salted hash of her id, flashfeed.core.experiments) and name it in
   `X-Feed-Experiment: <experiment>:<variant>`; a stopped variant's members get control.
 - `GET /v1/styles/{style_id}/related`: products related to one product on sale (groups of the
   related subclass-brands' products); `GET /v1/styles/{style_id}/bought-together`: products
@@ -42,9 +42,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flashfeed import dynamodb_reader, experiments, serving_store
-from flashfeed.config import load_config
-from flashfeed.lake import BOUGHT_TOGETHER, FALLBACK_MEMBER_PREFIX, FEEDS, MEMBER_FEEDS, RELATED
+from flashfeed.serving import dynamodb_reader, store as serving_store
+from flashfeed.core import experiments
+from flashfeed.core.config import load_config
+from flashfeed.core.lake import BOUGHT_TOGETHER, FALLBACK_MEMBER_PREFIX, FEEDS, MEMBER_FEEDS, RELATED
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     settings = load_config()["serving"]
-    parser = argparse.ArgumentParser(prog="python -m flashfeed.api", description="Run the flashfeed read API.")
+    parser = argparse.ArgumentParser(prog="python -m flashfeed.serving.api", description="Run the flashfeed read API.")
     parser.add_argument("--host", default=HOST, help=f"listen address (default {HOST})")
     parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV) or DEFAULT_PORT),
                         help=f"port (default: {PORT_ENV} or {DEFAULT_PORT})")
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[serving_store.ENDPOINT_ENV] = args.endpoint       # the workers' environment
     # Every worker process builds its own app and store client; the access log is off by
     # default (serving.api_access_log): a line per request costs a fifth of the API's CPU.
-    uvicorn.run("flashfeed.api:app_from_environment", factory=True, host=args.host, port=args.port,
+    uvicorn.run("flashfeed.serving.api:app_from_environment", factory=True, host=args.host, port=args.port,
                 workers=args.workers, access_log=bool(settings["api_access_log"]), log_level="info")
     return 0
 

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
-    from flashfeed.config import load_config
+    from flashfeed.core.config import load_config
 
     parser = argparse.ArgumentParser(prog="flashfeed experiment", description=main.__doc__)
     parser.add_argument("action", choices=["assign"])
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a launch's manifest.json: its experiment (what was served), else the config's")
     args = parser.parse_args(argv)
     if args.manifest:
-        from flashfeed import lake
+        from flashfeed.core import lake
 
         experiment = from_dict(lake.read_json(args.manifest).get("experiment"))
     else:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from flashfeed.config import load_config
+from flashfeed.core.config import load_config
 
 
 @dataclass(frozen=True)

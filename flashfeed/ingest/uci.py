@@ -323,7 +323,7 @@ quantity and price, and no cancellation ("C" invoice) becomes one purchase event
 is read as UTC. Skipped lines are counted per reason. Items get a rule-based hierarchy:
 division from keywords of the description, class/subclass = the product noun, brand = the
 product line (first three digits of the stock code), list_price = the median price.
-See the docstring of flashfeed/uci.py for the exact rules.
+See the docstring of flashfeed/ingest/uci.py for the exact rules.
 
 example:
   flashfeed uci-to-csv --csv online_retail.csv --out /tmp/uci

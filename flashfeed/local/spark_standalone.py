@@ -1,7 +1,7 @@
 """A Spark standalone cluster on this machine: one master and one worker, on 127.0.0.1 only.
 
 Why: every Spark job of the DAGs is submitted through the Airflow connection `spark_default`,
-which is `local[*]` by default (flashfeed/env.py). Pointing that connection at a standalone
+which is `local[*]` by default (flashfeed/local/env.py). Pointing that connection at a standalone
 master (`spark://HOST:PORT`) runs the same jobs in cluster mode: the driver stays in the
 Airflow task, the work runs in executor JVMs that a worker starts, as on a real cluster.
 This module is that cluster on a laptop. tests/e2e/test_spark_cluster.py uses it to prove that
@@ -12,7 +12,7 @@ they have a cluster:
     flashfeed spark-cluster status
     flashfeed spark-cluster stop
 
-(or `python -m flashfeed.spark_standalone ...`). `start` prints the master URL and the
+(or `python -m flashfeed.local.spark_standalone ...`). `start` prints the master URL and the
 AIRFLOW_CONN_SPARK_DEFAULT value that points the DAGs at it.
 
 How:
@@ -36,7 +36,7 @@ How:
   files of spark-daemon.sh, checked against the process's command line and SPARK_PID_DIR, so
   a reused PID is never signalled), SIGTERM then SIGKILL, and waits until they are gone.
 
-Executors run the job's Python with the driver's PYSPARK_PYTHON (flashfeed/env.py sets it to
+Executors run the job's Python with the driver's PYSPARK_PYTHON (flashfeed/local/env.py sets it to
 this environment's python), so they import the same pyspark, flashfeed and spark_jobs.
 """
 from __future__ import annotations
@@ -55,8 +55,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flashfeed.config import load_config
-from flashfeed.local_daemons import exclusive, log_tail, pid_alive, port_in_use
+from flashfeed.core.config import load_config
+from flashfeed.local.daemons import exclusive, log_tail, pid_alive, port_in_use
 
 HOST = "127.0.0.1"                       # never listen on other interfaces
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -81,7 +81,7 @@ class SparkStandaloneError(RuntimeError):
 # --- locations -------------------------------------------------------------------------------
 
 def default_home() -> Path:
-    from flashfeed.config import flashfeed_home
+    from flashfeed.core.config import flashfeed_home
 
     return flashfeed_home() / "spark-standalone"
 

@@ -2,7 +2,7 @@
 
 `make airflow`, `make demo` and the tests keep Airflow's metadata in SQLite, where the
 scheduler, the API server and a CLI command such as `airflow backfill create` all write.
-`flashfeed.env.project_env` points `[database] sql_alchemy_connect_args` at CONNECT_ARGS,
+`flashfeed.local.env.project_env` points `[database] sql_alchemy_connect_args` at CONNECT_ARGS,
 which fixes two ways a write fails with "database is locked" although waiting would work:
 
 1. sqlite3 gives up on a held write lock after 5 s, which a busy scheduler on a small machine

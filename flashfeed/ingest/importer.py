@@ -25,7 +25,7 @@ Input files: comma-separated, UTF-8, header on the first line, columns in any or
   is counted and ignored.
 
 What it writes under the lake root (DESIGN.md section 5; the Parquet schemas are
-``flashfeed.demo_data.SCHEMAS``), for model date D (default: the day after the last event's
+``flashfeed.core.schemas.SCHEMAS``), for model date D (default: the day after the last event's
 UTC date; ``--dt`` sets it):
 
 * ``raw/events/dt=E/`` for every UTC date E from the first event's date to D - 1 (and to the
@@ -82,9 +82,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flashfeed import calendar, lake
-from flashfeed.config import load_config
-from flashfeed.demo_data import SCHEMAS
+from flashfeed.core import calendar, lake
+from flashfeed.core.config import load_config
+from flashfeed.core.schemas import SCHEMAS
 
 __all__ = ["import_csv", "ImportFailed", "main", "parse_instant", "derived_event_id"]
 

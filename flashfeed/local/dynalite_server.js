@@ -1,5 +1,5 @@
 // flashfeed's local DynamoDB server: dynalite (node_modules/dynalite, pinned in package.json),
-// started by flashfeed/local_dynamodb.py as `node dynalite_server.js --host H --port P --path D`.
+// started by flashfeed/local/dynamodb.py as `node dynalite_server.js --host H --port P --path D`.
 //
 // It is dynalite's own server with one fix. dynalite 4.0.0 rethrows any error of a request
 // stream, and Node raises one ("aborted", ECONNRESET) whenever a client goes away before its

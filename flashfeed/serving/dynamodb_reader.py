@@ -127,7 +127,7 @@ def from_settings(endpoint: str | None = None) -> DynamoDBReader:
     credentials in the environment gets the dummy ones dynalite accepts."""
     from botocore.credentials import Credentials
 
-    from flashfeed import serving_store
+    from flashfeed.serving import store as serving_store
 
     endpoint = endpoint or os.environ.get(serving_store.ENDPOINT_ENV) or None
     dummy = serving_store.local_credentials(endpoint)

@@ -1,15 +1,15 @@
 """A local, real DynamoDB for the default set-up: dynalite (LevelDB on disk), owned by the project.
 
-    python -m flashfeed.local_dynamodb start     # prints the endpoint, e.g. http://127.0.0.1:8000
-    python -m flashfeed.local_dynamodb status
-    python -m flashfeed.local_dynamodb stop
+    python -m flashfeed.local.dynamodb start     # prints the endpoint, e.g. http://127.0.0.1:8000
+    python -m flashfeed.local.dynamodb status
+    python -m flashfeed.local.dynamodb stop
 
 Layout under `<FLASHFEED_HOME>/dynamodb/`: `data/` (the LevelDB store, survives restarts),
 `dynalite.pid` (JSON: pid, port, endpoint), `dynalite.log` (the server's output).
 
 - dynalite comes from the npm registry, pinned in `package.json` / `package-lock.json`:
   run `npm ci` at the repository root once (it installs into `./node_modules`).
-  `flashfeed/dynalite_server.js` runs its server, which survives a client that disconnects
+  `flashfeed/local/dynalite_server.js` runs its server, which survives a client that disconnects
   in the middle of a request (dynalite's own CLI exits on that).
 - It listens on 127.0.0.1 only, on `FLASHFEED_DYNAMODB_PORT` (default 8000).
 - `start` is idempotent: when the pid file names a live dynalite whose port answers, it
@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from flashfeed.config import REPO_ROOT, flashfeed_home
-from flashfeed.local_daemons import exclusive, log_tail, pid_alive, port_in_use
+from flashfeed.core.config import REPO_ROOT, flashfeed_home
+from flashfeed.local.daemons import exclusive, log_tail, pid_alive, port_in_use
 
 HOST = "127.0.0.1"                 # never listen on other interfaces
 DEFAULT_PORT = 8000
@@ -303,7 +303,7 @@ def status(home: Path | None = None) -> LocalDynamoDBStatus:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m flashfeed.local_dynamodb",
+        prog="python -m flashfeed.local.dynamodb",
         description="Start, stop or inspect the project's local DynamoDB (dynalite, data on disk).",
     )
     parser.add_argument("--home", type=Path, default=None,

@@ -13,7 +13,7 @@ import json
 import logging
 from collections import Counter
 
-from flashfeed import lake
+from flashfeed.core import lake
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "metrics.json"

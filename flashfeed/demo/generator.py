@@ -1,6 +1,6 @@
 """Deterministic demo data: a synthetic flash-sale retailer written into the raw lake.
 
-Run it as ``python -m flashfeed.demo_data --lake DIR --members N --days N --end-date
+Run it as ``python -m flashfeed.demo.generator --lake DIR --members N --days N --end-date
 YYYY-MM-DD --seed N`` or call :func:`generate`. Same seed and parameters give the same
 data (rows and values; Parquet bytes may differ between library versions).
 
@@ -16,7 +16,7 @@ The world (all of it invented, modelled on the reference retailer's published fa
   brand tier's multiplier. A *back catalogue* of styles first sold before the history
   starts can come back in new sales.
 * **Sales** (boutiques) — one brand each, launched at the configured launch times
-  (11:00, 15:00, 20:00 America/New_York, via :mod:`flashfeed.calendar`, DST-correct),
+  (11:00, 15:00, 20:00 America/New_York, via :mod:`flashfeed.core.calendar`, DST-correct),
   mostly lasting 72 hours; the 11:00 launch is the big one. Every day about a third of
   the live styles turn over, and about 35 % of the styles going live are new (first sale).
   A style is in at most one live sale at a time and rests a few days before returning.
@@ -63,13 +63,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flashfeed import calendar, lake
-from flashfeed.config import lake_root as default_lake_root
-from flashfeed.config import load_config
+from flashfeed.core import calendar, lake
+from flashfeed.core.config import lake_root as default_lake_root
+from flashfeed.core.config import load_config
+from flashfeed.core.schemas import EVENT_TYPES, RETURN_KINDS, SCHEMAS, UTC_TIMESTAMP
 
 __all__ = ["generate", "main", "TAXONOMY", "EVENT_TYPES", "SCHEMAS"]
 
-log = logging.getLogger("flashfeed.demo_data")   # same name when run with -m
+log = logging.getLogger("flashfeed.demo.generator")   # same name when run with -m
 
 # --- bookkeeping -------------------------------------------------------------------------
 GENERATOR_VERSION = 1            # bump when the generated data changes: invalidates old lakes
@@ -79,31 +80,10 @@ DEFAULT_MEMBERS = 2000
 DEFAULT_DAYS = 30
 DEFAULT_SEED = 7
 
-# --- the lake contract (DESIGN.md section 5) -------------------------------------------
-UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
-EVENT_TYPES = ("pdp_view", "add_to_cart", "still_want_it", "purchase")
+# the lake contract's raw schemas: flashfeed/core/schemas.py
+
 PDP_VIEW, ADD_TO_CART, STILL_WANT_IT, PURCHASE = range(len(EVENT_TYPES))
-RETURN_KINDS = ("return", "cancel")
 RETURN, CANCEL = range(len(RETURN_KINDS))
-SCHEMAS = {
-    "events": pa.schema([
-        ("event_id", pa.string()), ("member_id", pa.string()), ("style_id", pa.string()),
-        ("event_type", pa.string()), ("occurred_at", UTC_TIMESTAMP), ("price", pa.float64()),
-    ]),
-    "returns": pa.schema([
-        ("member_id", pa.string()), ("style_id", pa.string()), ("kind", pa.string()),
-        ("occurred_at", UTC_TIMESTAMP),
-    ]),
-    "catalog": pa.schema([
-        ("style_id", pa.string()), ("brand", pa.string()), ("division", pa.string()),
-        ("department", pa.string()), ("class", pa.string()), ("subclass", pa.string()),
-        ("list_price", pa.float64()), ("first_seen_date", pa.date32()),
-    ]),
-    "sale_calendar": pa.schema([
-        ("style_id", pa.string()), ("sale_id", pa.string()), ("starts_at", UTC_TIMESTAMP),
-        ("ends_at", UTC_TIMESTAMP), ("qty_on_hand", pa.int64()),
-    ]),
-}
 
 # --- independent random streams: SeedSequence(seed, spawn_key=(stream, date ordinal)) ---
 STREAM_WORLD, STREAM_MEMBERS, STREAM_BACK_CATALOGUE, STREAM_SALES, STREAM_EVENTS = range(5)
@@ -1158,10 +1138,10 @@ def _live_count(sales: SaleRows, instant: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m flashfeed.demo_data",
+        prog="python -m flashfeed.demo.generator",
         description="Write a deterministic synthetic flash-sale history into the raw lake.")
     parser.add_argument("--lake", default=None,
-                        help="lake root folder (default: flashfeed.config.lake_root())")
+                        help="lake root folder (default: flashfeed.core.config.lake_root())")
     parser.add_argument("--members", type=int, default=DEFAULT_MEMBERS)
     parser.add_argument("--days", type=int, default=DEFAULT_DAYS,
                         help="days of events before --end-date")

@@ -50,9 +50,9 @@ def init_airflow() -> None:
     Migrates the metadata database and creates (or resizes) the pool that bounds concurrent
     Spark applications; tasks of a pool that does not exist are never scheduled.
     """
-    from flashfeed.config import load_config
+    from flashfeed.core.config import load_config
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
     from flashfeed_airflow.schedules import SPARK_POOL
 
     slots = int(load_config()["airflow"]["spark_pool_slots"])

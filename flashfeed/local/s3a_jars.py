@@ -1,6 +1,6 @@
 """Put Hadoop's S3 connector (s3a) on the local Spark's classpath, from PyPI (`make install` runs it).
 
-    python -m flashfeed.s3a_jars          # idempotent; prints what it did
+    python -m flashfeed.local.s3a_jars          # idempotent; prints what it did
 
 The pyspark wheel has no S3 connector, and this project may only download from PyPI, npm and
 Debian. The one source of the connector there is the sdist of `sagemaker-pyspark==1.4.5`:

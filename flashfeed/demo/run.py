@@ -21,10 +21,10 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from flashfeed import calendar, lake
-from flashfeed.config import flashfeed_home, lake_root
+from flashfeed.core import calendar, lake
+from flashfeed.core.config import flashfeed_home, lake_root
 
-log = logging.getLogger("flashfeed.demo")
+log = logging.getLogger("flashfeed.demo.run")
 API_START_TIMEOUT_S = 60
 DEFAULT_API_PORT = 8088
 DEMO_DATE, DEMO_LAUNCH, DEMO_MEMBERS, DEMO_DAYS, DEMO_SEED = "2026-11-22", "1100", 2000, 30, 7
@@ -92,7 +92,7 @@ def show_member(member_id: str, feed: str = "products", variant: str = "card") -
     base = f"http://127.0.0.1:{port}"
     server = None
     if not _port_open(port):
-        server = subprocess.Popen([sys.executable, "-m", "flashfeed.api"], env=os.environ.copy(),
+        server = subprocess.Popen([sys.executable, "-m", "flashfeed.serving.api"], env=os.environ.copy(),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + API_START_TIMEOUT_S
         while not _port_open(port):
@@ -152,14 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     day = date.fromisoformat(args.date)
 
-    from flashfeed import demo_data, local_dynamodb
+    from flashfeed.demo import generator as demo_data
+    from flashfeed.local import dynamodb as local_dynamodb
 
     endpoint = local_dynamodb.start()
     log.info("local DynamoDB at %s (data under %s)", endpoint, flashfeed_home() / "dynamodb")
     airflow_db_ready()
     demo_data.generate(lake_root(), members=args.members, days=args.days, end_date=day, seed=args.seed)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
     from flashfeed_airflow.schedules import LAUNCH_LEAD_MINUTES, TIMEZONE
 
     tz = ZoneInfo(TIMEZONE)

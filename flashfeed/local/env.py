@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from flashfeed.config import REPO_ROOT, flashfeed_home
+from flashfeed.core.config import REPO_ROOT, flashfeed_home
 
 DEFAULT_DYNAMODB_PORT = 8000
 LOCAL_SPARK_MASTER = "local[*]"
@@ -53,8 +53,8 @@ def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
         env["FLASHFEED_DYNAMODB_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
         env["AWS_DEFAULT_REGION"]))
     if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
-        # Concurrent writers wait for each other on SQLite (see flashfeed/airflow_sqlite.py).
-        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "flashfeed.airflow_sqlite.CONNECT_ARGS")
+        # Concurrent writers wait for each other on SQLite (see flashfeed/local/airflow_sqlite.py).
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "flashfeed.local.airflow_sqlite.CONNECT_ARGS")
     # Task processes report to the api-server's execution API; Airflow's default URL assumes
     # port 8080, so follow the configured host and port.
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL",

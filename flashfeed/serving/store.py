@@ -40,10 +40,10 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
-from flashfeed import lake
-from flashfeed.config import load_config
-from flashfeed.experiments import VARIANT_PATTERN as EXPERIMENT_VARIANT
-from flashfeed.lake import (
+from flashfeed.core import lake
+from flashfeed.core.config import load_config
+from flashfeed.core.experiments import VARIANT_PATTERN as EXPERIMENT_VARIANT
+from flashfeed.core.lake import (
     FALLBACK_DATA_SET,
     FALLBACK_MEMBER_PREFIX,
     FEEDS,

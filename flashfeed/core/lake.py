@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from datetime import date
 
-from flashfeed.config import lake_root
+from flashfeed.core.config import lake_root
 
 SUCCESS = "_SUCCESS"
 PART_FILE = "part-00000.parquet"                      # the one data file of a partition written by Python
@@ -115,7 +115,7 @@ def member_data_sets() -> list[str]:
 
 def data_sets(experiment=None) -> list[str]:
     """Every data set of a launch's feeds partition, in manifest (and load) order; with an
-    experiment (flashfeed.experiments), its variants' six collections too."""
+    experiment (flashfeed.core.experiments), its variants' six collections too."""
     treatments = [feed_folder(feed, variant, arm.name) for arm in (experiment.treatments if experiment else ())
                   for feed in FEEDS for variant in VARIANTS]
     return [*member_data_sets(), *treatments, FALLBACK_DATA_SET, *PRODUCT_FEEDS]

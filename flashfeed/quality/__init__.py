@@ -1,0 +1,1 @@
+"""Offline ranking metrics and the quality report of a served version."""
