@@ -42,7 +42,8 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, time as dtime, timedelta
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -50,8 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from flashfeed.core import calendar, lake  # noqa: E402
-from flashfeed.local import dynamodb as local_dynamodb  # noqa: E402
 from flashfeed.demo.run import DEMO_DATE, DEMO_DAYS, DEMO_LAUNCH, DEMO_SEED  # noqa: E402
+from flashfeed.local import dynamodb as local_dynamodb  # noqa: E402
 from flashfeed.local.env import project_env  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -177,16 +178,18 @@ def stage_rows(root: str, day: str, launch: str) -> dict:
     if (features / "groups.json").exists():
         groups = json.loads((features / "groups.json").read_text())
         events = groups["events"]
-        rows["build_features"] = {"in": events["read"], "out": sum(g["ratings"] for g in groups["per_group"].values()),
-                                  "unit": "events -> ratings", "members": sum(g["members"] for g in groups["per_group"].values()),
+        per_group = groups["per_group"].values()
+        rows["build_features"] = {"in": events["read"], "out": sum(g["ratings"] for g in per_group),
+                                  "unit": "events -> ratings", "members": sum(g["members"] for g in per_group),
                                   "groups": len(groups["groups"])}
         per_group, affinity_rows = {}, 0
         for group in groups["groups"]:
             metrics_file = Path(lake.models(day, group, root)) / "metrics.json"
             if metrics_file.exists():
                 metrics = json.loads(metrics_file.read_text())
-                per_group[group] = {"in": metrics["ratings"], "out": metrics["affinity_rows"], "members": metrics["members"],
-                                    "candidates": metrics["candidates"], "served_from": metrics["served_from"]}
+                per_group[group] = {"in": metrics["ratings"], "out": metrics["affinity_rows"],
+                                    "members": metrics["members"], "candidates": metrics["candidates"],
+                                    "served_from": metrics["served_from"]}
                 affinity_rows += metrics["affinity_rows"]
         rows["train_group_als"] = {"in": sum(g["in"] for g in per_group.values()), "out": affinity_rows,
                                    "unit": "ratings -> affinities", "per_group": per_group}
@@ -197,7 +200,8 @@ def stage_rows(root: str, day: str, launch: str) -> dict:
     manifest_file = Path(lake.feeds(day, launch, root)) / "manifest.json"
     if manifest_file.exists():
         manifest = json.loads(manifest_file.read_text())
-        rows["build_collections"] = {"in": rows.get("train_group_als", {}).get("out"), "out": manifest["total_payloads"],
+        rows["build_collections"] = {"in": rows.get("train_group_als", {}).get("out"),
+                                     "out": manifest["total_payloads"],
                                      "unit": "affinities -> payloads", "members": manifest["members"]}
         rows["load_feeds"] = {"in": manifest["total_payloads"], "out": manifest["total_payloads"],
                               "unit": "payloads -> DynamoDB items"}
@@ -415,7 +419,8 @@ def markdown(label: str | None) -> str:
               " | ".join(f"{n:,}" for n, _ in sizes) + " |", "|---|---|" + "---|" * len(sizes)]
     stages = ("build_features", "train_group_als", "score_products", "build_collections", "load_feeds")
     for stage in stages:
-        first = next((data[n]["runs"][0]["rows"].get(stage) for n, _ in sizes if stage in data[n]["runs"][0]["rows"]), None)
+        first = next((data[n]["runs"][0]["rows"].get(stage) for n, _ in sizes
+                      if stage in data[n]["runs"][0]["rows"]), None)
         if first is None:
             continue
         cells = []

@@ -40,9 +40,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from flashfeed.core.lake import FEEDS, VARIANTS, feed_folder  # noqa: E402
 from flashfeed.local import dynamodb as local_dynamodb  # noqa: E402
 from flashfeed.serving import store  # noqa: E402
-from flashfeed.core.lake import FEEDS, VARIANTS, feed_folder  # noqa: E402
 
 VERSION = "20261122t1100"
 PREFIX = "bench-"

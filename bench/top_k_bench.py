@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for k in args.k:
         former = former_top_k(members, items, k)
-        former_s, _ = timed(lambda: former.write.format("noop").mode("overwrite").save(), args.repeats)
-        vectorised_s, blocks = timed(lambda: list(top_k.top_k_rows(local, item_ids, item_matrix, k, block)),
+        former_s, _ = timed(lambda former=former: former.write.format("noop").mode("overwrite").save(), args.repeats)
+        vectorised_s, blocks = timed(lambda k=k: list(top_k.top_k_rows(local, item_ids, item_matrix, k, block)),
                                      args.repeats)
         new = pd.concat(blocks)[["member_id", "subclass_brand_id", "affinity_rank"]]
         new["member_sk"] = new["member_id"].astype(np.int64)

@@ -55,7 +55,8 @@ ALL_CANDIDATES = 1_000_000
 
 
 def spark_submit(job: str, args: list[str], env: dict) -> None:
-    cmd = ["spark-submit", "--master", "local[*]", "--conf", f"spark.driver.memory={load_config()['spark']['driver_memory']}",
+    driver_memory = load_config()["spark"]["driver_memory"]
+    cmd = ["spark-submit", "--master", "local[*]", "--conf", f"spark.driver.memory={driver_memory}",
            str(REPO / "spark_jobs" / job), *args]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)

@@ -33,8 +33,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from flashfeed_airflow.spark import LakeSparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, task
+
 from flashfeed_airflow.schedules import (
     DAILY_MODEL_CRON,
     NO_RETRIES,
@@ -46,6 +46,7 @@ from flashfeed_airflow.schedules import (
     spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
+from flashfeed_airflow.spark import LakeSparkSubmitOperator
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 RAW_INPUTS = ("events", "returns", "catalog", "sale_calendar")
@@ -74,7 +75,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(retries=NO_RETRIES)  # pure date arithmetic: a retry cannot change it
+    @task(multiple_outputs=True, retries=NO_RETRIES)  # pure date arithmetic: a retry cannot change it
     def plan_model_day(logical_date=None, dag_run=None) -> dict:
         """Names the model day D and the lake partitions this run reads and writes (XCom)."""
         from flashfeed_airflow.planning import plan_model_day, run_date
@@ -98,7 +99,7 @@ with DAG(
         ]
 
     with TaskGroup("features", tooltip="Cleaning, implicit ratings, member groups"):
-        features = LakeSparkSubmitOperator(
+        build_features = LakeSparkSubmitOperator(
             task_id="build_features",
             application=str(SPARK_JOBS / "features.py"),
             application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
@@ -126,7 +127,7 @@ overwrites `features/dt=D` only, then clear the train stage.
             return [["--dt", plan["dt"], "--group", group] for group in groups]
 
         groups = discover_groups(plan)
-        global_model = LakeSparkSubmitOperator(
+        train_global_als = LakeSparkSubmitOperator(
             task_id="train_global_als",
             application=str(SPARK_JOBS / "train_global.py"),
             application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
@@ -142,7 +143,7 @@ failed fit is recorded in its `metrics.json` and the groups judge their other ca
 **Re-run**: clear this task and the train_group_als tasks.
 """,
         )
-        train = LakeSparkSubmitOperator.partial(
+        train_group_als = LakeSparkSubmitOperator.partial(
             task_id="train_group_als",
             application=str(SPARK_JOBS / "train_group.py"),
             name="flashfeed-als",
@@ -181,7 +182,7 @@ Spark job `spark_jobs/related.py --dt D`. **Reads** `features/dt=D/events`. **Wr
 
     with TaskGroup("publish", tooltip="Quality report, then seal the day's affinities"):
 
-        @task
+        @task(multiple_outputs=True)
         def report_quality(plan: dict) -> dict:
             """Logs which groups serve today's model and which fell back; writes
             `models/dt=D/metrics.json` and `report.png`."""
@@ -200,6 +201,6 @@ Spark job `spark_jobs/related.py --dt D`. **Reads** `features/dt=D/events`. **Wr
         quality = report_quality(plan)
         quality >> publish_affinity(plan)
 
-    plan >> waits >> features >> groups >> global_model >> train
-    features >> related_items
-    train >> quality
+    plan >> waits >> build_features >> groups >> train_global_als >> train_group_als
+    build_features >> related_items
+    train_group_als >> quality

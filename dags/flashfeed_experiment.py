@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import DAG, Param, task
+
 from flashfeed_airflow.schedules import NO_RETRIES, START_DATE, default_args
 
 with DAG(
@@ -36,7 +37,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(retries=NO_RETRIES)   # a refused variant stays refused: fix the param instead
+    @task(multiple_outputs=True, retries=NO_RETRIES)   # a refused variant stays refused: fix the param instead
     def set_experiment_variant(params=None) -> dict:
         """One write on the control item: the variant's members are served control, or their variant again."""
         from flashfeed_airflow.serving import set_experiment_variant

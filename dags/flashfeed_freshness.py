@@ -26,13 +26,20 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from flashfeed_airflow.spark import LakeSparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, task
+
 from flashfeed_airflow.schedules import (
-    FRESHNESS_CRON, NO_RETRIES, SPARK_POOL, SPARK_REFRESH_TIMEOUT, START_DATE, TIMEZONE, default_args,
+    FRESHNESS_CRON,
+    NO_RETRIES,
+    SPARK_POOL,
+    SPARK_REFRESH_TIMEOUT,
+    START_DATE,
+    TIMEZONE,
+    default_args,
     spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
+from flashfeed_airflow.spark import LakeSparkSubmitOperator
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 PLAN = "ti.xcom_pull(task_ids='plan_refresh')"
@@ -50,10 +57,11 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(retries=NO_RETRIES)   # reads the served pointer: a retry would plan the same
+    @task(multiple_outputs=True, retries=NO_RETRIES)   # reads the served pointer: a retry would plan the same
     def plan_refresh(logical_date=None, dag_run=None) -> dict:
         """The quarter hour that just ended and the served version it refreshes (XCom)."""
         from airflow.sdk.exceptions import AirflowSkipException
+
         from flashfeed_airflow.planning import plan_refresh, run_date
 
         try:
@@ -62,13 +70,13 @@ with DAG(
             raise AirflowSkipException(str(nothing)) from None
 
     plan = plan_refresh()
-    wait = SuccessMarkerSensor(
+    wait_for_intraday_events = SuccessMarkerSensor(
         task_id="wait_for_intraday_events", partition=f"{{{{ {PLAN}['intraday_events'] }}}}",
         producer="the upstream export of raw events_intraday (one partition per quarter hour)",
         mode="reschedule", poke_interval=60, timeout=int(timedelta(minutes=10).total_seconds()),
         soft_fail=True, retries=NO_RETRIES,
     )
-    refresh = LakeSparkSubmitOperator(
+    refresh_payloads = LakeSparkSubmitOperator(
         task_id="refresh_payloads", application=str(SPARK_JOBS / "refresh_feeds.py"),
         application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}", "--launch", f"{{{{ {PLAN}['launch'] }}}}",
                           "--quarter", f"{{{{ {PLAN}['quarter'] }}}}"],
@@ -82,11 +90,11 @@ manifest). **Re-run**: clear it; it overwrites that quarter's partition only.
 """,
     )
 
-    @task
+    @task(multiple_outputs=True)
     def apply_refresh(plan: dict) -> dict:
         """Writes the refreshed payloads into the served table while (and only while) it is served."""
         from flashfeed_airflow.planning import apply_refresh
 
         return apply_refresh(plan["refresh"])
 
-    plan >> wait >> refresh >> apply_refresh(plan)
+    plan >> wait_for_intraday_events >> refresh_payloads >> apply_refresh(plan)

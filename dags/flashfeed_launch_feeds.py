@@ -37,14 +37,23 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from flashfeed_airflow.spark import LakeSparkSubmitOperator
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, TaskGroup, task
+
 from flashfeed_airflow.schedules import (
-    LOAD_TIMEOUT, NO_RETRIES, SPARK_LAUNCH_TIMEOUT, SPARK_POOL, START_DATE, TIMEZONE,
-    default_args, launch_crons, launch_slot_param, spark_submit_conf,
+    LOAD_TIMEOUT,
+    NO_RETRIES,
+    SPARK_LAUNCH_TIMEOUT,
+    SPARK_POOL,
+    START_DATE,
+    TIMEZONE,
+    default_args,
+    launch_crons,
+    launch_slot_param,
+    spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
 from flashfeed_airflow.serving import ApplyRetentionOperator, FlipServedVersionOperator, LoadFeedsOperator
+from flashfeed_airflow.spark import LakeSparkSubmitOperator
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 PLAN = "ti.xcom_pull(task_ids='plan_launch')"
@@ -77,7 +86,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(retries=NO_RETRIES)  # pure date arithmetic: a retry cannot change it
+    @task(multiple_outputs=True, retries=NO_RETRIES)  # pure date arithmetic: a retry cannot change it
     def plan_launch(logical_date=None, dag_run=None, params=None) -> dict:
         """Names the launch slot and the lake partitions this run reads and writes (XCom)."""
         from flashfeed_airflow.planning import plan_launch, run_date
@@ -99,9 +108,10 @@ with DAG(
         ]
 
     with TaskGroup("build", tooltip="Score the products on sale, build six collections per member"):
-        score = LakeSparkSubmitOperator(
+        score_products = LakeSparkSubmitOperator(
             task_id="score_products", application=str(SPARK_JOBS / "score_products.py"),
-            application_args=SLOT_ARGS, name="flashfeed-score-products", conn_id="spark_default", conf=spark_submit_conf("plan_launch"),
+            application_args=SLOT_ARGS, name="flashfeed-score-products", conn_id="spark_default",
+            conf=spark_submit_conf("plan_launch"),
             pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,
             doc_md="""
 Spark job `spark_jobs/score_products.py --dt D --launch HHMM`. **Reads** the sale calendar and
@@ -110,9 +120,10 @@ in-stock products on sale in [launch, launch + 24 h) with their scores. **Re-run
 (and downstream); it overwrites this slot's partition only.
 """,
         )
-        collections = LakeSparkSubmitOperator(
+        build_collections = LakeSparkSubmitOperator(
             task_id="build_collections", application=str(SPARK_JOBS / "build_collections.py"),
-            application_args=SLOT_ARGS, name="flashfeed-collections", conn_id="spark_default", conf=spark_submit_conf("plan_launch"),
+            application_args=SLOT_ARGS, name="flashfeed-collections", conn_id="spark_default",
+            conf=spark_submit_conf("plan_launch"),
             pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,
             doc_md="""
 Spark job `spark_jobs/build_collections.py --dt D --launch HHMM`. **Reads** `affinity/dt=D` and
@@ -123,23 +134,23 @@ fallback payloads, `related` and `bought_together` per product on sale, and `man
 (and downstream); same inputs give the same bytes.
 """,
         )
-        wait_feeds = SuccessMarkerSensor(
+        wait_for_feeds = SuccessMarkerSensor(
             task_id="wait_for_feeds", partition=f"{{{{ {PLAN}['feeds'] }}}}", producer="build_collections",
             mode="reschedule", poke_interval=30, timeout=int(timedelta(minutes=30).total_seconds()),
             retries=NO_RETRIES,
         )
-        score >> collections >> wait_feeds
+        score_products >> build_collections >> wait_for_feeds
 
     with TaskGroup("serve", tooltip="Validate, load into DynamoDB, flip the served version, retention"):
 
-        @task(retries=NO_RETRIES)  # a bad manifest stays bad: rebuild the collections instead
+        @task(multiple_outputs=True, retries=NO_RETRIES)  # a bad manifest stays bad: rebuild the collections instead
         def validate_feeds(plan: dict) -> dict:
             """Refuses an incomplete or inconsistent `manifest.json` before anything is loaded."""
             from flashfeed_airflow.planning import validate_feeds
 
             return validate_feeds(plan["feeds"], plan["version"])
 
-        load = LoadFeedsOperator(
+        load_feeds = LoadFeedsOperator(
             task_id="load_feeds", feeds_uri=f"{{{{ {PLAN}['feeds'] }}}}", version=f"{{{{ {PLAN}['version'] }}}}",
             allow_older_version="{{ params.allow_older_version }}", execution_timeout=LOAD_TIMEOUT,
             doc_md="""
@@ -149,7 +160,7 @@ byte-for-byte sample and marks the version loaded. Skipped for a slot older than
 version unless `allow_older_version`. **Re-run**: clear it; it rewrites the same keys.
 """,
         )
-        flip = FlipServedVersionOperator(
+        flip_served_version = FlipServedVersionOperator(
             task_id="flip_served_version",
             version=f"{{{{ {PLAN}['version'] }}}}",
             manifest_uri=f"{{{{ {PLAN}['feeds'] }}}}/manifest.json",
@@ -164,9 +175,9 @@ served one (param `allow_older_version`); `dry_run` only logs. **Re-run**: clear
 to the served version is a no-op. Roll back with `flashfeed_rollback`.
 """,
         )
-        retention = ApplyRetentionOperator(task_id="apply_retention", dry_run="{{ params.dry_run }}")
+        apply_retention = ApplyRetentionOperator(task_id="apply_retention", dry_run="{{ params.dry_run }}")
         validated = validate_feeds(plan)
-        validated >> load >> flip >> retention
+        validated >> load_feeds >> flip_served_version >> apply_retention
 
-    plan >> waits >> score
-    wait_feeds >> validated
+    plan >> waits >> score_products
+    wait_for_feeds >> validated

@@ -19,10 +19,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, task
-from flashfeed_airflow.schedules import (
-    NO_RETRIES, START_DATE, TIMEZONE, default_args, launch_slot_param, launch_watch_crons,
-)
 
+from flashfeed_airflow.schedules import (
+    NO_RETRIES,
+    START_DATE,
+    TIMEZONE,
+    default_args,
+    launch_slot_param,
+    launch_watch_crons,
+)
 
 with DAG(
     dag_id="flashfeed_launch_watch",
@@ -39,7 +44,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(retries=NO_RETRIES)  # the check is about this moment: a later retry is not it
+    @task(multiple_outputs=True, retries=NO_RETRIES)  # the check is about this moment: a later retry is not it
     def check_launch_flipped(logical_date=None, dag_run=None, params=None) -> dict:
         """Succeeds if the launch's version (or a newer one) is served; otherwise alerts with the
         launch's progress and fails. **Re-run**: clear it after the flip to see it green; it only reads."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import DAG, Param, task
+
 from flashfeed_airflow.schedules import NO_RETRIES, START_DATE, default_args
 from flashfeed_airflow.serving import ApplyRetentionOperator, RollbackServedVersionOperator
 
@@ -47,14 +48,14 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task(multiple_outputs=True)
     def plan_rollback(params=None) -> dict:
         """Reads the control item: the served version and the checked target (XCom)."""
         from flashfeed_airflow.serving import plan_rollback
 
         return plan_rollback(params.get("target_version") or None)
 
-    rollback = RollbackServedVersionOperator(
+    rollback_served_version = RollbackServedVersionOperator(
         task_id="rollback_served_version",
         target_version=f"{{{{ {PLAN}['target'] }}}}",
         expected_version=f"{{{{ {PLAN}['served'] }}}}",
@@ -63,6 +64,6 @@ with DAG(
                "if a launch flipped in between, it fails and changes nothing. **Re-run**: trigger the DAG "
                "again with an explicit `target_version`.",
     )
-    retention = ApplyRetentionOperator(task_id="apply_retention")
+    apply_retention = ApplyRetentionOperator(task_id="apply_retention")
 
-    plan_rollback() >> rollback >> retention
+    plan_rollback() >> rollback_served_version >> apply_retention

@@ -22,8 +22,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from flashfeed_airflow.spark import LakeSparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, task
+
 from flashfeed_airflow.schedules import (
     NO_RETRIES,
     SPARK_POOL,
@@ -34,6 +34,7 @@ from flashfeed_airflow.schedules import (
     default_args,
     spark_submit_conf,
 )
+from flashfeed_airflow.spark import LakeSparkSubmitOperator
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 PLAN = "ti.xcom_pull(task_ids='plan_tune_week')"
@@ -51,14 +52,14 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(retries=NO_RETRIES)  # pure date arithmetic: a retry cannot change it
+    @task(multiple_outputs=True, retries=NO_RETRIES)  # pure date arithmetic: a retry cannot change it
     def plan_tune_week(logical_date=None, dag_run=None) -> dict:
         """Names the day D and the lake folder the chosen settings go to (XCom)."""
         from flashfeed_airflow.planning import plan_tune_week, run_date
 
         return plan_tune_week(run_date(logical_date, dag_run.run_after))
 
-    tune = LakeSparkSubmitOperator(
+    tune_groups = LakeSparkSubmitOperator(
         task_id="tune_groups",
         application=str(SPARK_JOBS / "tune.py"),
         application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}",
@@ -75,4 +76,4 @@ the daily model reads the newest settings.json not after its day. **Re-run**: cl
 """,
     )
 
-    plan_tune_week() >> tune
+    plan_tune_week() >> tune_groups

@@ -1,1 +1,2 @@
-"""The product's foundations: config, the lake contract (paths, schemas, partition writer), the sale calendar, experiment variants."""
+"""The product's foundations: config, the lake contract (paths, raw schemas, partition writer),
+the sale calendar, experiment variants."""

@@ -17,7 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 

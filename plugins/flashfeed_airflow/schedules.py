@@ -55,7 +55,6 @@ OWNER = "flashfeed"
 SPARK_POOL = "flashfeed_spark"
 
 
-
 def spark_submit_conf(plan_task: str) -> dict[str, str]:
     """spark-submit `--conf` settings that must be known before the driver JVM starts (its
     memory), from include/flashfeed.yaml. The plan task reads the config at run time and passes
