@@ -111,12 +111,12 @@ def collection_sizes(spark, root: str, day: str, hhmm: str, rule: tuple[str, int
     names = products.select("subclass_brand_id", "brand", "subclass", "subclass_key", "class_key").distinct()
     member_affinity = affinity.join(F.broadcast(names.select("subclass_brand_id", "subclass_key", "class_key")),
                                     "subclass_brand_id")
-    boosted = affinity_t.apply_boost(member_affinity, interest, float(cfg["boost"]))
+    boosted = affinity_t.apply_boost(member_affinity, interest, cfg["boost"])
     limited = affinity_t.variety_limit(spark, boosted, read_sql("variety_limit.sql"),
-                                       int(cfg["max_subclass_brands_per_class"]))
+                                       cfg["max_subclass_brands_per_class"])
     order = Window.partitionBy("member_id").orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
     ranked = limited.withColumn("_n", F.row_number().over(order)).where(
-        F.col("_n") <= int(cfg["subclass_brands_per_member"])).drop("_n").persist()
+        F.col("_n") <= cfg["subclass_brands_per_member"]).drop("_n").persist()
     sb_styles = F.broadcast(collections_t.styles_by_subclass_brand(products))
     sizes = affinity.select("member_id").distinct()
     for feed in lake.FEEDS:
@@ -159,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     candidates = spark.read.parquet(f"{lake.features(args.dt, root)}/candidates").count()
     table = {}
     rules = [("k", k) for k in args.k] + [("products", n) for n in args.products]
-    top_k = int(config["als"]["top_k"])
+    top_k = config["als"]["top_k"]
     for hhmm in calendar.launch_hhmms():
         complete = collection_sizes(spark, root, args.dt, hhmm, None, cfg, top_k).persist()
         members = complete.count()
-        full_card = complete.where(F.col("products_card_groups") >= int(cfg["card_groups"])).count()
-        full_list = complete.where(F.col("products_full_products") >= int(cfg["products_per_member"])).count()
+        full_card = complete.where(F.col("products_card_groups") >= cfg["card_groups"]).count()
+        full_list = complete.where(F.col("products_full_products") >= cfg["products_per_member"]).count()
         print(f"launch {hhmm}: {members} members; with every candidate kept, {full_card / members:.1%} have a "
               f"products card of {cfg['card_groups']} groups and {full_list / members:.1%} a products list of "
               f"{cfg['products_per_member']} products", flush=True)

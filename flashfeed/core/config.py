@@ -1,7 +1,9 @@
 """Where things live and the one file of tunables (`include/flashfeed.yaml`).
 
 Locations come from the environment so that the same code runs on a laptop and on a
-cluster; behaviour comes only from the config file, with per-group overrides.
+cluster; behaviour comes only from the config file, with per-group overrides. The file is
+validated once per process against its schema (`flashfeed/core/settings.py`): every value
+handed out already has its type and range.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from flashfeed.core.settings import Settings, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = REPO_ROOT / "include" / "flashfeed.yaml"
@@ -33,14 +37,21 @@ def config_path() -> Path:
 
 
 @lru_cache(maxsize=8)
-def _load(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle) or {}
+def load_settings(path: str | Path | None = None) -> Settings:
+    """The config file, validated (a ConfigError names every unknown or out-of-range key)."""
+    source = str(path or config_path())
+    with open(source, encoding="utf-8") as handle:
+        return validate(yaml.safe_load(handle) or {}, source)
+
+
+@lru_cache(maxsize=8)
+def _validated(path: str) -> dict[str, Any]:
+    return load_settings(path).model_dump(by_alias=True)
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
-    """The parsed config file (a fresh copy, so callers may change it in tests)."""
-    return copy.deepcopy(_load(str(path or config_path())))
+    """The validated config file as sections of plain values (a fresh copy: callers may change it in tests)."""
+    return copy.deepcopy(_validated(str(path or config_path())))
 
 
 def group_settings(config: dict[str, Any], section: str, group: str) -> dict[str, Any]:

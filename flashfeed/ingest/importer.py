@@ -85,6 +85,7 @@ import pyarrow.compute as pc
 from flashfeed.core import calendar, lake
 from flashfeed.core.config import load_config
 from flashfeed.core.schemas import SCHEMAS
+from flashfeed.core.settings import ImportSettings
 
 __all__ = ["import_csv", "ImportFailed", "main", "parse_instant", "derived_event_id"]
 
@@ -421,15 +422,16 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
     input is unusable.
     """
     config = load_config()
-    settings = {**config[SETTINGS_SECTION], **(settings or {})}
-    max_share, show = float(settings["max_bad_row_share"]), int(settings["show_bad_rows"])
+    # A caller's overrides are checked as the file's values are (type and range).
+    settings = ImportSettings.model_validate({**config[SETTINGS_SECTION], **(settings or {})}).model_dump()
+    max_share, show = settings["max_bad_row_share"], settings["show_bad_rows"]
     root = _lake_root(lake_root)
     events_path, items_path = Path(events_path), Path(items_path)
     model_date = date.fromisoformat(dt) if isinstance(dt, str) else dt
     # The sane window of event dates: a wrong date would otherwise make one raw partition per
     # day up to it (2999-01-01: hundreds of thousands of folders).
     now = now or datetime.now(UTC)
-    days_ahead, history_days = int(settings["max_days_after_import"]), int(settings["max_history_days"])
+    days_ahead, history_days = settings["max_days_after_import"], settings["max_history_days"]
     latest = now + timedelta(days=days_ahead)
     failed = {"status": "failed", "lake": root}
     if model_date and model_date > latest.date() + timedelta(days=1):
@@ -480,7 +482,7 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
     item_first_micros = dict(zip(firsts["style_id"].to_pylist(), firsts["micros_min"].to_pylist()))
     events = events.drop_columns([LINE_COLUMN])
     sale_starts = datetime.combine(model_date - timedelta(days=1), time(0), UTC)
-    sale_ends = sale_starts + timedelta(days=int(settings["sale_days"]))
+    sale_ends = sale_starts + timedelta(days=settings["sale_days"])
     item_ids = sorted(items)
     try:
         for day, start, end in zip(history, bounds[:-1], bounds[1:]):
@@ -489,7 +491,7 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
         lake.write_partition(lake.raw("catalog", model_date, root),
                          _catalog_table(item_ids, items, item_first_micros, model_date))
         lake.write_partition(lake.raw("sale_calendar", model_date, root), _sale_calendar_table(
-            item_ids, sale_starts, sale_ends, int(settings["default_qty_on_hand"])))
+            item_ids, sale_starts, sale_ends, settings["default_qty_on_hand"]))
     except OSError as error:
         _fail(report, f"import failed while writing the lake {root}: {error}. Each partition is written aside "
                       "and renamed into place when complete, so the ones written before it are whole and the one "
@@ -513,14 +515,14 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
         "repeated_event_ids": len(events) - pc.count_distinct(events["event_id"]).as_py(),
         "repeated_actions": len(events) - events.group_by(list(DUPLICATE_KEY)).aggregate(
             []).num_rows,
-        "max_reject_share": float(config["cleaning"]["max_reject_share"]),
+        "max_reject_share": config["cleaning"]["max_reject_share"],
         "events_on_or_after_model_date": int(np.count_nonzero(
             event_days >= _ordinal_days(model_date))),
         "dates_written": {ds: [d.isoformat() for d in days] for ds, days in written.items()},
         "empty_event_dates": len(history) - len(np.unique(event_days)),
         "sale": {"sale_id": SALE_ID, "starts_at": sale_starts.isoformat(),
                  "ends_at": sale_ends.isoformat(),
-                 "qty_on_hand": int(settings["default_qty_on_hand"])},
+                 "qty_on_hand": settings["default_qty_on_hand"]},
         "other_partitions": _other_partitions(root, written),
         "next_steps": _next_steps(root, model_date, config),
     })

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from flashfeed.core.config import REPO_ROOT, group_settings, load_config
+from flashfeed.core.config import REPO_ROOT, group_settings, load_config, load_settings
+from flashfeed.core.settings import ConfigError
 
 
 def test_defaults_are_the_write_up_parameters_except_tuned_als():
     config = load_config()
-    assert config["features"]["event_weights"] == {"pdp_view": 3, "add_to_cart": 10, "still_want_it": 30, "purchase": 40}
+    weights = config["features"]["event_weights"]
+    assert weights == {"pdp_view": 3, "add_to_cart": 10, "still_want_it": 30, "purchase": 40}
     als = config["als"]
     assert (als["max_iter"], als["top_k"]) == (10, 500)
     assert config["collections"]["max_subclass_brands_per_class"] == 4
@@ -86,3 +88,68 @@ def test_the_local_spark_worker_offers_room_for_one_configured_executor():
     config["spark"]["executor_memory"] = "3g"
     # A worker offering less than an executor asks for would leave every job waiting.
     assert spark_standalone.default_worker_memory(config) == "4096m"
+
+
+# --- the file is validated once, at load: every bad key named by its dotted path -------------
+
+def write_config(tmp_path, change):
+    import yaml
+
+    raw = yaml.safe_load((REPO_ROOT / "include" / "flashfeed.yaml").read_text())
+    change(raw)
+    path = tmp_path / "flashfeed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_validated_values_are_exactly_the_file_s_with_their_types():
+    import yaml
+
+    raw = yaml.safe_load((REPO_ROOT / "include" / "flashfeed.yaml").read_text())
+    config = load_config()
+    assert config == raw
+    assert type(config["features"]["history_half_life_days"]) is int and type(config["als"]["alpha"]) is float
+    settings = load_settings()
+    assert (settings.als.rank, settings.import_.max_bad_row_share, settings.scoring.weights.clicks) == (10, 0.01, 1.0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(colections={}), r"colections: unknown key; known keys: airflow, als, because, calendar, "),
+    (lambda c: c["als"].update(ranks=3), r"als\.ranks: unknown key; known keys: alpha, checkpoint_interval, "),
+    (lambda c: c["scoring"]["weights"].update(click=1), r"scoring\.weights\.click: unknown key; known keys: "
+                                                         r"brand_persistence, click_to_purchase, clicks, "),
+    (lambda c: c["als"].update(rank=0), r"als\.rank: Input should be greater than or equal to 1"),
+    (lambda c: c["import"].update(max_bad_row_share=2), r"import\.max_bad_row_share: Input should be less than or "
+                                                         r"equal to 1"),
+    (lambda c: c["als"].update(rank="ten"), r"als\.rank: Input should be a valid integer"),
+    (lambda c: c["collections"].pop("boost"), r"collections\.boost: missing"),
+    (lambda c: c["serving"].update(billing_mode="ON_DEMAND"), r"serving\.billing_mode: Input should be "
+                                                               r"'PAY_PER_REQUEST' or 'PROVISIONED'"),
+    (lambda c: c["calendar"].update(timezone="Mars/Base"), r"calendar\.timezone: unknown time zone 'Mars/Base'"),
+    (lambda c: c["calendar"].update(launch_times=["11:00", "25:00"]), r"calendar\.launch_times\.1: String should "
+                                                                       r"match pattern"),
+    (lambda c: c["features"]["event_weights"].update(wishlist=3), r"features\.event_weights names event types "
+                                                                   r"\['wishlist'\] that cleaning\.event_types"),
+    (lambda c: c["experiments"].update(name="x", salt="s", variants={"control": {"share": 0.5}, "b": {"share": 0.4}}),
+     r"variants' shares add up to 0\.9, not 1"),
+    # per-group overrides: known groups, known keys, each value of its setting's type and range
+    (lambda c: c["als"].update(group_overrides={"13": {"ranks": 3}}), r"als\.group_overrides: group 13: ranks: "
+                                                                       r"unknown key; known keys: alpha, "),
+    (lambda c: c["als"].update(group_overrides={"13": {"rank": -1}}), r"als\.group_overrides: group 13: rank: Input "
+                                                                       r"should be greater than or equal to 1"),
+    (lambda c: c["als"].update(group_overrides={"women": {"rank": 3}}), r"als\.group_overrides: group 'women': a "
+                                                                         r"group key is a division code"),
+])
+def test_a_bad_config_file_fails_at_load_naming_the_key(tmp_path, change, message):
+    path = write_config(tmp_path, change)
+    with pytest.raises(ConfigError, match=rf"{path} is not a valid flashfeed config:\n  (.|\n)*{message}"):
+        load_config(path)
+
+
+def test_valid_group_overrides_load_with_their_types(tmp_path):
+    path = write_config(tmp_path, lambda c: c["als"].update(group_overrides={"13": {"rank": 20, "alpha": 0.5},
+                                                                             "global": {"max_iter": 5}}))
+    config = load_config(path)
+    assert config["als"]["group_overrides"] == {"13": {"rank": 20, "alpha": 0.5}, "global": {"max_iter": 5}}
+    assert group_settings(config, "als", "13")["rank"] == 20
+    assert group_settings(config, "als", "global")["max_iter"] == 5
