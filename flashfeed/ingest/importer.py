@@ -424,13 +424,42 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
     config = load_config()
     # A caller's overrides are checked as the file's values are (type and range).
     settings = ImportSettings.model_validate({**config[SETTINGS_SECTION], **(settings or {})}).model_dump()
-    max_share, show = settings["max_bad_row_share"], settings["show_bad_rows"]
     root = _lake_root(lake_root)
-    events_path, items_path = Path(events_path), Path(items_path)
     model_date = date.fromisoformat(dt) if isinstance(dt, str) else dt
-    # The sane window of event dates: a wrong date would otherwise make one raw partition per
-    # day up to it (2999-01-01: hundreds of thousands of folders).
     now = now or datetime.now(UTC)
+    # 1. Validate everything (nothing is written yet).
+    items, events, report = _read_valid_input(Path(events_path), Path(items_path), model_date, now, root,
+                                              settings, config)
+    # 2. Write: daily history, then the model date's snapshots, then the report.
+    raw = _raw_partitions(items, events, model_date, settings, report)
+    _write_raw_partitions(raw, root, settings["default_qty_on_hand"], report)
+    report.update(_summary(raw, root, settings, config))
+    _write_report(root, report)
+    return report
+
+
+@dataclass
+class RawPartitions:
+    """What an import writes: each history day's events, and the model date's catalogue and sale."""
+    model_date: date
+    history: list[date]                  # every day from the first event to the day before the model date
+    events: pa.Table                     # sorted by time, without the line-number column
+    event_days: np.ndarray               # each event's day (ordinal), ascending
+    day_bounds: np.ndarray               # events of history[i]: rows day_bounds[i] to day_bounds[i + 1]
+    items: dict
+    item_first_micros: dict[str, int]    # each item's first event (microseconds): its first_seen_date
+    sale_starts: datetime
+    sale_ends: datetime
+
+
+def _read_valid_input(events_path: Path, items_path: Path, model_date: date | None, now: datetime, root: str,
+                      settings: dict, config: dict) -> tuple[dict, pa.Table, dict]:
+    """Both files read and checked: the items, the events inside the sane window of dates, the report so far.
+
+    The window: a wrong date would otherwise make one raw partition per day up to it (2999-01-01:
+    hundreds of thousands of folders). Fails (ImportFailed, nothing written) above the bad-row limit.
+    """
+    max_share, show = settings["max_bad_row_share"], settings["show_bad_rows"]
     days_ahead, history_days = settings["max_days_after_import"], settings["max_history_days"]
     latest = now + timedelta(days=days_ahead)
     failed = {"status": "failed", "lake": root}
@@ -438,8 +467,6 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
         _fail(failed, f"the model date {model_date} is more than {days_ahead} day(s) after the import "
                       f"time {now:%Y-%m-%d %H:%M} UTC (import.max_days_after_import); nothing was "
                       "written. Pass a --dt up to the day after your newest events.")
-
-    # 1. Validate everything (nothing is written yet).
     items_tally = FileTally(items_path.name, show)
     items = read_items(items_path, items_tally)
     events_tally = FileTally(events_path.name, show)
@@ -462,7 +489,12 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
         "files": {"events": events_tally.as_dict(), "items": items_tally.as_dict()},
     }
     _refuse_bad_input(report, [items_tally, events_tally], max_share)
+    return items, events, report
 
+
+def _raw_partitions(items: dict, events: pa.Table, model_date: date | None, settings: dict,
+                    report: dict) -> RawPartitions:
+    """The model date (default: the day after the last event), its history days and their events."""
     event_days = _event_days(events)
     first_day, last_day = _date_of(int(event_days[0])), _date_of(int(event_days[-1]))
     model_date = model_date or last_day + timedelta(days=1)
@@ -472,42 +504,48 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
                       f"{first_day} (the default is the day after the last event: "
                       f"{last_day + timedelta(days=1)}).")
     history = _dates(first_day, max(last_day, model_date - timedelta(days=1)))
-
-    # 2. Write: daily history, then the model date's snapshots, then the report.
     # `event_days` is sorted (the table is), so each date's events are one contiguous slice.
     edges = [_ordinal_days(d) for d in history] + [_ordinal_days(history[-1]) + 1]
-    bounds = np.searchsorted(event_days, edges)
     firsts = pa.table({"style_id": events["style_id"], "micros": events["occurred_at"].cast(pa.int64())}
                       ).group_by("style_id").aggregate([("micros", "min")])
-    item_first_micros = dict(zip(firsts["style_id"].to_pylist(), firsts["micros_min"].to_pylist()))
-    events = events.drop_columns([LINE_COLUMN])
     sale_starts = datetime.combine(model_date - timedelta(days=1), time(0), UTC)
-    sale_ends = sale_starts + timedelta(days=settings["sale_days"])
-    item_ids = sorted(items)
+    return RawPartitions(
+        model_date=model_date, history=history, events=events.drop_columns([LINE_COLUMN]), event_days=event_days,
+        day_bounds=np.searchsorted(event_days, edges), items=items,
+        item_first_micros=dict(zip(firsts["style_id"].to_pylist(), firsts["micros_min"].to_pylist())),
+        sale_starts=sale_starts, sale_ends=sale_starts + timedelta(days=settings["sale_days"]))
+
+
+def _write_raw_partitions(raw: RawPartitions, root: str, qty_on_hand: int, report: dict) -> None:
+    item_ids = sorted(raw.items)
     try:
-        for day, start, end in zip(history, bounds[:-1], bounds[1:]):
-            lake.write_partition(lake.raw("events", day, root), events.slice(start, end - start))
+        for day, start, end in zip(raw.history, raw.day_bounds[:-1], raw.day_bounds[1:]):
+            lake.write_partition(lake.raw("events", day, root), raw.events.slice(start, end - start))
             lake.write_partition(lake.raw("returns", day, root), SCHEMAS["returns"].empty_table())
-        lake.write_partition(lake.raw("catalog", model_date, root),
-                         _catalog_table(item_ids, items, item_first_micros, model_date))
-        lake.write_partition(lake.raw("sale_calendar", model_date, root), _sale_calendar_table(
-            item_ids, sale_starts, sale_ends, settings["default_qty_on_hand"]))
+        lake.write_partition(lake.raw("catalog", raw.model_date, root),
+                             _catalog_table(item_ids, raw.items, raw.item_first_micros, raw.model_date))
+        lake.write_partition(lake.raw("sale_calendar", raw.model_date, root), _sale_calendar_table(
+            item_ids, raw.sale_starts, raw.sale_ends, qty_on_hand))
     except OSError as error:
         _fail(report, f"import failed while writing the lake {root}: {error}. Each partition is written aside "
                       "and renamed into place when complete, so the ones written before it are whole and the one "
                       "being written was not sealed. Next step: free space (or fix the permissions) there, then "
                       "import again: it replaces what it wrote.")
 
+
+def _summary(raw: RawPartitions, root: str, settings: dict, config: dict) -> dict:
+    """The report's account of what was written and what the pipeline will make of it."""
+    events, items, model_date = raw.events, raw.items, raw.model_date
     divisions = sorted({items[i].attributes[ITEM_ATTRIBUTES.index("division")] for i in items})
-    written = {"events": history, "returns": history,
+    written = {"events": raw.history, "returns": raw.history,
                "catalog": [model_date], "sale_calendar": [model_date]}
-    report.update({
+    return {
         "model_date": model_date.isoformat(),
-        "first_event_date": first_day.isoformat(),
-        "last_event_date": last_day.isoformat(),
+        "first_event_date": _date_of(int(raw.event_days[0])).isoformat(),
+        "last_event_date": _date_of(int(raw.event_days[-1])).isoformat(),
         "members": pc.count_distinct(events["member_id"]).as_py(),
         "items": len(items),
-        "items_with_events": len(item_first_micros),
+        "items_with_events": len(raw.item_first_micros),
         "divisions": divisions,
         "event_types": dict(sorted(zip(*events.group_by("event_type").aggregate(
             [("event_type", "count")]).to_pydict().values()))),
@@ -517,17 +555,15 @@ def import_csv(events_path: str | Path, items_path: str | Path, lake_root: str,
             []).num_rows,
         "max_reject_share": config["cleaning"]["max_reject_share"],
         "events_on_or_after_model_date": int(np.count_nonzero(
-            event_days >= _ordinal_days(model_date))),
+            raw.event_days >= _ordinal_days(model_date))),
         "dates_written": {ds: [d.isoformat() for d in days] for ds, days in written.items()},
-        "empty_event_dates": len(history) - len(np.unique(event_days)),
-        "sale": {"sale_id": SALE_ID, "starts_at": sale_starts.isoformat(),
-                 "ends_at": sale_ends.isoformat(),
+        "empty_event_dates": len(raw.history) - len(np.unique(raw.event_days)),
+        "sale": {"sale_id": SALE_ID, "starts_at": raw.sale_starts.isoformat(),
+                 "ends_at": raw.sale_ends.isoformat(),
                  "qty_on_hand": settings["default_qty_on_hand"]},
         "other_partitions": _other_partitions(root, written),
         "next_steps": _next_steps(root, model_date, config),
-    })
-    _write_report(root, report)
-    return report
+    }
 
 
 def _refuse_bad_input(report: dict, tallies: list[FileTally], max_share: float) -> None:
