@@ -55,6 +55,7 @@ import re
 import statistics
 import sys
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -218,15 +219,54 @@ def convert(csv_path: str | Path, out_dir: str | Path) -> dict:
     """Write `out_dir`/events.csv and items.csv from the UCI file; return the counts."""
     csv_path, out = Path(csv_path), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    skipped: Counter = Counter()
-    descriptions: dict[str, Counter] = defaultdict(Counter)
-    prices: dict[str, list[float]] = defaultdict(list)
-    members: set[str] = set()
-    purchases_seen: set[tuple[str, str, str]] = set()   # (member, item, time)
-    repeated = 0
-    first_event = last_event = None
-    read = 0
-    events_tmp = out / f".{EVENTS_FILE}.tmp"
+    tally = _write_events(csv_path, out / EVENTS_FILE)
+    divisions = _write_items(tally, out / ITEMS_FILE)
+    return {
+        "source": str(csv_path.resolve()),
+        "events_csv": str((out / EVENTS_FILE).resolve()),
+        "items_csv": str((out / ITEMS_FILE).resolve()),
+        "rows_read": tally.read,
+        "events": tally.read - sum(tally.skipped.values()),
+        "skipped": {reason: tally.skipped[reason] for reason in SKIP_REASONS if tally.skipped[reason]},
+        # The same item on two lines of one invoice: the pipeline keeps one of these events.
+        "repeated_purchases": tally.repeated,
+        "members": len(tally.members),
+        "items": len(tally.descriptions),
+        "divisions": dict(sorted(divisions.items())),
+        "first_event": tally.first_event,
+        "last_event": tally.last_event,
+    }
+
+
+@dataclass
+class EventsTally:
+    """What converting the invoice lines saw: counts, and each item's descriptions and prices."""
+    read: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    descriptions: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    prices: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    members: set[str] = field(default_factory=set)
+    purchases_seen: set[tuple[str, str, str]] = field(default_factory=set)   # (member, item, time)
+    repeated: int = 0
+    first_event: str | None = None
+    last_event: str | None = None
+
+    def add(self, event: dict, row: dict) -> None:
+        item = event["item_id"]
+        self.descriptions[item][" ".join(_field(row, "Description").split())] += 1
+        self.prices[item].append(float(event["price"]))
+        self.members.add(event["member_id"])
+        purchase = (event["member_id"], item, event["occurred_at"])
+        self.repeated += purchase in self.purchases_seen
+        self.purchases_seen.add(purchase)
+        self.first_event = min(self.first_event or event["occurred_at"], event["occurred_at"])
+        self.last_event = max(self.last_event or event["occurred_at"], event["occurred_at"])
+
+
+def _write_events(csv_path: Path, events_path: Path) -> EventsTally:
+    """One purchase event per usable invoice line (written aside, renamed when complete)."""
+    tally = EventsTally()
+    events_tmp = events_path.with_name(f".{events_path.name}.tmp")
     with open(csv_path, newline="", encoding="utf-8-sig") as source, \
             open(events_tmp, "w", newline="", encoding="utf-8") as sink:
         reader = csv.DictReader(source)
@@ -238,55 +278,35 @@ def convert(csv_path: str | Path, out_dir: str | Path) -> dict:
         writer = csv.DictWriter(sink, fieldnames=EVENT_HEADER, lineterminator="\n")
         writer.writeheader()
         for position, row in enumerate(reader):
-            read += 1
+            tally.read += 1
             try:
                 event = invoice_line_event(row, position)
             except Skip as reason:
-                skipped[str(reason)] += 1
+                tally.skipped[str(reason)] += 1
                 continue
             writer.writerow(event)
-            item = event["item_id"]
-            descriptions[item][" ".join(_field(row, "Description").split())] += 1
-            prices[item].append(float(event["price"]))
-            members.add(event["member_id"])
-            purchase = (event["member_id"], item, event["occurred_at"])
-            repeated += purchase in purchases_seen
-            purchases_seen.add(purchase)
-            first_event = min(first_event or event["occurred_at"], event["occurred_at"])
-            last_event = max(last_event or event["occurred_at"], event["occurred_at"])
-    events_tmp.replace(out / EVENTS_FILE)
+            tally.add(event, row)
+    events_tmp.replace(events_path)
+    return tally
 
+
+def _write_items(tally: EventsTally, items_path: Path) -> Counter:
+    """One item per stock code: its most frequent description, division and median price; items per division."""
     divisions: Counter = Counter()
-    items_tmp = out / f".{ITEMS_FILE}.tmp"
+    items_tmp = items_path.with_name(f".{items_path.name}.tmp")
     with open(items_tmp, "w", newline="", encoding="utf-8") as sink:
         writer = csv.writer(sink, lineterminator="\n")
         writer.writerow(ITEM_HEADER)
-        for item in sorted(descriptions):
+        for item in sorted(tally.descriptions):
             # Most frequent description; ties go to the alphabetically first.
-            description = min(descriptions[item].items(), key=lambda kv: (-kv[1], kv[0]))[0]
+            description = min(tally.descriptions[item].items(), key=lambda kv: (-kv[1], kv[0]))[0]
             division, noun = division_of(description), product_noun(description)
             divisions[division] += 1
-            list_price = round(statistics.median(prices[item]), PRICE_DECIMALS)
+            list_price = round(statistics.median(tally.prices[item]), PRICE_DECIMALS)
             writer.writerow([item, product_line(item), division, division, noun, noun,
                              repr(list_price)])
-    items_tmp.replace(out / ITEMS_FILE)
-
-    kept = read - sum(skipped.values())
-    return {
-        "source": str(csv_path.resolve()),
-        "events_csv": str((out / EVENTS_FILE).resolve()),
-        "items_csv": str((out / ITEMS_FILE).resolve()),
-        "rows_read": read,
-        "events": kept,
-        "skipped": {reason: skipped[reason] for reason in SKIP_REASONS if skipped[reason]},
-        # The same item on two lines of one invoice: the pipeline keeps one of these events.
-        "repeated_purchases": repeated,
-        "members": len(members),
-        "items": len(descriptions),
-        "divisions": dict(sorted(divisions.items())),
-        "first_event": first_event,
-        "last_event": last_event,
-    }
+    items_tmp.replace(items_path)
+    return divisions
 
 
 def format_summary(counts: dict) -> str:
