@@ -286,17 +286,8 @@ def start(home: Path | str | None = None, port: int = DEFAULT_PORT, webui_port: 
     worker_cores = worker_cores or os.cpu_count() or 1
     worker_memory = worker_memory or default_worker_memory()
     with exclusive(_lock_file(home)):
-        master_pid = _running_pid(home, MASTER_CLASS)
-        worker_pid = _running_pid(home, WORKER_CLASS)
-        if master_pid or worker_pid:
-            state = _read_state(home)
-            if (master_pid and worker_pid and state.get("port") == port
-                    and (master_json(state.get("webui_port", -1)) or {}).get("aliveworkers", 0) >= 1):
-                return master_url(port)
-            raise SparkStandaloneError(
-                f"a Spark standalone cluster for {home} already runs (master pid {master_pid}, "
-                f"worker pid {worker_pid}, {state.get('master_url', 'unknown URL')}); stop it first")
-
+        if _already_running(home, port):
+            return master_url(port)
         busy = [p for p in (port, webui_port, worker_webui_port)
                 if p and port_in_use(HOST, p, PROBE_TIMEOUT_SECONDS)]
         if busy:
@@ -309,27 +300,9 @@ def start(home: Path | str | None = None, port: int = DEFAULT_PORT, webui_port: 
         daemon_env = _daemon_env(home, env)
         url = master_url(port)
         try:
-            _spark_daemon(home, daemon_env, "start", MASTER_CLASS, INSTANCE,
-                          "--host", HOST, "--port", str(port), "--webui-port", str(webui_port))
-
-            def master_alive():
-                state = master_json(webui_port)
-                return state if state and state.get("status") == "ALIVE" else None
-
-            state = _wait(home, MASTER_CLASS, "master", master_alive, timeout)
-            if state.get("url") != url:
-                raise SparkStandaloneError(f"the master on web UI port {webui_port} says it is "
-                                           f"{state.get('url')}, not {url}")
-            _spark_daemon(home, daemon_env, "start", WORKER_CLASS, INSTANCE, url,
-                          "--host", HOST, "--webui-port", str(worker_webui_port),
-                          "--cores", str(worker_cores), "--memory", worker_memory,
-                          "--work-dir", str(work_dir(home)))
-
-            def worker_registered():
-                state = master_json(webui_port)
-                return state if state and state.get("aliveworkers", 0) >= 1 else None
-
-            state = _wait(home, WORKER_CLASS, "worker", worker_registered, timeout)
+            _start_master(home, daemon_env, port, webui_port, timeout)
+            state = _start_worker(home, daemon_env, url, webui_port, worker_webui_port, worker_cores, worker_memory,
+                                  timeout)
         except BaseException:
             _stop_locked(home)
             raise
@@ -345,6 +318,49 @@ def start(home: Path | str | None = None, port: int = DEFAULT_PORT, webui_port: 
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         })
         return url
+
+
+def _already_running(home: Path, port: int) -> bool:
+    """True when this home's cluster already runs on `port` with a worker; an error for any other of its daemons."""
+    master_pid = _running_pid(home, MASTER_CLASS)
+    worker_pid = _running_pid(home, WORKER_CLASS)
+    if not (master_pid or worker_pid):
+        return False
+    state = _read_state(home)
+    if (master_pid and worker_pid and state.get("port") == port
+            and (master_json(state.get("webui_port", -1)) or {}).get("aliveworkers", 0) >= 1):
+        return True
+    raise SparkStandaloneError(
+        f"a Spark standalone cluster for {home} already runs (master pid {master_pid}, "
+        f"worker pid {worker_pid}, {state.get('master_url', 'unknown URL')}); stop it first")
+
+
+def _start_master(home: Path, daemon_env: dict, port: int, webui_port: int, timeout: float) -> None:
+    _spark_daemon(home, daemon_env, "start", MASTER_CLASS, INSTANCE,
+                  "--host", HOST, "--port", str(port), "--webui-port", str(webui_port))
+
+    def master_alive():
+        state = master_json(webui_port)
+        return state if state and state.get("status") == "ALIVE" else None
+
+    state = _wait(home, MASTER_CLASS, "master", master_alive, timeout)
+    if state.get("url") != master_url(port):
+        raise SparkStandaloneError(f"the master on web UI port {webui_port} says it is "
+                                   f"{state.get('url')}, not {master_url(port)}")
+
+
+def _start_worker(home: Path, daemon_env: dict, url: str, webui_port: int, worker_webui_port: int,
+                  cores: int, memory: str, timeout: float) -> dict:
+    """Starts the worker; returns the master's state once the worker is registered."""
+    _spark_daemon(home, daemon_env, "start", WORKER_CLASS, INSTANCE, url,
+                  "--host", HOST, "--webui-port", str(worker_webui_port),
+                  "--cores", str(cores), "--memory", memory, "--work-dir", str(work_dir(home)))
+
+    def worker_registered():
+        state = master_json(webui_port)
+        return state if state and state.get("aliveworkers", 0) >= 1 else None
+
+    return _wait(home, WORKER_CLASS, "worker", worker_registered, timeout)
 
 
 def _read_state(home: Path) -> dict:
