@@ -1018,20 +1018,9 @@ def generate(lake_root: str, *, members: int = DEFAULT_MEMBERS, days: int = DEFA
     parameters = {"generator_version": GENERATOR_VERSION, "members": members, "days": days,
                   "end_date": end_date.isoformat(), "seed": seed}
     marker = Path(root) / "raw" / GENERATOR_FILE
-    previous = _read_json(marker)
-    owned = _owned_partitions(root, parameters)
-    if previous and previous.get("parameters") == parameters \
-            and all(Path(lake.success(p)).exists() for p in owned):
-        log.info("already generated: %s (%s)", marker, parameters)
+    previous = _complete_or_cleared(root, parameters, marker)
+    if previous:
         return previous
-    if previous and isinstance(previous.get("parameters"), dict):
-        try:
-            stale = set(_owned_partitions(root, previous["parameters"])) - set(owned)
-        except (KeyError, TypeError, ValueError):
-            stale = set()
-        for partition in sorted(stale):
-            shutil.rmtree(partition, ignore_errors=True)
-    marker.unlink(missing_ok=True)   # an interrupted rewrite must not look complete
 
     first_day = end_date - timedelta(days=days)
     log.info("generating %d members x %d days ending %s (seed %d) into %s",
@@ -1040,20 +1029,8 @@ def generate(lake_root: str, *, members: int = DEFAULT_MEMBERS, days: int = DEFA
     log.info("world: %d brands, %d subclass-brands, %d styles, %d sales (%d sale rows)",
              len(world.brands.names), len(world.sbs.brand), len(world.styles),
              world.sales.sale_count, len(world.sales))
-
     writer = _LakeWriter(root, world)
-    remaining = world.sales.initial_qty.copy()    # stock per sale row, consumed day by day
-    pending = Returns.concat([])                  # returns dated after the day they arise
-    day = first_day
-    while day <= end_date:
-        writer.snapshots(day, remaining)
-        if day < end_date:
-            activity, returns = simulate_day(world, day, remaining, seed)
-            pending = Returns.concat([pending, returns])
-            due = pending.occurred_at < _day_start(day) + MICROS_PER_DAY
-            writer.history(day, activity, pending.select(due))
-            pending = pending.select(~due)        # later than the history: never written
-        day += timedelta(days=1)
+    _simulate_days(world, writer, first_day, end_date, seed)
 
     summary = {
         "parameters": parameters,
@@ -1074,6 +1051,42 @@ def generate(lake_root: str, *, members: int = DEFAULT_MEMBERS, days: int = DEFA
     staging.rename(marker)                        # written last: the lake is complete
     log.info("done: %s", json.dumps(summary["rows"], sort_keys=True))
     return json.loads(marker.read_text(encoding="utf-8"))
+
+
+def _complete_or_cleared(root: str, parameters: dict, marker: Path) -> dict | None:
+    """The stored summary when these parameters' world is complete; else None, with the partitions only a
+    previous run with other parameters owned removed and the marker gone."""
+    previous = _read_json(marker)
+    owned = _owned_partitions(root, parameters)
+    if previous and previous.get("parameters") == parameters \
+            and all(Path(lake.success(p)).exists() for p in owned):
+        log.info("already generated: %s (%s)", marker, parameters)
+        return previous
+    if previous and isinstance(previous.get("parameters"), dict):
+        try:
+            stale = set(_owned_partitions(root, previous["parameters"])) - set(owned)
+        except (KeyError, TypeError, ValueError):
+            stale = set()
+        for partition in sorted(stale):
+            shutil.rmtree(partition, ignore_errors=True)
+    marker.unlink(missing_ok=True)   # an interrupted rewrite must not look complete
+    return None
+
+
+def _simulate_days(world: World, writer: _LakeWriter, first_day: date, end_date: date, seed: int) -> None:
+    """Each day's catalogue and sale snapshots; before the end date, its events and the returns due."""
+    remaining = world.sales.initial_qty.copy()    # stock per sale row, consumed day by day
+    pending = Returns.concat([])                  # returns dated after the day they arise
+    day = first_day
+    while day <= end_date:
+        writer.snapshots(day, remaining)
+        if day < end_date:
+            activity, returns = simulate_day(world, day, remaining, seed)
+            pending = Returns.concat([pending, returns])
+            due = pending.occurred_at < _day_start(day) + MICROS_PER_DAY
+            writer.history(day, activity, pending.select(due))
+            pending = pending.select(~due)        # later than the history: never written
+        day += timedelta(days=1)
 
 
 class _LakeWriter:
