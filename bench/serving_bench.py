@@ -6,7 +6,7 @@ Everything runs on 127.0.0.1 in a temporary folder and stops by itself:
 1. starts its own dynalite on a free port (`flashfeed.local.dynamodb.start/stop`);
 2. writes a feeds partition (JSON-lines files per data set + manifest.json, as the collections
    export does) with about `--payloads` payloads;
-3. loads it with `serving_store.load_feeds` (BatchWriteItem, thread pool) and, into another
+3. loads it with `loader.load_feeds` (BatchWriteItem, thread pool) and, into another
    table on the same dynalite, with a naive one-PutItem-per-item loop; prints items/s and the ratio;
 4. flips to the loaded version and measures the read API in two set-ups, alternating, `--runs`
    times each: the baseline (the API over a boto3 client, one uvicorn worker, access log on: how
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from flashfeed.core.lake import FEEDS, VARIANTS, feed_folder  # noqa: E402
 from flashfeed.local import dynamodb as local_dynamodb  # noqa: E402
-from flashfeed.serving import store  # noqa: E402
+from flashfeed.serving import control, loader, manifests, payloads, tables  # noqa: E402
 
 VERSION = "20261122t1100"
 PREFIX = "bench-"
@@ -95,15 +95,15 @@ def write_feeds(feeds_dir: Path, payloads: int, files_per_data_set: int = 2) -> 
         manifest_sets[name] = {"payloads": len(rows), "files": files}
     manifest = {"version": VERSION, "dt": "2026-11-22", "launch": "1100", "data_sets": manifest_sets,
                 "total_payloads": sum(len(rows) for rows in data_sets.values()), "members": members}
-    (feeds_dir / store.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    (feeds_dir / manifests.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return manifest
 
 
 def naive_load(client, feeds_dir: Path, manifest: dict, table: str) -> int:
     """One PutItem per item, one thread: the baseline."""
-    store.ensure_feeds_table(client, table)
+    tables.ensure_feeds_table(client, table)
     written = 0
-    for item in store._iter_items(str(feeds_dir), manifest):
+    for item in payloads.iter_items(str(feeds_dir), manifest):
         client.put_item(TableName=table, Item=item)
         written += 1
     return written
@@ -178,9 +178,9 @@ def run_level(port: int, members: int, requests: int, concurrency: int) -> dict:
 # The read API as it ran before this benchmark's last change: boto3, one worker, access log on.
 BASELINE_API = """
 import sys, uvicorn
-from flashfeed.serving import store as serving_store
+from flashfeed.serving import tables
 from flashfeed.serving.api import create_app
-uvicorn.run(create_app(serving_store.dynamodb_client(sys.argv[2])), host="127.0.0.1", port=int(sys.argv[1]),
+uvicorn.run(create_app(tables.dynamodb_client(sys.argv[2])), host="127.0.0.1", port=int(sys.argv[1]),
             workers=1, access_log=True, log_level="info")
 """
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["FLASHFEED_HOME"] = str(home)
 
         endpoint = local_dynamodb.start(home=home, port=free_port())
-        client = store.dynamodb_client(endpoint)
+        client = tables.dynamodb_client(endpoint)
         print(f"dynalite at {endpoint} (data in {home})")
 
         feeds_dir = work / "feeds"
@@ -264,15 +264,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {total:,} payloads for {manifest['members']:,} members, {size / 1e6:.1f} MB, "
               f"in {time.perf_counter() - started:.1f} s")
 
-        threads = int(args.threads or store._serving_config()["load_threads"])
-        table = store.feeds_table(VERSION, PREFIX)
+        threads = int(args.threads or tables.serving_config()["load_threads"])
+        table = tables.feeds_table(VERSION, PREFIX)
         naive_table = f"{PREFIX}naive-{VERSION}"
         for name in (table, naive_table):        # created up front: timings are writes, not table creation
-            store.ensure_feeds_table(client, name)
+            tables.ensure_feeds_table(client, name)
         quiet = logging.getLogger("flashfeed.bench")
         quiet.setLevel(logging.ERROR)             # the table exists on purpose; keep the output to the figures
-        result = store.load_feeds(client, str(feeds_dir), manifest, PREFIX, threads=threads, log=quiet)
-        store.verify_load(client, PREFIX, manifest, str(feeds_dir), result.written, sample_members=50, seed=VERSION, log=quiet)
+        result = loader.load_feeds(client, str(feeds_dir), manifest, PREFIX, threads=threads, log=quiet)
+        loader.verify_load(client, PREFIX, manifest, str(feeds_dir), result.written, sample_members=50, seed=VERSION,
+                           log=quiet)
         batch_rate = result.written / result.seconds   # includes its checksum pass over the files
 
         started = time.perf_counter()
@@ -281,23 +282,25 @@ def main(argv: list[str] | None = None) -> int:
         naive_rate = naive_written / naive_seconds
 
         print()
-        print(f"Load of {total:,} items (same dynalite, same files; tables created beforehand; load_feeds time includes its checksum pass)")
+        print(f"Load of {total:,} items (same dynalite, same files; tables created beforehand; "
+              "load_feeds time includes its checksum pass)")
         print(f"  {'method':<40} {'seconds':>8} {'items/s':>9}")
         print(f"  {f'load_feeds (BatchWriteItem, {threads} threads)':<40} {result.seconds:>8.1f} {batch_rate:>9,.0f}")
         print(f"  {'naive PutItem loop (1 thread)':<40} {naive_seconds:>8.1f} {naive_rate:>9,.0f}")
         print(f"  ratio load_feeds / naive: {batch_rate / naive_rate:.1f}x "
               f"({result.retried_batches} batches retried)")
 
-        store.flip(client, PREFIX, VERSION, str(feeds_dir / store.MANIFEST_FILE), expected_version=None)
+        control.flip(client, PREFIX, VERSION, str(feeds_dir / manifests.MANIFEST_FILE), expected_version=None)
         members = int(manifest["members"])
-        workers = int(store._serving_config()["api_workers"])
+        workers = int(tables.serving_config()["api_workers"])
         setups = {
             "baseline": lambda port: [sys.executable, "-c", BASELINE_API, str(port), endpoint],
             "shipped": lambda port: [sys.executable, "-m", "flashfeed.serving.api", "--host", "127.0.0.1", "--port",
                                      str(port), "--endpoint", endpoint],
         }
         print()
-        print(f"Read API: baseline = boto3 client, 1 uvicorn worker, access log; shipped = python -m flashfeed.serving.api "
+        print("Read API: baseline = boto3 client, 1 uvicorn worker, access log; "
+              "shipped = python -m flashfeed.serving.api "
               f"(DynamoDB reader, {workers} workers, no access log). {args.requests:,} requests per level and run, "
               "keep-alive, random members/feeds/variants; setups alternate")
         print(f"  {'setup':<9} {'run':>3} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "

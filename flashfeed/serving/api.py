@@ -42,10 +42,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flashfeed.serving import dynamodb_reader, store as serving_store
 from flashfeed.core import experiments
 from flashfeed.core.config import load_config
 from flashfeed.core.lake import BOUGHT_TOGETHER, FALLBACK_MEMBER_PREFIX, FEEDS, MEMBER_FEEDS, RELATED
+from flashfeed.serving import control, dynamodb_reader, payloads, tables
+from flashfeed.serving.errors import ServingStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class ServedPointer:
     def get(self, fresh: bool = False) -> dict | None:
         with self._lock:
             if fresh or time.monotonic() - self._read_at >= self._ttl:
-                served = serving_store.served_version(self._client_factory(), self._prefix)
+                served = control.served_version(self._client_factory(), self._prefix)
                 self._value = served and {**served, "experiment": experiments.from_dict(served.get("experiment"))}
                 self._read_at = time.monotonic()
             return self._value
@@ -168,11 +169,10 @@ def store_errors_as_503() -> Iterator[None]:
 
     try:
         yield
-    except (BotoCoreError, ClientError, serving_store.ServingStoreError) as error:
+    except (BotoCoreError, ClientError, ServingStoreError) as error:
         logger.warning("serving store request failed: %s", error)
         raise ApiError(503, "serving store unavailable",
                        f"the feed store could not be read ({type(error).__name__}); retry shortly") from None
-
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
@@ -230,15 +230,15 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
 
     def fallback_payload(table: str, feed: str, variant: str, division: str | None) -> tuple[str | None, str]:
         """The division's fallback payload when the hint is given and it exists, else the global one."""
-        key = serving_store.feed_key(feed, variant)
+        key = payloads.feed_key(feed, variant)
         if division is None or division == GLOBAL_FALLBACK:
-            return serving_store.get_item_payload(get_client(), table, serving_store.GLOBAL_FALLBACK_MEMBER,
+            return payloads.get_item_payload(get_client(), table, payloads.GLOBAL_FALLBACK_MEMBER,
                                                   key), GLOBAL_FALLBACK
-        found = serving_store.get_payloads(get_client(), table, [
-            (FALLBACK_MEMBER_PREFIX + division, key), (serving_store.GLOBAL_FALLBACK_MEMBER, key)])
+        found = payloads.get_payloads(get_client(), table, [
+            (FALLBACK_MEMBER_PREFIX + division, key), (payloads.GLOBAL_FALLBACK_MEMBER, key)])
         if FALLBACK_MEMBER_PREFIX + division in found:
             return found[FALLBACK_MEMBER_PREFIX + division], division
-        return found.get(serving_store.GLOBAL_FALLBACK_MEMBER), GLOBAL_FALLBACK
+        return found.get(payloads.GLOBAL_FALLBACK_MEMBER), GLOBAL_FALLBACK
 
     @app.get("/v1/members/{member_id}/feeds/{feed}", response_class=Response, responses={
         200: {"model": MemberPayload, "description": "the member's payload, or a fallback payload, verbatim",
@@ -273,8 +273,8 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
             experiment_variant = None if assigned == experiments.CONTROL else assigned
             headers["X-Feed-Experiment"] = f"{experiment.name}:{assigned}"
         with store_errors_as_503():
-            payload = serving_store.get_item_payload(get_client(), served["table"], member_id,
-                                                     serving_store.feed_key(feed, variant, experiment_variant))
+            payload = payloads.get_item_payload(get_client(), served["table"], member_id,
+                                                payloads.feed_key(feed, variant, experiment_variant))
             if payload is None:
                 payload, fallback = fallback_payload(served["table"], feed, variant, division)
                 headers.update({"X-Feed-Source": SOURCE_FALLBACK, "X-Feed-Fallback": fallback})
@@ -287,7 +287,7 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
     def product_feed(style_id: str, feed: str) -> Response:
         served = served_or_503()
         with store_errors_as_503():
-            payload = serving_store.get_product_payload(get_client(), served["table"], style_id, feed)
+            payload = payloads.get_product_payload(get_client(), served["table"], style_id, feed)
         if payload is None:
             raise ApiError(404, "no products for style",
                            f"style {style_id} is not on sale in version {served['version']} (or nothing on sale "
@@ -318,7 +318,7 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
                 "status": "unavailable", "served_version": None, "table": None,
                 "error": "nothing served yet", "detail": "no feed version has been flipped to serving"})
         with store_errors_as_503():
-            table_ok = serving_store.table_exists(get_client(), served["table"])
+            table_ok = tables.table_exists(get_client(), served["table"])
         if not table_ok:
             return JSONResponse(status_code=503, content={
                 "status": "unavailable", "served_version": served["version"], "table": served["table"],
@@ -343,12 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV) or DEFAULT_PORT),
                         help=f"port (default: {PORT_ENV} or {DEFAULT_PORT})")
     parser.add_argument("--endpoint", default=None,
-                        help=f"DynamoDB endpoint (default: {serving_store.ENDPOINT_ENV}, else AWS)")
+                        help=f"DynamoDB endpoint (default: {tables.ENDPOINT_ENV}, else AWS)")
     parser.add_argument("--workers", type=int, default=int(settings["api_workers"]),
                         help="worker processes (default: serving.api_workers)")
     args = parser.parse_args(argv)
     if args.endpoint:
-        os.environ[serving_store.ENDPOINT_ENV] = args.endpoint       # the workers' environment
+        os.environ[tables.ENDPOINT_ENV] = args.endpoint       # the workers' environment
     # Every worker process builds its own app and store client; the access log is off by
     # default (serving.api_access_log): a line per request costs a fifth of the API's CPU.
     uvicorn.run("flashfeed.serving.api:app_from_environment", factory=True, host=args.host, port=args.port,

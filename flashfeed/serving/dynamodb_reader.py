@@ -9,7 +9,7 @@ chain, checks the response's CRC32 and returns the decoded JSON: about a quarter
 
 It duck-types the three boto3 client methods the read path calls (`get_item`,
 `batch_get_item`, `describe_table`), with boto3's errors (`ClientError` for an error response,
-`EndpointConnectionError` when the endpoint cannot be reached), so `serving_store`'s read
+`EndpointConnectionError` when the endpoint cannot be reached), so `payloads`' read
 functions and the API's 503 handling work on either client. The loader and every Airflow
 task keep boto3.
 """
@@ -123,13 +123,13 @@ class DynamoDBReader:
 
 def from_settings(endpoint: str | None = None) -> DynamoDBReader:
     """The reader for `endpoint`, else FLASHFEED_DYNAMODB_ENDPOINT, else AWS in config
-    `serving.region`; like `serving_store.dynamodb_client`, a local endpoint without AWS
+    `serving.region`; like `tables.dynamodb_client`, a local endpoint without AWS
     credentials in the environment gets the dummy ones dynalite accepts."""
     from botocore.credentials import Credentials
 
-    from flashfeed.serving import store as serving_store
+    from flashfeed.serving import tables
 
-    endpoint = endpoint or os.environ.get(serving_store.ENDPOINT_ENV) or None
-    dummy = serving_store.local_credentials(endpoint)
+    endpoint = endpoint or os.environ.get(tables.ENDPOINT_ENV) or None
+    dummy = tables.local_credentials(endpoint)
     credentials = dummy and Credentials(dummy["aws_access_key_id"], dummy["aws_secret_access_key"])
-    return DynamoDBReader(serving_store._serving_config()["region"], endpoint, credentials)
+    return DynamoDBReader(tables.serving_config()["region"], endpoint, credentials)

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
+
 from flashfeed_airflow.aws import DEFAULT_AWS_CONN_ID, dynamodb_client
 from flashfeed_airflow.schedules import FLIP_DEADLINE_BEFORE_LAUNCH
 
@@ -113,14 +114,14 @@ def check_launch_flipped(when: datetime, launch: str | None = None,
     feeds got, then fail so the run shows red in the UI. If the check itself fails (DynamoDB
     or the lake unreachable), the failure callback alerts instead."""
     from flashfeed.core import lake
-    from flashfeed.serving import store
+    from flashfeed.serving import control
     from flashfeed_airflow.planning import plan_launch
 
     plan = plan_launch(when, launch)
     client = dynamodb_client(aws_conn_id)
-    served = store.served_version(client)
+    served = control.served_version(client)
     served_version = served["version"] if served else None
-    if served_version and not store.is_older_version(served_version, plan["version"]):
+    if served_version and not control.is_older_version(served_version, plan["version"]):
         # served is this launch's version or a newer one (a later launch already flipped)
         log.info("launch %s is served (served version %s): on time", plan["version"], served_version)
         return {"version": plan["version"], "served": served_version, "on_time": True}
@@ -130,7 +131,7 @@ def check_launch_flipped(when: datetime, launch: str | None = None,
         "affinity of the day sealed": fs.exists(lake.success(plan["affinity"])),
         "products scored": fs.exists(lake.success(plan["products"])),
         "collections built": fs.exists(lake.success(plan["feeds"])),
-        "table loaded and verified": plan["version"] in store.loaded_versions(client),
+        "table loaded and verified": plan["version"] in control.loaded_versions(client),
     }
     done = [step for step, ok in progress.items() if ok]
     missing = [step for step, ok in progress.items() if not ok]

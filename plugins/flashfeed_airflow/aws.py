@@ -13,13 +13,13 @@ DEFAULT_AWS_CONN_ID = "aws_default"
 
 def dynamodb_client(aws_conn_id: str | None = DEFAULT_AWS_CONN_ID):
     """A boto3 DynamoDB client for the connection, with the loader's pool, retries and timeouts
-    (`serving_store.client_config`). Region: the connection's, else config `serving.region`."""
+    (`tables.client_config`). Region: the connection's, else config `serving.region`."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    from flashfeed.serving import store as serving_store
+    from flashfeed.serving import tables
 
-    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="dynamodb", config=serving_store.client_config())
-    region = hook.conn_config.region_name or serving_store._serving_config()["region"]
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="dynamodb", config=tables.client_config())
+    region = hook.conn_config.region_name or tables.serving_config()["region"]
     return hook.get_client_type(region_name=region)
 
 

@@ -64,11 +64,11 @@ def plan_refresh(when: datetime, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) 
     """One freshness run: the quarter hour that ended at or before `when` (UTC), the version
     served now (read from the control item) and its lake partitions. Raises LookupError when
     nothing is served."""
-    from flashfeed.serving import store as serving_store
+    from flashfeed.serving import control
 
     utc = when.astimezone(timezone.utc).replace(second=0, microsecond=0)
     quarter = utc - timedelta(minutes=utc.minute % lake.QUARTER_MINUTES + lake.QUARTER_MINUTES)
-    served = serving_store.served_version(dynamodb_client(aws_conn_id), None)
+    served = control.served_version(dynamodb_client(aws_conn_id), None)
     if served is None:
         raise LookupError("nothing is served yet: no version to refresh")
     version = served["version"]
@@ -89,12 +89,12 @@ def plan_refresh(when: datetime, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) 
 
 def apply_refresh(refresh: str, finished_at: datetime | None = None,
                   aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict[str, Any]:
-    """Write a refresh partition into the served table (serving_store.refresh_served) and log the
+    """Write a refresh partition into the served table (loader.refresh_served) and log the
     delay from the acted members' newest events to their served payloads."""
-    from flashfeed.serving import store as serving_store
+    from flashfeed.serving import loader
 
     manifest = lake.read_json(f"{refresh}/manifest.json")
-    result = serving_store.refresh_served(dynamodb_client(aws_conn_id), None, refresh, manifest, log=log)
+    result = loader.refresh_served(dynamodb_client(aws_conn_id), None, refresh, manifest, log=log)
     outcome = {"version": result.version, "outcome": result.outcome, "members": result.members,
                "items": result.written, "served": result.served, "acted": manifest["members"]}
     if result.outcome == "refreshed" and manifest.get("newest_event_at"):
@@ -162,8 +162,9 @@ def publish_affinity(affinity_day: str, features: str) -> list[str]:
     if missing:
         raise FileNotFoundError(
             f"affinities of groups {missing} are not complete: "
-            f"{', '.join(f'{affinity_day}/group={g}/{lake.SUCCESS}' for g in missing)} missing. Next step: read the log "
-            "of those groups' train_group_als tasks (map index 'group G'), clear them, then this task"
+            f"{', '.join(f'{affinity_day}/group={g}/{lake.SUCCESS}' for g in missing)} missing. "
+            "Next step: read the log of those groups' train_group_als tasks (map index 'group G'), clear them, "
+            "then this task"
         )
     for entry in fs.ls(base, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]

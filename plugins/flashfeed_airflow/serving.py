@@ -1,6 +1,6 @@
 """Airflow operators for the last step of a launch: load the feeds into DynamoDB, then flip.
 
-Thin wrappers around `flashfeed.serving.store` (heavy imports happen in `execute`, so DAG
+Thin wrappers around `flashfeed.serving` (loader, control, retention) (heavy imports happen in `execute`, so DAG
 parsing stays cheap). DynamoDB's endpoint, region and credentials come from the Airflow
 connection `aws_conn_id` (default `aws_default`; `flashfeed_airflow.aws`), table names from
 config `serving.table_prefix`.
@@ -33,10 +33,12 @@ def _as_bool(value: Any, name: str) -> bool:
     raise ValueError(f"{name}={value!r} is not a boolean (use true or false)")
 
 
-def _skip_older_version(store, version: str, served: dict | None, allow_older: bool, log, doing: str) -> None:
+def _skip_older_version(version: str, served: dict | None, allow_older: bool, log, doing: str) -> None:
     """A backfill rebuilds old slots in the lake; it must not serve them over a newer version
     unless the run asks for it (param allow_older_version)."""
-    if not store.is_older_version(version, served and served["version"]):
+    from flashfeed.serving.control import is_older_version
+
+    if not is_older_version(version, served and served["version"]):
         return
     if allow_older:
         log.warning("%s %s although it is older than the served version %s: allow_older_version=true",
@@ -71,21 +73,21 @@ class LoadFeedsOperator(BaseOperator):
         self.allow_older_version = allow_older_version
 
     def execute(self, context: Any) -> dict:
-        from flashfeed.serving import store
         from flashfeed.core.config import load_config
+        from flashfeed.serving import control, errors, loader, manifests, tables
 
         config = load_config()["serving"]
-        manifest = store.read_manifest(self.feeds_uri)
+        manifest = manifests.read_manifest(self.feeds_uri)
         if manifest["version"] != self.version:
-            raise store.ManifestError(
+            raise errors.ManifestError(
                 f"manifest at {self.feeds_uri} is for version {manifest['version']}, but this run "
                 f"loads {self.version}; the feeds partition holds another launch's export. "
                 "Re-run the collections task for this launch"
             )
         client = dynamodb_client(self.aws_conn_id)
-        table = store.feeds_table(self.version)
-        served = store.served_version(client)
-        _skip_older_version(store, self.version, served,
+        table = tables.feeds_table(self.version)
+        served = control.served_version(client)
+        _skip_older_version(self.version, served,
                             _as_bool(self.allow_older_version, "allow_older_version"), self.log, "Loading")
         data_sets = ", ".join(f"{name} {int(ds['payloads']):,}" for name, ds in manifest["data_sets"].items())
         self.log.info(
@@ -97,11 +99,11 @@ class LoadFeedsOperator(BaseOperator):
             if served and served["version"] == self.version:
                 self.log.warning("Version %s is served right now: this load rewrites the live table in place",
                                  self.version)
-            result = store.load_feeds(client, self.feeds_uri, manifest,
+            result = loader.load_feeds(client, self.feeds_uri, manifest,
                                       threads=int(config["load_threads"]), log=self.log)
-            store.verify_load(client, None, manifest, self.feeds_uri, result.written,
+            loader.verify_load(client, None, manifest, self.feeds_uri, result.written,
                               int(config["verify_sample_members"]), seed=self.version, log=self.log)
-        except store.ServingStoreError as error:
+        except errors.ServingStoreError as error:
             self.log.error("Load of %s into %s FAILED, nothing was flipped: %s", self.version, table, error)
             raise
         except Exception as error:
@@ -140,16 +142,18 @@ class FlipServedVersionOperator(BaseOperator):
         self.allow_low_coverage = allow_low_coverage
         self.allow_older_version = allow_older_version
 
-    def _check_coverage(self, store, served: dict | None, allow: bool, dry_run: bool) -> None:
+    def _check_coverage(self, served: dict | None, allow: bool, dry_run: bool) -> None:
         """Refuse (unless `allow`) when the new version has fewer than `serving.min_coverage_ratio`
         x the served version's members (manifest `members`)."""
+        from flashfeed.serving import control, errors, manifests
+
         if not served:
             return
-        new_manifest = store.read_manifest_uri(self.manifest_uri)
+        new_manifest = manifests.read_manifest_uri(self.manifest_uri)
         served_uri = served.get("manifest")
         try:
-            served_manifest = store.read_manifest_uri(served_uri) if served_uri else None
-        except store.ManifestError as error:
+            served_manifest = manifests.read_manifest_uri(served_uri) if served_uri else None
+        except errors.ManifestError as error:
             served_manifest = None
             self.log.warning("Coverage check skipped: the served version's manifest cannot be read (%s)", error)
         if served_manifest is None:
@@ -157,7 +161,7 @@ class FlipServedVersionOperator(BaseOperator):
                 self.log.warning("Coverage check skipped: the control item records no manifest for %s",
                                  served["version"])
             return
-        coverage = store.check_coverage(new_manifest, served_manifest)
+        coverage = control.check_coverage(new_manifest, served_manifest)
         if coverage.ok:
             self.log.info("Coverage check passed: %s %s", self.version, coverage.describe())
             return
@@ -172,16 +176,16 @@ class FlipServedVersionOperator(BaseOperator):
             self.log.warning("DRY RUN: a real run would fail: %s", message)
             return
         self.log.error(message)
-        raise store.CoverageError(message)
+        raise errors.CoverageError(message)
 
     def execute(self, context: Any) -> dict:
-        from flashfeed.serving import store
+        from flashfeed.serving import control, errors, tables
 
         dry_run = _as_bool(self.dry_run, "dry_run")
         allow_low_coverage = _as_bool(self.allow_low_coverage, "allow_low_coverage")
         client = dynamodb_client(self.aws_conn_id)
-        table = store.feeds_table(self.version)
-        served = store.served_version(client)
+        table = tables.feeds_table(self.version)
+        served = control.served_version(client)
         current = served["version"] if served else None
         outcome = {"version": self.version, "previous": current, "dry_run": dry_run, "flipped": False}
 
@@ -189,20 +193,20 @@ class FlipServedVersionOperator(BaseOperator):
             self.log.info("Version %s is already served (flipped at %s); nothing to do",
                           self.version, served.get("flipped_at"))
             return outcome
-        _skip_older_version(store, self.version, served,
+        _skip_older_version(self.version, served,
                             _as_bool(self.allow_older_version, "allow_older_version"), self.log, "Flipping to")
-        if not store.table_exists(client, table):
+        if not tables.table_exists(client, table):
             message = (f"cannot flip to {self.version}: table {table} does not exist or is not ACTIVE. "
                        "Next step: run (or clear) the load task for this version first")
             self.log.error(message)
-            raise store.TableNotFoundError(message)
-        if self.version not in store.loaded_versions(client):
+            raise errors.TableNotFoundError(message)
+        if self.version not in control.loaded_versions(client):
             message = (f"cannot flip to {self.version}: table {table} exists but is not marked loaded and "
                        "verified (its load failed, is still running, or was never verified). "
                        "Next step: clear the load task for this version; it rewrites and verifies the table")
             self.log.error(message)
-            raise store.NotLoadedError(message)
-        self._check_coverage(store, served, allow_low_coverage, dry_run)
+            raise errors.NotLoadedError(message)
+        self._check_coverage(served, allow_low_coverage, dry_run)
         if dry_run:
             self.log.info("DRY RUN: would flip served version %s -> %s (table %s, manifest %s); not flipping",
                           current or "nothing", self.version, table, self.manifest_uri)
@@ -211,12 +215,12 @@ class FlipServedVersionOperator(BaseOperator):
         self.log.info("Flipping served version %s -> %s (table %s, manifest %s)",
                       current or "nothing", self.version, table, self.manifest_uri)
         try:
-            result = store.flip(client, None, self.version, self.manifest_uri, expected_version=current)
-        except store.FlipConflictError as error:
+            result = control.flip(client, None, self.version, self.manifest_uri, expected_version=current)
+        except errors.FlipConflictError as error:
             self.log.error("%s. Next step: if %s should still be served, check the control item "
-                           "(%s) and clear this task", error, self.version, store.control_table())
+                           "(%s) and clear this task", error, self.version, tables.control_table())
             raise
-        except store.NotLoadedError as error:   # a reload of this version started after the check above
+        except errors.NotLoadedError as error:   # a reload of this version started after the check above
             self.log.error("%s", error)
             raise
         self.log.info("Served version is now %s (previous %s, flipped at %s); roll back by flipping to %s",
@@ -227,15 +231,15 @@ class FlipServedVersionOperator(BaseOperator):
 
 def plan_rollback(target_version: str | None = None, log: Any = None,
                   aws_conn_id: str | None = DEFAULT_AWS_CONN_ID) -> dict:
-    """Resolve a rollback before doing it (`serving_store.rollback_target`): the version served
+    """Resolve a rollback before doing it (`retention.rollback_target`): the version served
     now, the target (default: the previous one), checked to still be servable."""
     import logging
 
-    from flashfeed.serving import store
+    from flashfeed.serving import retention, tables
 
     log = log or logging.getLogger(__name__)
-    served, target, _ = store.rollback_target(dynamodb_client(aws_conn_id), None, target_version)
-    table = store.feeds_table(target)
+    served, target, _ = retention.rollback_target(dynamodb_client(aws_conn_id), None, target_version)
+    table = tables.feeds_table(target)
     log.info("Rollback plan: served %s -> %s (table %s)", served["version"], target, table)
     return {"served": served["version"], "target": target, "table": table}
 
@@ -247,19 +251,19 @@ def set_experiment_variant(variant: str, stop: bool, log: Any = None,
     import logging
 
     from flashfeed.core import experiments
-    from flashfeed.serving import store
+    from flashfeed.serving import control
 
     log = log or logging.getLogger(__name__)
     client = dynamodb_client(aws_conn_id)
-    served = store.served_version(client, None)
-    experiment = experiments.from_dict((served or {}).get(store.EXPERIMENT))
+    served = control.served_version(client, None)
+    experiment = experiments.from_dict((served or {}).get(control.EXPERIMENT))
     if experiment is None or variant not in {v.name for v in experiment.treatments}:
         known = [v.name for v in experiment.treatments] if experiment else []
         raise ValueError(
             f"the served version {served and served['version']} runs "
             f"{'experiment ' + experiment.name if experiment else 'no experiment'}; variant {variant!r} is not one "
             f"of its variants {known} (control cannot be stopped). Check config experiments and the served version")
-    after = store.set_variant_stopped(client, None, experiment.name, variant, stop)
+    after = control.set_variant_stopped(client, None, experiment.name, variant, stop)
     log.info("Experiment %s: variant %s %s; stopped variants now %s (the API follows within "
              "serving.api_pointer_cache_seconds)", experiment.name, variant,
              "stopped: its members are served control" if stop else "resumed", after.get("stopped"))
@@ -267,7 +271,7 @@ def set_experiment_variant(variant: str, stop: bool, log: Any = None,
 
 
 class RollbackServedVersionOperator(BaseOperator):
-    """Serve an older retained version again: `serving_store.rollback`, a conditional write
+    """Serve an older retained version again: `retention.rollback`, a conditional write
     expecting `expected_version` (the version served when the rollback was planned).
 
     Empty `target_version` = the control item's previous version. A retry after success is a
@@ -285,14 +289,14 @@ class RollbackServedVersionOperator(BaseOperator):
         self.expected_version = expected_version
 
     def execute(self, context: Any) -> dict:
-        from flashfeed.serving import store
+        from flashfeed.serving import errors, retention
 
         target = (self.target_version or "").strip() or None
         expected = (self.expected_version or "").strip() or None
         try:
-            result = store.rollback(dynamodb_client(self.aws_conn_id), None, target, expected_version=expected,
+            result = retention.rollback(dynamodb_client(self.aws_conn_id), None, target, expected_version=expected,
                                     log=self.log)
-        except store.ServingStoreError as error:
+        except errors.ServingStoreError as error:
             self.log.error("Rollback FAILED, nothing was changed: %s", error)
             raise
         return {"version": result["version"], "previous": result.get("previous"), "flipped": result["flipped"]}
@@ -319,8 +323,8 @@ class ApplyRetentionOperator(BaseOperator):
     def execute(self, context: Any) -> list[str]:
         if _as_bool(self.dry_run, "dry_run"):
             raise AirflowSkipException("dry run: nothing was flipped, so no table is deleted")
-        from flashfeed.serving import store
         from flashfeed.core.config import load_config
+        from flashfeed.serving import retention
 
         keep = int(self.keep if self.keep is not None else load_config()["serving"]["retain_versions"])
-        return store.apply_retention(dynamodb_client(self.aws_conn_id), None, keep, log=self.log)
+        return retention.apply_retention(dynamodb_client(self.aws_conn_id), None, keep, log=self.log)

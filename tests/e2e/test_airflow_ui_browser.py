@@ -57,19 +57,19 @@ def served_versions(tmp_path_factory, dynamodb_endpoint) -> dict[str, str]:
     The tables are empty but marked loaded: rollback and retention only read the control item
     and check that the target's table exists. Own table prefix, so other tests are untouched.
     """
-    from flashfeed.serving import store
+    from flashfeed.serving import control, tables
 
     prefix = f"ui{uuid.uuid4().hex[:8]}-"
     config = config_with_table_prefix(tmp_path_factory.mktemp("ui-config"), prefix)
 
-    client = store.dynamodb_client(dynamodb_endpoint)
+    client = tables.dynamodb_client(dynamodb_endpoint)
     expected = None
     for version in (SERVED_BEFORE, SERVED_NOW):
-        store.ensure_feeds_table(client, store.feeds_table(version, prefix))
-        store.mark_loaded(client, prefix, version, written=0, manifest_uri=f"memory://{version}/_manifest.json")
-        store.flip(client, prefix, version, f"memory://{version}/_manifest.json", expected_version=expected)
+        tables.ensure_feeds_table(client, tables.feeds_table(version, prefix))
+        control.mark_loaded(client, prefix, version, written=0, manifest_uri=f"memory://{version}/_manifest.json")
+        control.flip(client, prefix, version, f"memory://{version}/_manifest.json", expected_version=expected)
         expected = version
-    assert store.served_version(client, prefix)["previous"] == SERVED_BEFORE
+    assert control.served_version(client, prefix)["previous"] == SERVED_BEFORE
     return {"endpoint": dynamodb_endpoint, "prefix": prefix, "config": str(config)}
 
 
@@ -184,7 +184,7 @@ def test_trigger_form_refuses_a_wrong_param_and_creates_no_run(airflow_url, brow
 def test_triggered_run_succeeds_and_its_graph_is_saved(airflow_url, browser, served_versions, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from flashfeed.serving import store
+    from flashfeed.serving import control, tables
 
     before = set(_runs(airflow_url))
     _submit_trigger_form(browser, airflow_url, SERVED_BEFORE)
@@ -200,7 +200,7 @@ def test_triggered_run_succeeds_and_its_graph_is_saved(airflow_url, browser, ser
     tasks = {t["task_id"]: t["state"]
              for t in api_get(airflow_url, f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances")["task_instances"]}
     assert state == "success", f"run {run_id} {state}: {tasks}"
-    served = store.served_version(store.dynamodb_client(served_versions["endpoint"]), served_versions["prefix"])
+    served = control.served_version(tables.dynamodb_client(served_versions["endpoint"]), served_versions["prefix"])
     assert (served["version"], served["previous"]) == (SERVED_BEFORE, SERVED_NOW)
 
     # The run's page in the graph view (the UI keeps the chosen view in localStorage).

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from flashfeed.core import calendar, lake
-from flashfeed.serving import store as serving_store
+from flashfeed.serving import control, tables
 from flashfeed.local.env import project_env
 from tests.conftest import config_with_table_prefix, free_port
 from tests.e2e.airflow_server import api_get, api_post, running_airflow, tail
@@ -114,7 +114,7 @@ def _local(day: str, hhmm: str) -> datetime:
 
 def test_backfill_runs_past_days_in_order_and_never_serves_an_older_slot(airflow):
     env, root = airflow["env"], airflow["env"]["FLASHFEED_LAKE"]
-    client = serving_store.dynamodb_client(env["FLASHFEED_DYNAMODB_ENDPOINT"])
+    client = tables.dynamodb_client(env["FLASHFEED_DYNAMODB_ENDPOINT"])
 
     # 1. The daily model for two past days (05:00 runs), one run at a time.
     model_runs = _backfill(airflow, MODEL, _local(DAY1, "0000"), _local(DAY2, "2359"))
@@ -132,7 +132,7 @@ def test_backfill_runs_past_days_in_order_and_never_serves_an_older_slot(airflow
     launch_runs = _backfill(airflow, LAUNCH, _local(DAY1, "1900"), _local(DAY2, "1030"), via="api")
     assert [r["state"] for r in launch_runs] == ["success", "success"], launch_runs
     assert _never_overlap(launch_runs)
-    served = serving_store.served_version(client, PREFIX)
+    served = control.served_version(client, PREFIX)
     assert (served["version"], served["previous"]) == (second.version, first.version)
     day1_feeds = _feed_bytes(root, DAY1, "2000")
 
@@ -146,7 +146,7 @@ def test_backfill_runs_past_days_in_order_and_never_serves_an_older_slot(airflow
     assert states["build.build_collections"] == "success" and states["serve.validate_feeds"] == "success"
     assert states["serve.load_feeds"] == "skipped" and states["serve.flip_served_version"] == "skipped"
     assert _feed_bytes(root, DAY1, "2000") == day1_feeds
-    assert serving_store.served_version(client, PREFIX)["version"] == second.version
+    assert control.served_version(client, PREFIX)["version"] == second.version
     log = _task_log(env, launch_rerun["dag_run_id"], "serve.load_feeds")
     assert f"older than the served version {second.version}" in log and "allow_older_version=true" in log
 
@@ -155,7 +155,7 @@ def test_backfill_runs_past_days_in_order_and_never_serves_an_older_slot(airflow
                           via="api", conf={"allow_older_version": True})
     states = _task_states(airflow, LAUNCH, allowed["dag_run_id"])
     assert states["serve.load_feeds"] == "success" and states["serve.flip_served_version"] == "success"
-    served = serving_store.served_version(client, PREFIX)
+    served = control.served_version(client, PREFIX)
     assert (served["version"], served["previous"]) == (first.version, second.version)
 
 

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from flashfeed.demo import generator as demo_data
 from flashfeed.core import lake
 from flashfeed.local import dynamodb as local_dynamodb
-from flashfeed.serving import store
+from flashfeed.serving import control, errors, loader, tables
 from flashfeed.core.config import REPO_ROOT
 from flashfeed.local.env import project_env
 from tests.conftest import start_on_free_port
@@ -52,31 +52,31 @@ def test_dynamodb_killed_in_the_middle_of_a_load_then_restarted(tmp_path, monkey
     port = int(endpoint.rsplit(":", 1)[1])
     prefix = f"kill{uuid.uuid4().hex[:6]}-"
     try:
-        client = store.dynamodb_client(endpoint)
+        client = tables.dynamodb_client(endpoint)
         old_feeds, new_feeds = tmp_path / "old", tmp_path / "new"
         old = write_feeds(old_feeds, members=20, version=OLD, files_per_data_set=1)
-        result = store.load_feeds(client, str(old_feeds), old, prefix, threads=2)
-        store.verify_load(client, prefix, old, str(old_feeds), result.written, sample_members=5, seed=1)
-        store.flip(client, prefix, OLD, str(old_feeds / "manifest.json"), expected_version=None)
+        result = loader.load_feeds(client, str(old_feeds), old, prefix, threads=2)
+        loader.verify_load(client, prefix, old, str(old_feeds), result.written, sample_members=5, seed=1)
+        control.flip(client, prefix, OLD, str(old_feeds / "manifest.json"), expected_version=None)
 
         new = write_feeds(new_feeds, members=400, version=NEW, files_per_data_set=2)
         dying = KillAfterBatches(client, home, after=20)            # 19 batches (475 items) land first
         with pytest.raises((BotoCoreError, ClientError)):
-            store.load_feeds(dying, str(new_feeds), new, prefix, threads=2)
+            loader.load_feeds(dying, str(new_feeds), new, prefix, threads=2)
         assert dying.batches >= 20
 
         local_dynamodb.start(home=home, port=port)                  # same data folder: what was written stays
-        client = store.dynamodb_client(endpoint)
-        assert store.served_version(client, prefix)["version"] == OLD   # nothing half-served ...
-        assert NEW not in store.loaded_versions(client, prefix)
-        with pytest.raises(store.NotLoadedError):                   # ... and the half-loaded version refused
-            store.flip(client, prefix, NEW, str(new_feeds / "manifest.json"), expected_version=OLD)
+        client = tables.dynamodb_client(endpoint)
+        assert control.served_version(client, prefix)["version"] == OLD   # nothing half-served ...
+        assert NEW not in control.loaded_versions(client, prefix)
+        with pytest.raises(errors.NotLoadedError):                   # ... and the half-loaded version refused
+            control.flip(client, prefix, NEW, str(new_feeds / "manifest.json"), expected_version=OLD)
 
-        result = store.load_feeds(client, str(new_feeds), new, prefix, threads=2)   # the re-run
+        result = loader.load_feeds(client, str(new_feeds), new, prefix, threads=2)   # the re-run
         assert result.written == new["total_payloads"]
-        store.verify_load(client, prefix, new, str(new_feeds), result.written, sample_members=20, seed=2)
-        store.flip(client, prefix, NEW, str(new_feeds / "manifest.json"), expected_version=OLD)
-        assert store.served_version(client, prefix)["version"] == NEW
+        loader.verify_load(client, prefix, new, str(new_feeds), result.written, sample_members=20, seed=2)
+        control.flip(client, prefix, NEW, str(new_feeds / "manifest.json"), expected_version=OLD)
+        assert control.served_version(client, prefix)["version"] == NEW
     finally:
         local_dynamodb.stop(home=home)
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from flashfeed.core import calendar, experiments, lake
-from flashfeed.serving import store as serving_store
+from flashfeed.serving import control, tables
 from flashfeed.local.env import project_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def _dag_test(dag_id: str, logical: datetime, env, expect: str = "success", conf
 
 
 def _client(env):
-    return serving_store.dynamodb_client(endpoint=env["FLASHFEED_DYNAMODB_ENDPOINT"])
+    return tables.dynamodb_client(endpoint=env["FLASHFEED_DYNAMODB_ENDPOINT"])
 
 
 def _lake_line(env, launch: str, member_id: str, data_set: str = "products_card", key: str = "member_id") -> str:
@@ -184,7 +184,7 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
             assert alert["alert"]["progress"] == {"affinity of the day sealed": True, "products scored": False,
                                                   "collections built": False, "table loaded and verified": False}
         _dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
-        pointer = serving_store.served_version(_client(env), None)
+        pointer = control.served_version(_client(env), None)
         assert pointer["version"] == slot.version
         served.append(pointer)
         _dag_test("flashfeed_launch_watch", slot.starts_at - WATCH, env)   # served: on time, no new alert
@@ -257,7 +257,7 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
     # serves the 11:00 version again, and the API follows within its pointer cache.
     rolled_back_at = datetime.combine(datetime.fromisoformat(DAY), time(16), NY)
     _dag_test("flashfeed_rollback", rolled_back_at, env)
-    pointer = serving_store.served_version(_client(env), None)
+    pointer = control.served_version(_client(env), None)
     assert (pointer["version"], pointer["previous"]) == (served[0]["version"], served[1]["version"])
     assert pointer["history"][-3:] == [served[0]["version"], served[1]["version"], served[0]["version"]]
     response = _api_get(env, "/v1/members/m-not-a-member/feeds/brands?variant=full", monkeypatch)

@@ -19,7 +19,7 @@ import pytest
 
 from flashfeed.core import lake
 from flashfeed.local import s3 as local_s3
-from flashfeed.serving import store as serving_store
+from flashfeed.serving import control, manifests, payloads, tables
 from flashfeed.local.env import project_env
 from tests.conftest import UCI_SAMPLE, config_with_table_prefix, free_port
 
@@ -76,20 +76,20 @@ def test_import_both_dags_and_evaluate_on_an_s3_lake(s3_world, tmp_path):
         assert state == "success", f"{dag_id} {logical}: {state}"
 
     # Served from DynamoDB, byte for byte what the launch wrote to the bucket.
-    client = serving_store.dynamodb_client(airflow["FLASHFEED_DYNAMODB_ENDPOINT"])
-    served = serving_store.served_version(client, PREFIX)
+    client = tables.dynamodb_client(airflow["FLASHFEED_DYNAMODB_ENDPOINT"])
+    served = control.served_version(client, PREFIX)
     assert served is not None and served["manifest"].startswith(f"{LAKE}/feeds/dt=2011-12-10/launch=")
     lake.use_s3({"endpoint": s3_world["endpoint"], "region": "us-east-1", "access_key": local_s3.ACCESS_KEY,
                  "secret_key": local_s3.SECRET_KEY})
     try:
-        manifest = serving_store.read_manifest_uri(served["manifest"])
+        manifest = manifests.read_manifest_uri(served["manifest"])
         feeds = served["manifest"].rsplit("/", 1)[0]
         with lake.open_file(f"{feeds}/{manifest['data_sets']['products_card']['files'][0]['path']}") as handle:
             first = handle.readline().decode("utf-8").rstrip("\n")
     finally:
         lake.use_s3(None)
     member = json.loads(first)["member_id"]
-    assert serving_store.get_item_payload(client, served["table"], member, "products#card") == first
+    assert payloads.get_item_payload(client, served["table"], member, "products#card") == first
 
     report = tmp_path / "metrics.json"
     _run([flashfeed, "evaluate", "--lake", LAKE, "--out", str(report), "--split", "stratified"], cli)

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from flashfeed.core import calendar, lake
-from flashfeed.serving import store as serving_store
+from flashfeed.serving import control, tables
 from flashfeed.local import spark_standalone
 from flashfeed.local.env import project_env
 from tests.conftest import LOOPBACK_HEX, config_with_table_prefix, free_port, listening_ports
@@ -129,8 +129,8 @@ def test_daily_model_and_launch_run_on_the_standalone_cluster(cluster, world):
 
     slot = calendar.slot(DAY, LAUNCH)
     launch_log = _dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
-    client = serving_store.dynamodb_client(endpoint=env["FLASHFEED_DYNAMODB_ENDPOINT"])
-    assert serving_store.served_version(client, prefix)["version"] == slot.version
+    client = tables.dynamodb_client(endpoint=env["FLASHFEED_DYNAMODB_ENDPOINT"])
+    assert control.served_version(client, prefix)["version"] == slot.version
     manifest = json.loads(Path(lake.feeds(DAY, LAUNCH, root), "manifest.json").read_text())
     assert manifest["members"] > 0
 

@@ -37,10 +37,10 @@ def spark():
 @pytest.fixture
 def client(dynamodb_server):
     """A DynamoDB client on the session's test dynalite."""
-    from flashfeed.serving import store as serving_store
+    from flashfeed.serving import tables
 
     dynamodb_server.require_running()
-    return serving_store.dynamodb_client(dynamodb_server.endpoint)
+    return tables.dynamodb_client(dynamodb_server.endpoint)
 
 
 @pytest.fixture
@@ -53,10 +53,10 @@ def prefix() -> str:
 def serving_config(monkeypatch, tmp_path, dynamodb_endpoint, prefix):
     """Point config, endpoint and Airflow's aws_default at the test dynalite and prefix; call it with
     {"old text": "new text"} to change more of the config file (the call can repeat)."""
-    from flashfeed.serving import store as serving_store
     from flashfeed.local.env import aws_connection
+    from flashfeed.serving import tables
 
-    monkeypatch.setenv(serving_store.ENDPOINT_ENV, dynamodb_endpoint)
+    monkeypatch.setenv(tables.ENDPOINT_ENV, dynamodb_endpoint)
     # The Airflow tasks' DynamoDB: connection aws_default (flashfeed_airflow.aws)
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection(dynamodb_endpoint, "test", "test", "us-east-1"))
 

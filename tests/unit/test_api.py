@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from flashfeed.serving import dynamodb_reader
-from flashfeed.serving import store
+from flashfeed.serving import control, dynamodb_reader, loader, tables
 from flashfeed.serving.api import create_app
 
 VERSION = "20261122t1500"
@@ -67,13 +66,13 @@ def write_small_feeds(feeds_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def served(dynamodb_endpoint, tmp_path_factory):
     """A prefix whose served version is a loaded, verified, flipped table."""
-    client = store.dynamodb_client(dynamodb_endpoint)
+    client = tables.dynamodb_client(dynamodb_endpoint)
     prefix = f"api{uuid.uuid4().hex[:8]}-"
     feeds_dir = tmp_path_factory.mktemp("feeds")
     manifest = write_small_feeds(feeds_dir)
-    result = store.load_feeds(client, str(feeds_dir), manifest, prefix, threads=2)
-    store.verify_load(client, prefix, manifest, str(feeds_dir), result.written, sample_members=2, seed=1)
-    store.flip(client, prefix, VERSION, str(feeds_dir / "manifest.json"), expected_version=None)
+    result = loader.load_feeds(client, str(feeds_dir), manifest, prefix, threads=2)
+    loader.verify_load(client, prefix, manifest, str(feeds_dir), result.written, sample_members=2, seed=1)
+    control.flip(client, prefix, VERSION, str(feeds_dir / "manifest.json"), expected_version=None)
     return client, prefix
 
 
@@ -139,7 +138,7 @@ def test_health_ok(api, served):
     response = api.get("/v1/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "served_version": VERSION,
-                               "table": store.feeds_table(VERSION, prefix)}
+                               "table": tables.feeds_table(VERSION, prefix)}
 
 
 def test_nothing_served_is_503(reader):
@@ -150,12 +149,12 @@ def test_nothing_served_is_503(reader):
 
 
 def test_missing_served_table_is_503(dynamodb_endpoint, reader):
-    client = store.dynamodb_client(dynamodb_endpoint)
+    client = tables.dynamodb_client(dynamodb_endpoint)
     prefix = f"gone{uuid.uuid4().hex[:8]}-"
-    table = store.feeds_table(VERSION, prefix)
-    store.ensure_feeds_table(client, table)
-    store.mark_loaded(client, prefix, VERSION, 0, "m")
-    store.flip(client, prefix, VERSION, "m", expected_version=None)
+    table = tables.feeds_table(VERSION, prefix)
+    tables.ensure_feeds_table(client, table)
+    control.mark_loaded(client, prefix, VERSION, 0, "m")
+    control.flip(client, prefix, VERSION, "m", expected_version=None)
     client.delete_table(TableName=table)      # by hand: retention never deletes the served table
     api = TestClient(create_app(client=reader, prefix=prefix))
     health = api.get("/v1/health")

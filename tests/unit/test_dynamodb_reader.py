@@ -12,15 +12,14 @@ import pytest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from flashfeed.serving import dynamodb_reader
-from flashfeed.serving import store
+from flashfeed.serving import dynamodb_reader, payloads, tables
 
 
 @pytest.fixture(scope="module")
 def table_with_items(dynamodb_endpoint):
-    client = store.dynamodb_client(dynamodb_endpoint)
+    client = tables.dynamodb_client(dynamodb_endpoint)
     table = f"reader{uuid.uuid4().hex[:8]}-feeds"
-    store.ensure_feeds_table(client, table)
+    tables.ensure_feeds_table(client, table)
     for member, feed, payload in (("m-1", "brands#card", '{"a": "caf\\u00e9 é"}'), ("m-2", "brands#card", "{}")):
         client.put_item(TableName=table, Item={"member_id": {"S": member}, "feed": {"S": feed},
                                                "payload": {"S": payload}})
@@ -36,10 +35,10 @@ def test_the_reader_answers_like_boto3_on_dynalite(dynamodb_endpoint, table_with
         mine, theirs = reader.get_item(**request), client.get_item(**request)
         theirs.pop("ResponseMetadata")
         assert mine == theirs
-    assert store.get_item_payload(reader, table, "m-1", "brands#card") == '{"a": "caf\\u00e9 é"}'
-    assert store.get_payloads(reader, table, [("m-1", "brands#card"), ("m-2", "brands#card"),
+    assert payloads.get_item_payload(reader, table, "m-1", "brands#card") == '{"a": "caf\\u00e9 é"}'
+    assert payloads.get_payloads(reader, table, [("m-1", "brands#card"), ("m-2", "brands#card"),
                                               ("m-3", "brands#card")]) == {"m-1": '{"a": "caf\\u00e9 é"}', "m-2": "{}"}
-    assert store.table_exists(reader, table) and not store.table_exists(reader, "no-such-table")
+    assert tables.table_exists(reader, table) and not tables.table_exists(reader, "no-such-table")
 
 
 class Script:

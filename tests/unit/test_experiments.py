@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flashfeed.core import experiments
-from flashfeed.serving import store
+from flashfeed.serving import control, loader, retention, tables
 from flashfeed.serving.api import create_app
 
 SETTINGS = {"name": "boost-test", "salt": "s1",
@@ -97,31 +97,31 @@ def write_feeds(feeds_dir: Path, members: list[str], experiment: dict | None) ->
 
 
 def test_variants_served_from_one_table_and_a_stop_needs_no_reload(dynamodb_endpoint, tmp_path):
-    client = store.dynamodb_client(dynamodb_endpoint)
+    client = tables.dynamodb_client(dynamodb_endpoint)
     prefix = f"ab{uuid.uuid4().hex[:8]}-"
     members = [f"m-{i:06d}" for i in range(40)]
     manifest = write_feeds(tmp_path, members, EXPERIMENT.as_dict())
-    result = store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
-    store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=10, seed=1)
-    store.flip(client, prefix, VERSION, str(tmp_path / "manifest.json"), expected_version=None)
-    served = store.served_version(client, prefix)
+    result = loader.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
+    loader.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=10, seed=1)
+    control.flip(client, prefix, VERSION, str(tmp_path / "manifest.json"), expected_version=None)
+    served = control.served_version(client, prefix)
     assert served["experiment"] == EXPERIMENT.as_dict() and served["stopped"] == []
 
     api = TestClient(create_app(client=client, prefix=prefix))
     treated = next(m for m in members if EXPERIMENT.variant(m) == "strong_boost")
-    control = next(m for m in members if EXPERIMENT.variant(m) == "control")
+    control_member = next(m for m in members if EXPERIMENT.variant(m) == "control")
     got = api.get(f"/v1/members/{treated}/feeds/products")
     assert got.headers["x-feed-experiment"] == "boost-test:strong_boost"
     assert got.text == line(treated, "products", "card", "strong", "strong_boost")
-    got = api.get(f"/v1/members/{control}/feeds/products")
+    got = api.get(f"/v1/members/{control_member}/feeds/products")
     assert got.headers["x-feed-experiment"] == "boost-test:control" and got.json()["groups"][0]["key"] == "control"
 
     # Stop the variant: its members see control at once (a fresh API: no pointer cache), nothing reloaded.
-    store.set_variant_stopped(client, prefix, "boost-test", "strong_boost", True)
+    control.set_variant_stopped(client, prefix, "boost-test", "strong_boost", True)
     stopped = TestClient(create_app(client=client, prefix=prefix)).get(f"/v1/members/{treated}/feeds/products")
     assert stopped.headers["x-feed-experiment"] == "boost-test:control"
     assert stopped.text == line(treated, "products", "card", "control")
-    store.set_variant_stopped(client, prefix, "boost-test", "strong_boost", False)
+    control.set_variant_stopped(client, prefix, "boost-test", "strong_boost", False)
     resumed = TestClient(create_app(client=client, prefix=prefix)).get(f"/v1/members/{treated}/feeds/products")
     assert resumed.headers["x-feed-experiment"] == "boost-test:strong_boost"
 
@@ -137,11 +137,11 @@ def test_variants_served_from_one_table_and_a_stop_needs_no_reload(dynamodb_endp
         plain["data_sets"][name]["files"][0].update(
             bytes=part.stat().st_size, sha256=hashlib.sha256(part.read_bytes()).hexdigest())
     (next_dir / "manifest.json").write_text(json.dumps(plain))
-    result = store.load_feeds(client, str(next_dir), plain, prefix, threads=2)
-    store.verify_load(client, prefix, plain, str(next_dir), result.written, sample_members=5, seed=1)
-    store.flip(client, prefix, later, str(next_dir / "manifest.json"), expected_version=VERSION)
+    result = loader.load_feeds(client, str(next_dir), plain, prefix, threads=2)
+    loader.verify_load(client, prefix, plain, str(next_dir), result.written, sample_members=5, seed=1)
+    control.flip(client, prefix, later, str(next_dir / "manifest.json"), expected_version=VERSION)
     after = TestClient(create_app(client=client, prefix=prefix)).get(f"/v1/members/{treated}/feeds/products")
     assert "x-feed-experiment" not in after.headers and after.json()["groups"][0]["key"] == "control"
     # ... and a rollback to the experiment's version serves its experiment again
-    store.rollback(client, prefix, VERSION)
-    assert store.served_version(client, prefix)["experiment"]["name"] == "boost-test"
+    retention.rollback(client, prefix, VERSION)
+    assert control.served_version(client, prefix)["experiment"]["name"] == "boost-test"

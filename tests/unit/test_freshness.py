@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flashfeed.serving import store
+from flashfeed.serving import control, loader, payloads, tables
 
 OLD, NEW = "20261122t1100", "20261122t1500"
 
@@ -32,25 +32,25 @@ def write_feeds(folder: Path, version: str, members: list[str], marker: str) -> 
 
 def serve(client, prefix: str, folder: Path, version: str, members: list[str], expected: str | None) -> None:
     manifest = write_feeds(folder, version, members, "launch")
-    result = store.load_feeds(client, str(folder), manifest, prefix, threads=2)
-    store.verify_load(client, prefix, manifest, str(folder), result.written, sample_members=3, seed=1)
-    store.flip(client, prefix, version, str(folder / "manifest.json"), expected_version=expected)
+    result = loader.load_feeds(client, str(folder), manifest, prefix, threads=2)
+    loader.verify_load(client, prefix, manifest, str(folder), result.written, sample_members=3, seed=1)
+    control.flip(client, prefix, version, str(folder / "manifest.json"), expected_version=expected)
 
 
 def marker(client, prefix: str, version: str, member_id: str) -> str:
-    payload = store.get_payload(client, store.feeds_table(version, prefix), member_id, "products", "full")
+    payload = payloads.get_payload(client, tables.feeds_table(version, prefix), member_id, "products", "full")
     return json.loads(payload)["groups"][0]["key"]
 
 
 def test_a_refresh_writes_only_while_its_version_is_served_and_a_flip_wins(dynamodb_endpoint, tmp_path):
-    client = store.dynamodb_client(dynamodb_endpoint)
+    client = tables.dynamodb_client(dynamodb_endpoint)
     prefix = f"fr{uuid.uuid4().hex[:8]}-"
     members = [f"m-{i:06d}" for i in range(60)]             # 3 batches of at most 25
     serve(client, prefix, tmp_path / "old", OLD, members, None)
     refresh_dir = tmp_path / "refresh"
     manifest = write_feeds(refresh_dir, OLD, members, "fresh")
 
-    result = store.refresh_served(client, prefix, str(refresh_dir), manifest)
+    result = loader.refresh_served(client, prefix, str(refresh_dir), manifest)
     assert (result.outcome, result.written, result.members) == ("refreshed", 60, 60)
     assert {marker(client, prefix, OLD, m) for m in members} == {"fresh"}
 
@@ -64,13 +64,14 @@ def test_a_refresh_writes_only_while_its_version_is_served_and_a_flip_wins(dynam
             serve_new["done"] = True
 
     again = write_feeds(tmp_path / "again", OLD, members, "fresher")
-    result = store.refresh_served(client, prefix, str(tmp_path / "again"), again, before_batch=flip_before_second_batch)
+    result = loader.refresh_served(client, prefix, str(tmp_path / "again"), again,
+                                   before_batch=flip_before_second_batch)
     assert (result.outcome, result.written, result.served) == ("flipped during the refresh", 25, NEW)
     assert {marker(client, prefix, NEW, m) for m in members} == {"launch"}
     assert [marker(client, prefix, OLD, m) for m in members].count("fresher") == 25
 
     # A refresh of a version that is not served writes nothing.
-    late = store.refresh_served(client, prefix, str(tmp_path / "again"), again)
+    late = loader.refresh_served(client, prefix, str(tmp_path / "again"), again)
     assert (late.outcome, late.written, late.served) == ("not served", 0, NEW)
 
 
@@ -81,9 +82,9 @@ def test_a_refresh_writes_only_while_its_version_is_served_and_a_flip_wins(dynam
 ])
 def test_plan_refresh_takes_the_quarter_hour_that_just_ended_and_the_served_version(
         operators, dynamodb_endpoint, prefix, tmp_path, when, quarter):
-    from flashfeed_airflow.planning import plan_refresh     # on the path through `operators`
+    from flashfeed_airflow.planning import plan_refresh  # on the path through `operators`
 
-    client = store.dynamodb_client(dynamodb_endpoint)
+    client = tables.dynamodb_client(dynamodb_endpoint)
     with pytest.raises(LookupError, match="nothing is served"):
         plan_refresh(when)
     serve(client, prefix, tmp_path / "old", OLD, ["m-1"], None)

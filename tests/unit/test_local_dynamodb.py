@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from flashfeed.local import dynamodb as local
-from flashfeed.serving import store
 from flashfeed.local.daemons import pid_alive
+from flashfeed.serving import payloads, tables
 from tests.conftest import free_port, listening_ports, start_on_free_port
 
 
@@ -67,16 +67,16 @@ def test_listens_on_loopback_only(home):
 
 def test_data_survives_stop_and_start(home):
     endpoint, _ = start_free(home)
-    client = store.dynamodb_client(endpoint)
+    client = tables.dynamodb_client(endpoint)
     table = "flashfeed-feeds-20261122t1100"
-    store.ensure_feeds_table(client, table)
+    tables.ensure_feeds_table(client, table)
     client.put_item(TableName=table, Item={"member_id": {"S": "m-1"}, "feed": {"S": "brands#card"},
                                            "payload": {"S": '{"member_id": "m-1"}'}})
     assert local.stop(home=home)
 
     # A fresh port: the old one may be taken by any process in between; the data is what matters.
-    client = store.dynamodb_client(start_free(home)[0])
-    assert store.get_payload(client, table, "m-1", "brands", "card") == '{"member_id": "m-1"}'
+    client = tables.dynamodb_client(start_free(home)[0])
+    assert payloads.get_payload(client, table, "m-1", "brands", "card") == '{"member_id": "m-1"}'
     assert any(local.data_dir(home).iterdir())                 # the LevelDB files are on disk
 
 
@@ -105,7 +105,7 @@ def test_a_client_gone_mid_request_does_not_end_the_server(home):
         assert time.monotonic() < deadline, local.log_file(home).read_text()
         time.sleep(0.1)
     assert local.status(home).running
-    assert "TableNames" in store.dynamodb_client(endpoint).list_tables()
+    assert "TableNames" in tables.dynamodb_client(endpoint).list_tables()
 
 
 def test_stale_pid_file_is_cleaned(home):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from flashfeed.serving import store
 from flashfeed.core.lake import FEEDS, VARIANTS, feed_folder
+from flashfeed.serving import control, errors, loader, manifests, payloads, tables
 
 VERSION = "20261122t1100"
 DIVISIONS = ("women", "men", "all")
@@ -62,8 +62,6 @@ def write_feeds(feeds_dir: Path, members: int, version: str = VERSION, files_per
     return manifest
 
 
-
-
 def count_items(client, table: str) -> int:
     total = 0
     for page in client.get_paginator("scan").paginate(TableName=table, Select="COUNT"):
@@ -74,15 +72,15 @@ def count_items(client, table: str) -> int:
 # --- names and client --------------------------------------------------------------------------
 
 def test_table_names_follow_the_contract():
-    assert store.feeds_table(VERSION, "flashfeed-") == "flashfeed-feeds-20261122t1100"
-    assert store.control_table("flashfeed-") == "flashfeed-control"
-    assert store.feed_key("brands", "card") == "brands#card"
+    assert tables.feeds_table(VERSION, "flashfeed-") == "flashfeed-feeds-20261122t1100"
+    assert tables.control_table("flashfeed-") == "flashfeed-control"
+    assert payloads.feed_key("brands", "card") == "brands#card"
 
 
 def test_client_takes_endpoint_from_environment(monkeypatch, dynamodb_endpoint):
-    monkeypatch.setenv(store.ENDPOINT_ENV, dynamodb_endpoint)
+    monkeypatch.setenv(tables.ENDPOINT_ENV, dynamodb_endpoint)
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
-    client = store.dynamodb_client()
+    client = tables.dynamodb_client()
     assert client.meta.endpoint_url == dynamodb_endpoint
     assert client.meta.region_name == "us-east-1"
     client.list_tables()      # dummy credentials are accepted locally
@@ -93,28 +91,28 @@ def test_client_takes_endpoint_from_environment(monkeypatch, dynamodb_endpoint):
 def test_load_verify_and_idempotent_reload(tmp_path, client, prefix, caplog):
     manifest = write_feeds(tmp_path, members=500)
     assert manifest["total_payloads"] == 500 * 6 + len(DIVISIONS) * 6    # a few thousand
-    table = store.feeds_table(VERSION, prefix)
+    table = tables.feeds_table(VERSION, prefix)
 
-    with caplog.at_level(logging.INFO, logger=store.logger.name):
-        result = store.load_feeds(client, str(tmp_path), manifest, prefix, threads=4)
+    with caplog.at_level(logging.INFO, logger=loader.logger.name):
+        result = loader.load_feeds(client, str(tmp_path), manifest, prefix, threads=4)
     assert result.written == result.expected == manifest["total_payloads"]
     assert result.created_table and result.table == table
     assert count_items(client, table) == manifest["total_payloads"]
     assert "Checksums OK" in caplog.text and "Loaded" in caplog.text
 
-    checked = store.verify_load(client, prefix, manifest, str(tmp_path), result.written,
+    checked = loader.verify_load(client, prefix, manifest, str(tmp_path), result.written,
                                 sample_members=40, seed=VERSION)
     assert checked == 40 + len(DIVISIONS) * 6
 
     # Byte-for-byte: the stored payload is the lake line, non-ASCII included.
     line = payload_line("m-000007", "brands", "card")
-    assert store.get_payload(client, table, "m-000007", "brands", "card") == line
-    assert store.get_payload(client, table, "__fallback__#all", "products", "full") == \
+    assert payloads.get_payload(client, table, "m-000007", "brands", "card") == line
+    assert payloads.get_payload(client, table, "__fallback__#all", "products", "full") == \
         payload_line("__fallback__#all", "products", "full")
-    assert store.get_payload(client, table, "m-999999", "brands", "card") is None
+    assert payloads.get_payload(client, table, "m-999999", "brands", "card") is None
 
     # A restarted load into the existing table overwrites: same count, no duplicates.
-    again = store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
+    again = loader.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
     assert not again.created_table
     assert again.written == manifest["total_payloads"]
     assert count_items(client, table) == manifest["total_payloads"]
@@ -122,34 +120,34 @@ def test_load_verify_and_idempotent_reload(tmp_path, client, prefix, caplog):
 
 def test_verify_refuses_wrong_count_and_changed_payload(tmp_path, client, prefix):
     manifest = write_feeds(tmp_path, members=30, files_per_data_set=1)
-    table = store.feeds_table(VERSION, prefix)
-    result = store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
+    table = tables.feeds_table(VERSION, prefix)
+    result = loader.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
 
-    with pytest.raises(store.VerificationError, match="wrote 10 payloads but the manifest"):
-        store.verify_load(client, prefix, manifest, str(tmp_path), 10, sample_members=5, seed=1)
+    with pytest.raises(errors.VerificationError, match="wrote 10 payloads but the manifest"):
+        loader.verify_load(client, prefix, manifest, str(tmp_path), 10, sample_members=5, seed=1)
 
     client.put_item(TableName=table, Item={"member_id": {"S": "__fallback__#men"}, "feed": {"S": "brands#full"},
                                            "payload": {"S": "{}"}})
-    with pytest.raises(store.VerificationError, match="member __fallback__#men feed brands#full"):
-        store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=5, seed=1)
+    with pytest.raises(errors.VerificationError, match="member __fallback__#men feed brands#full"):
+        loader.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=5, seed=1)
 
 
 def test_sample_is_deterministic(tmp_path):
     manifest = write_feeds(tmp_path, members=200, files_per_data_set=3)
-    first = store._sample_lines(str(tmp_path), manifest, 25, "seed")
-    assert first == store._sample_lines(str(tmp_path), manifest, 25, "seed")
-    assert first != store._sample_lines(str(tmp_path), manifest, 25, "other seed")
+    first = loader._sample_lines(str(tmp_path), manifest, 25, "seed")
+    assert first == loader._sample_lines(str(tmp_path), manifest, 25, "seed")
+    assert first != loader._sample_lines(str(tmp_path), manifest, 25, "other seed")
     assert len(first) == 25 + len(DIVISIONS) * 6
 
 
 def test_oversized_item_is_rejected_before_writing(tmp_path, client, prefix):
     big = payload_line("m-000002", "products", "full", groups=4000)   # well over 400 KB
-    assert len(big) > store.MAX_ITEM_BYTES
+    assert len(big) > payloads.MAX_ITEM_BYTES
     rows = [payload_line(f"m-{i:06d}", "products", "full") for i in range(5)]
     rows[2] = big
     manifest = write_feeds(tmp_path, members=5, files_per_data_set=1, lines={("products", "full"): rows})
-    with pytest.raises(store.PayloadTooLargeError, match=r"member m-000002 feed products#full .* over DynamoDB"):
-        store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
+    with pytest.raises(errors.PayloadTooLargeError, match=r"member m-000002 feed products#full .* over DynamoDB"):
+        loader.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
 
 
 def test_checksum_mismatch_is_refused_before_anything_is_written(tmp_path, client, prefix):
@@ -157,27 +155,27 @@ def test_checksum_mismatch_is_refused_before_anything_is_written(tmp_path, clien
     target = tmp_path / manifest["data_sets"]["brands_card"]["files"][0]["path"]
     data = target.read_bytes()
     target.write_bytes(data.replace(b"Gracia", b"Grazia", 1))          # same size, other bytes
-    table = store.feeds_table(VERSION, prefix)
-    with pytest.raises(store.ChecksumMismatchError, match=r"brands_card.*sha256"):
-        store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
-    assert store.describe_table(client, table) is None                  # refused before creating
+    table = tables.feeds_table(VERSION, prefix)
+    with pytest.raises(errors.ChecksumMismatchError, match=r"brands_card.*sha256"):
+        loader.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
+    assert tables.describe_table(client, table) is None                  # refused before creating
 
 
 def test_manifest_is_read_and_checked(tmp_path):
     manifest = write_feeds(tmp_path, members=3, files_per_data_set=1)
-    assert store.read_manifest(str(tmp_path)) == manifest
-    with pytest.raises(store.ManifestError, match="no manifest"):
-        store.read_manifest(str(tmp_path / "missing"))
+    assert manifests.read_manifest(str(tmp_path)) == manifest
+    with pytest.raises(errors.ManifestError, match="no manifest"):
+        manifests.read_manifest(str(tmp_path / "missing"))
     broken = dict(manifest, total_payloads=manifest["total_payloads"] + 1)
-    with pytest.raises(store.ManifestError, match="total_payloads"):
-        store.check_manifest(broken)
+    with pytest.raises(errors.ManifestError, match="total_payloads"):
+        manifests.check_manifest(broken)
 
 
 def test_duplicate_member_in_a_data_set_is_refused(tmp_path, client, prefix):
     rows = [payload_line("m-000001", "brands", "card"), payload_line("m-000001", "brands", "card")]
     manifest = write_feeds(tmp_path, members=2, files_per_data_set=1, lines={("brands", "card"): rows})
-    with pytest.raises(store.PayloadError, match="m-000001 feed brands#card appears twice"):
-        store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
+    with pytest.raises(errors.PayloadError, match="m-000001 feed brands#card appears twice"):
+        loader.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
 
 
 # --- retries (fault injection: dynalite never throttles) -------------------------------------------
@@ -225,54 +223,54 @@ class FlakyClient:
 
 @pytest.fixture
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(store, "BACKOFF_BASE_SECONDS", 0.001)
-    monkeypatch.setattr(store, "BACKOFF_CAP_SECONDS", 0.005)
+    monkeypatch.setattr(tables, "BACKOFF_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(tables, "BACKOFF_CAP_SECONDS", 0.005)
 
 
 def test_unprocessed_items_and_throttling_are_retried(tmp_path, client, prefix, no_backoff):
     manifest = write_feeds(tmp_path, members=200)
     flaky = FlakyClient(client)
-    table = store.feeds_table(VERSION, prefix)
-    result = store.load_feeds(flaky, str(tmp_path), manifest, prefix, threads=4)
+    table = tables.feeds_table(VERSION, prefix)
+    result = loader.load_feeds(flaky, str(tmp_path), manifest, prefix, threads=4)
     assert flaky.unprocessed_returned > 0 and flaky.throttled > 0
     assert result.retried_batches > 0
     assert result.written == manifest["total_payloads"]
     assert count_items(client, table) == manifest["total_payloads"]
-    store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=30, seed=7)
+    loader.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=30, seed=7)
 
 
 def test_retries_are_bounded(tmp_path, client, prefix, no_backoff):
     manifest = write_feeds(tmp_path, members=3, files_per_data_set=1)
     flaky = FlakyClient(client, always_unprocessed=True)
-    with pytest.raises(store.LoadError, match=r"still unwritten .* after 10 attempts.*re-run the load task"):
-        store.load_feeds(flaky, str(tmp_path), manifest, prefix, threads=2)
+    with pytest.raises(errors.LoadError, match=r"still unwritten .* after 10 attempts.*re-run the load task"):
+        loader.load_feeds(flaky, str(tmp_path), manifest, prefix, threads=2)
 
 
 # --- the loaded mark: only a verified table can be flipped to -----------------------------------
 
 def test_only_a_verified_load_is_marked_and_a_failed_reload_removes_the_mark(tmp_path, client, prefix, no_backoff):
     manifest = write_feeds(tmp_path, members=20, files_per_data_set=1)
-    result = store.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
-    assert store.loaded_versions(client, prefix) == {}              # written, not yet verified
-    with pytest.raises(store.NotLoadedError, match="no loaded mark"):
-        store.flip(client, prefix, VERSION, "m", expected_version=None)
-    with pytest.raises(store.VerificationError):
-        store.verify_load(client, prefix, manifest, str(tmp_path), result.written - 1, sample_members=5)
-    assert store.loaded_versions(client, prefix) == {}              # a failed verification marks nothing
+    result = loader.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
+    assert control.loaded_versions(client, prefix) == {}              # written, not yet verified
+    with pytest.raises(errors.NotLoadedError, match="no loaded mark"):
+        control.flip(client, prefix, VERSION, "m", expected_version=None)
+    with pytest.raises(errors.VerificationError):
+        loader.verify_load(client, prefix, manifest, str(tmp_path), result.written - 1, sample_members=5)
+    assert control.loaded_versions(client, prefix) == {}              # a failed verification marks nothing
 
-    store.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=5)
-    mark = store.loaded_versions(client, prefix)[VERSION]
+    loader.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=5)
+    mark = control.loaded_versions(client, prefix)[VERSION]
     assert mark["written"] == manifest["total_payloads"] == 20 * 6 + 18
     assert mark["manifest"] == f"{tmp_path}/manifest.json" and mark["verified_at"].endswith("+00:00")
 
     # A reload of the same version that fails half-way (DynamoDB never takes the items) leaves
     # the table unmarked: the flip refuses it although every item of the earlier load is there.
-    with pytest.raises(store.LoadError):
-        store.load_feeds(FlakyClient(client, always_unprocessed=True), str(tmp_path), manifest, prefix, threads=2)
-    assert VERSION not in store.loaded_versions(client, prefix)
-    with pytest.raises(store.NotLoadedError, match=f"refusing to flip to {VERSION}"):
-        store.flip(client, prefix, VERSION, "m", expected_version=None)
-    assert store.served_version(client, prefix) is None
+    with pytest.raises(errors.LoadError):
+        loader.load_feeds(FlakyClient(client, always_unprocessed=True), str(tmp_path), manifest, prefix, threads=2)
+    assert VERSION not in control.loaded_versions(client, prefix)
+    with pytest.raises(errors.NotLoadedError, match=f"refusing to flip to {VERSION}"):
+        control.flip(client, prefix, VERSION, "m", expected_version=None)
+    assert control.served_version(client, prefix) is None
 
 
 class CapacityProbe:
@@ -314,101 +312,101 @@ PROVISIONED = {"billing_mode: PAY_PER_REQUEST": "billing_mode: PROVISIONED",
 def test_provisioned_tables_get_load_capacity_for_the_load_only(tmp_path, client, prefix, serving_config, caplog):
     serving_config(PROVISIONED)
     manifest = write_feeds(tmp_path, members=30, files_per_data_set=1)
-    table = store.feeds_table(VERSION, prefix)
+    table = tables.feeds_table(VERSION, prefix)
 
     probe = CapacityProbe(client)
-    with caplog.at_level(logging.INFO, logger=store.logger.name):
-        result = store.load_feeds(probe, str(tmp_path), manifest, prefix, threads=2)
+    with caplog.at_level(logging.INFO, logger=loader.logger.name):
+        result = loader.load_feeds(probe, str(tmp_path), manifest, prefix, threads=2)
     assert result.written == manifest["total_payloads"]
     assert probe.capacity_while_writing == 400            # created at the load capacity
     assert probe.updates == [2]                           # one decrease, after the load
-    throughput = store.describe_table(client, table)["ProvisionedThroughput"]
+    throughput = tables.describe_table(client, table)["ProvisionedThroughput"]
     assert (throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"]) == (30, 2)
     assert "provisioned, 30 read / 400 write units" in caplog.text
 
     # A re-run finds the table at serving capacity: raised for the load, lowered again.
     again = CapacityProbe(client)
-    store.load_feeds(again, str(tmp_path), manifest, prefix, threads=2)
+    loader.load_feeds(again, str(tmp_path), manifest, prefix, threads=2)
     assert again.capacity_while_writing == 400 and again.updates == [400, 2]
 
     # The control table stays on-demand whatever the feeds tables use.
-    control = store.describe_table(client, store.control_table(prefix))
-    assert control["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    control_table = tables.describe_table(client, tables.control_table(prefix))
+    assert control_table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
 
 
 def test_a_refused_capacity_decrease_is_a_warning_not_a_failed_load(tmp_path, client, prefix, serving_config, caplog):
     serving_config(PROVISIONED)
     manifest = write_feeds(tmp_path, members=5, files_per_data_set=1)
     probe = CapacityProbe(client, refuse_decrease=True)
-    with caplog.at_level(logging.INFO, logger=store.logger.name):
-        result = store.load_feeds(probe, str(tmp_path), manifest, prefix, threads=2)
+    with caplog.at_level(logging.INFO, logger=loader.logger.name):
+        result = loader.load_feeds(probe, str(tmp_path), manifest, prefix, threads=2)
     assert result.written == manifest["total_payloads"]
     assert "Could not lower the write capacity" in caplog.text and "LimitExceededException" in caplog.text
-    assert store.describe_table(client, store.feeds_table(VERSION, prefix))["ProvisionedThroughput"][
+    assert tables.describe_table(client, tables.feeds_table(VERSION, prefix))["ProvisionedThroughput"][
         "WriteCapacityUnits"] == 400
 
 
 def test_provisioned_mode_needs_positive_capacities(serving_config):
     serving_config({**PROVISIONED, "read_capacity: 100": "read_capacity: 0"})
-    with pytest.raises(store.ServingStoreError, match="serving.provisioned.read_capacity must be a positive"):
-        store.feeds_billing()
+    with pytest.raises(errors.ServingStoreError, match="serving.provisioned.read_capacity must be a positive"):
+        tables.feeds_billing()
     serving_config({"billing_mode: PAY_PER_REQUEST": "billing_mode: ON_DEMAND"})
-    with pytest.raises(store.ServingStoreError, match="use PAY_PER_REQUEST or PROVISIONED"):
-        store.feeds_billing()
+    with pytest.raises(errors.ServingStoreError, match="use PAY_PER_REQUEST or PROVISIONED"):
+        tables.feeds_billing()
 
 
 # --- flip --------------------------------------------------------------------------------------
 
 def make_table(client, prefix: str, version: str) -> str:
     """An (empty) feeds table with a loaded mark, as a verified load leaves it."""
-    table = store.feeds_table(version, prefix)
-    store.ensure_feeds_table(client, table)
-    store.mark_loaded(client, prefix, version, 0, f"m-{version}")
+    table = tables.feeds_table(version, prefix)
+    tables.ensure_feeds_table(client, table)
+    control.mark_loaded(client, prefix, version, 0, f"m-{version}")
     return table
 
 
 def test_flip_is_conditional_and_the_loser_names_the_winner(client, prefix):
-    assert store.served_version(client, prefix) is None
+    assert control.served_version(client, prefix) is None
     for version in ("20261122t1100", "20261122t1500", "20261122t2000"):
         make_table(client, prefix, version)
 
-    first = store.flip(client, prefix, "20261122t1100", "file:///lake/m1.json", expected_version=None)
+    first = control.flip(client, prefix, "20261122t1100", "file:///lake/m1.json", expected_version=None)
     assert first["previous"] is None
-    served = store.served_version(client, prefix)
+    served = control.served_version(client, prefix)
     assert served["version"] == "20261122t1100" and served["manifest"] == "file:///lake/m1.json"
     assert served["previous"] is None and served["flipped_at"].endswith("+00:00")
-    assert served["table"] == store.feeds_table("20261122t1100", prefix)
+    assert served["table"] == tables.feeds_table("20261122t1100", prefix)
 
-    store.flip(client, prefix, "20261122t1500", "m2", expected_version="20261122t1100")
-    served = store.served_version(client, prefix)
+    control.flip(client, prefix, "20261122t1500", "m2", expected_version="20261122t1100")
+    served = control.served_version(client, prefix)
     assert (served["version"], served["previous"]) == ("20261122t1500", "20261122t1100")
 
     # A flip that still believes 11:00 is served loses, and is told what is served instead.
-    with pytest.raises(store.FlipConflictError, match="but 20261122t1500 is served now") as lost:
-        store.flip(client, prefix, "20261122t2000", "m3", expected_version="20261122t1100")
+    with pytest.raises(errors.FlipConflictError, match="but 20261122t1500 is served now") as lost:
+        control.flip(client, prefix, "20261122t2000", "m3", expected_version="20261122t1100")
     assert lost.value.served_version == "20261122t1500"
-    with pytest.raises(store.FlipConflictError, match="expected nothing"):
-        store.flip(client, prefix, "20261122t2000", "m3", expected_version=None)
-    assert store.served_version(client, prefix)["version"] == "20261122t1500"
+    with pytest.raises(errors.FlipConflictError, match="expected nothing"):
+        control.flip(client, prefix, "20261122t2000", "m3", expected_version=None)
+    assert control.served_version(client, prefix)["version"] == "20261122t1500"
 
     # Rollback is a flip back to a retained version.
-    store.flip(client, prefix, "20261122t1100", "m1", expected_version="20261122t1500")
-    assert store.served_version(client, prefix)["version"] == "20261122t1100"
+    control.flip(client, prefix, "20261122t1100", "m1", expected_version="20261122t1500")
+    assert control.served_version(client, prefix)["version"] == "20261122t1100"
 
 
 def test_concurrent_flips_exactly_one_wins(client, prefix):
     versions = [f"20261123t{hhmm}" for hhmm in ("1100", "1500", "2000")]
     for version in versions:
         make_table(client, prefix, version)
-    store.ensure_control_table(client, prefix)
+    tables.ensure_control_table(client, prefix)
     outcomes: dict[str, object] = {}
     barrier = threading.Barrier(len(versions))
 
     def attempt(version: str) -> None:
         barrier.wait()
         try:
-            outcomes[version] = store.flip(client, prefix, version, "m", expected_version=None)
-        except store.FlipConflictError as error:
+            outcomes[version] = control.flip(client, prefix, version, "m", expected_version=None)
+        except errors.FlipConflictError as error:
             outcomes[version] = error
 
     threads = [threading.Thread(target=attempt, args=(v,)) for v in versions]
@@ -425,9 +423,9 @@ def test_concurrent_flips_exactly_one_wins(client, prefix):
 
 
 def test_flip_refuses_a_missing_table(client, prefix):
-    with pytest.raises(store.TableNotFoundError, match="does not exist"):
-        store.flip(client, prefix, "20261124t1100", "m", expected_version=None)
-    assert store.served_version(client, prefix) is None
+    with pytest.raises(errors.TableNotFoundError, match="does not exist"):
+        control.flip(client, prefix, "20261124t1100", "m", expected_version=None)
+    assert control.served_version(client, prefix) is None
 
 
 # --- the Airflow operators, executed directly --------------------------------------------------
@@ -441,34 +439,34 @@ def test_operators_load_then_flip(tmp_path, operators, client, prefix):
                                 "version": VERSION}
 
     wrong = operators.LoadFeedsOperator(task_id="load2", feeds_uri=str(feeds_dir), version="20261122t1500")
-    with pytest.raises(store.ManifestError, match="is for version 20261122t1100"):
+    with pytest.raises(errors.ManifestError, match="is for version 20261122t1100"):
         wrong.execute({})
 
     manifest_uri = str(feeds_dir / "manifest.json")
     dry = operators.FlipServedVersionOperator(task_id="flip", version=VERSION, manifest_uri=manifest_uri,
                                               dry_run="True")
     assert dry.execute({})["flipped"] is False
-    assert store.served_version(client, prefix) is None
+    assert control.served_version(client, prefix) is None
 
     flip = operators.FlipServedVersionOperator(task_id="flip", version=VERSION, manifest_uri=manifest_uri,
                                                dry_run="False")
     assert flip.execute({})["flipped"] is True
-    assert store.served_version(client, prefix)["version"] == VERSION
+    assert control.served_version(client, prefix)["version"] == VERSION
     assert flip.execute({})["flipped"] is False          # a retry after success changes nothing
 
     missing = operators.FlipServedVersionOperator(task_id="flip", version="20261122t1500",
                                                   manifest_uri="m")
-    with pytest.raises(store.TableNotFoundError):
+    with pytest.raises(errors.TableNotFoundError):
         missing.execute({})
 
     unverified = "20261122t2000"
-    store.ensure_feeds_table(client, store.feeds_table(unverified, prefix))   # a load that died half-way
+    tables.ensure_feeds_table(client, tables.feeds_table(unverified, prefix))   # a load that died half-way
     for dry_run in ("True", "False"):
         refused = operators.FlipServedVersionOperator(task_id="flip", version=unverified, manifest_uri="m",
                                                       dry_run=dry_run)
-        with pytest.raises(store.NotLoadedError, match="not marked loaded .* clear the load task"):
+        with pytest.raises(errors.NotLoadedError, match="not marked loaded .* clear the load task"):
             refused.execute({})
-    assert store.served_version(client, prefix)["version"] == VERSION
+    assert control.served_version(client, prefix)["version"] == VERSION
 
 
 def test_operators_reach_dynamodb_through_their_airflow_connection(tmp_path, operators, client, prefix, monkeypatch,
@@ -480,7 +478,7 @@ def test_operators_reach_dynamodb_through_their_airflow_connection(tmp_path, ope
         nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection(nowhere, "a", "b", "us-east-1"))
     monkeypatch.setenv("AIRFLOW_CONN_FLASHFEED_AWS", aws_connection(dynamodb_endpoint, "a", "b", "eu-west-1"))
-    monkeypatch.delenv(store.ENDPOINT_ENV)                       # the tasks do not read it
+    monkeypatch.delenv(tables.ENDPOINT_ENV)                       # the tasks do not read it
     from flashfeed_airflow.aws import dynamodb_client
 
     named = dynamodb_client("flashfeed_aws")
