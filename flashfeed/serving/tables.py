@@ -181,33 +181,18 @@ def feeds_billing(settings: dict | None = None) -> dict:
     PAY_PER_REQUEST (default), or PROVISIONED with `serving.provisioned.read_capacity` and
     `load_write_capacity`: a table is created at its load capacity, lowered after the load.
     """
-    settings = settings or serving_config()
-    mode = settings.get("billing_mode", "PAY_PER_REQUEST")
-    if mode == "PAY_PER_REQUEST":
-        return dict(ON_DEMAND)
-    if mode != "PROVISIONED":
-        raise ServingStoreError(f"serving.billing_mode is {mode!r}; use PAY_PER_REQUEST or PROVISIONED")
     capacity = provisioned_capacity(settings)
+    if capacity is None:
+        return dict(ON_DEMAND)
     return {"BillingMode": "PROVISIONED",
             "ProvisionedThroughput": {"ReadCapacityUnits": capacity["read_capacity"],
                                       "WriteCapacityUnits": capacity["load_write_capacity"]}}
 
 
 def provisioned_capacity(settings: dict | None = None) -> dict[str, int] | None:
-    """`serving.provisioned` as positive ints when billing_mode is PROVISIONED, else None."""
+    """`serving.provisioned` (positive ints: the config is validated) when billing_mode is PROVISIONED, else None."""
     settings = settings or serving_config()
-    if settings.get("billing_mode", "PAY_PER_REQUEST") != "PROVISIONED":
-        return None
-    section = settings.get("provisioned") or {}
-    capacity = {}
-    for name in ("read_capacity", "load_write_capacity", "serving_write_capacity"):
-        value = section.get(name)
-        if not isinstance(value, int) or value < 1:
-            raise ServingStoreError(
-                f"serving.provisioned.{name} must be a positive integer with billing_mode PROVISIONED, got {value!r}"
-            )
-        capacity[name] = value
-    return capacity
+    return dict(settings["provisioned"]) if settings["billing_mode"] == "PROVISIONED" else None
 
 
 def set_write_capacity(client, table: str, units: int, why: str, log: Log = logger) -> bool:

@@ -49,7 +49,7 @@ def dagbag(tmp_path_factory):
         mp.setenv("FLASHFEED_HOME", str(missing_home))
         mp.setenv("FLASHFEED_LAKE", str(missing_home / "lake"))
         mp.setattr(socket.socket, "connect", no_network)
-        mp.setattr(flashfeed.core.config, "_load", no_config)
+        mp.setattr(flashfeed.core.config, "load_settings", no_config)
         bag = DagBag(dag_folder=str(REPO / "dags"))
     assert not missing_home.exists(), "DAG parsing created local state"
     return bag
@@ -200,9 +200,8 @@ def test_weekly_tune_is_off_until_unpaused_and_writes_where_the_daily_model_read
     # Sunday 01:00 in New York plans the Sunday: the day whose daily model (05:00) reads it.
     plan = plan_tune_week(datetime(2026, 11, 29, 6, 0, tzinfo=timezone.utc))
     assert plan["dt"] == "2026-11-29" and plan["tuning"].endswith("/tuning/dt=2026-11-29")
-    from airflow.timetables.trigger import CronTriggerTimetable
-
     from airflow.serialization.encoders import encode_timetable
+    from airflow.timetables.trigger import CronTriggerTimetable
 
     timetable = CronTriggerTimetable(schedules.WEEKLY_TUNE_CRON, timezone=schedules.TIMEZONE)
     assert encode_timetable(dag.timetable) == encode_timetable(timetable)
@@ -279,7 +278,6 @@ def test_launch_timetable_fires_at_the_three_local_times_across_dst():
 
 def test_dag_timetables_use_the_tested_schedules(dagbag):
     from airflow.serialization.encoders import encode_timetable
-
     from airflow.timetables.trigger import CronTriggerTimetable, MultipleCronTriggerTimetable
 
     launch = encode_timetable(dagbag.dags["flashfeed_launch_feeds"].timetable)

@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from flashfeed.core.lake import FEEDS, VARIANTS, feed_folder
+from flashfeed.core.settings import ConfigError
 from flashfeed.serving import control, errors, loader, manifests, payloads, tables
 
 VERSION = "20261122t1100"
@@ -347,11 +348,13 @@ def test_a_refused_capacity_decrease_is_a_warning_not_a_failed_load(tmp_path, cl
 
 
 def test_provisioned_mode_needs_positive_capacities(serving_config):
+    # The config's validation refuses them at load, before any table is created.
     serving_config({**PROVISIONED, "read_capacity: 100": "read_capacity: 0"})
-    with pytest.raises(errors.ServingStoreError, match="serving.provisioned.read_capacity must be a positive"):
+    with pytest.raises(ConfigError, match=r"serving\.provisioned\.read_capacity: Input should be greater than or "
+                                          r"equal to 1"):
         tables.feeds_billing()
     serving_config({"billing_mode: PAY_PER_REQUEST": "billing_mode: ON_DEMAND"})
-    with pytest.raises(errors.ServingStoreError, match="use PAY_PER_REQUEST or PROVISIONED"):
+    with pytest.raises(ConfigError, match=r"serving\.billing_mode: Input should be 'PAY_PER_REQUEST' or 'PROVISIONED'"):
         tables.feeds_billing()
 
 
