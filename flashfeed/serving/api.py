@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Iterator, Literal
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -179,24 +179,98 @@ def _error(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": error, "detail": detail})
 
 
-def create_app(client=None, prefix: str | None = None) -> FastAPI:
-    """The read API over `client`: a boto3 DynamoDB client or a `DynamoDBReader` (the default,
-    `dynamodb_reader.from_settings()`, created lazily)."""
-    settings = load_config()["serving"]
-    table_prefix = settings["table_prefix"] if prefix is None else prefix
-    state: dict[str, Any] = {"client": client}
-    client_lock = threading.Lock()
+class FeedStore:
+    """What the routes read: the served version (cached pointer) and payloads of its table."""
 
-    def get_client():
-        with client_lock:
-            if state["client"] is None:
-                state["client"] = dynamodb_reader.from_settings()
-            return state["client"]
+    def __init__(self, client, table_prefix: str, pointer_cache_seconds: float):
+        self._client = client
+        self._client_lock = threading.Lock()
+        self.pointer = ServedPointer(self.client, table_prefix, pointer_cache_seconds)
 
-    pointer = ServedPointer(get_client, table_prefix, float(settings["api_pointer_cache_seconds"]))
-    app = FastAPI(title="flashfeed read API", version="1",
-                  description="Personalised flash-sale feeds: one member's payload per request.")
-    app.state.pointer = pointer
+    def client(self):
+        """The DynamoDB client, a `DynamoDBReader` made on first use unless one was given."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = dynamodb_reader.from_settings()
+            return self._client
+
+    def served_or_503(self) -> dict:
+        with store_errors_as_503():
+            served = self.pointer.get()
+        if served is None:
+            raise ApiError(503, "nothing served yet",
+                           "no feed version has been flipped to serving; run the launch feeds DAG")
+        return served
+
+    def member_feed(self, member_id: str, feed: str, variant: str, division: str | None) -> tuple[str, dict]:
+        """The member's payload (her experiment variant's while one runs), else a fallback; with its headers."""
+        if variant not in MEMBER_FEEDS[feed]:
+            raise ApiError(404, "no such variant",
+                           f"feed {feed} has no {variant} variant; use {' or '.join(MEMBER_FEEDS[feed])}")
+        served = self.served_or_503()
+        headers = {"X-Feed-Version": served["version"], "X-Feed-Source": SOURCE_MEMBER}
+        experiment_variant = None
+        experiment = served["experiment"]
+        if experiment is not None and feed in FEEDS:
+            assigned = experiment.variant(member_id)
+            if f"{experiment.name}:{assigned}" in served.get("stopped", ()):
+                assigned = experiments.CONTROL          # stopped: its members see control again
+            experiment_variant = None if assigned == experiments.CONTROL else assigned
+            headers["X-Feed-Experiment"] = f"{experiment.name}:{assigned}"
+        with store_errors_as_503():
+            payload = payloads.get_item_payload(self.client(), served["table"], member_id,
+                                                payloads.feed_key(feed, variant, experiment_variant))
+            if payload is None:
+                payload, fallback = self.fallback(served["table"], feed, variant,
+                                                  division.lower() if division is not None else None)
+                headers.update({"X-Feed-Source": SOURCE_FALLBACK, "X-Feed-Fallback": fallback})
+        if payload is None:
+            raise ApiError(404, "no feed for member",
+                           f"member {member_id} has no {feed} {variant} feed in version "
+                           f"{served['version']} and there is no fallback payload")
+        return payload, headers
+
+    def fallback(self, table: str, feed: str, variant: str, division: str | None) -> tuple[str | None, str]:
+        """The division's fallback payload when the hint is given and it exists, else the global one."""
+        key = payloads.feed_key(feed, variant)
+        if division is None or division == GLOBAL_FALLBACK:
+            return payloads.get_item_payload(self.client(), table, payloads.GLOBAL_FALLBACK_MEMBER,
+                                             key), GLOBAL_FALLBACK
+        found = payloads.get_payloads(self.client(), table, [
+            (FALLBACK_MEMBER_PREFIX + division, key), (payloads.GLOBAL_FALLBACK_MEMBER, key)])
+        if FALLBACK_MEMBER_PREFIX + division in found:
+            return found[FALLBACK_MEMBER_PREFIX + division], division
+        return found.get(payloads.GLOBAL_FALLBACK_MEMBER), GLOBAL_FALLBACK
+
+    def product_feed(self, style_id: str, feed: str) -> Response:
+        served = self.served_or_503()
+        with store_errors_as_503():
+            payload = payloads.get_product_payload(self.client(), served["table"], style_id, feed)
+        if payload is None:
+            raise ApiError(404, "no products for style",
+                           f"style {style_id} is not on sale in version {served['version']} (or nothing on sale "
+                           f"relates to it): there is no {feed} payload for it")
+        return Response(content=payload, media_type="application/json", headers={"X-Feed-Version": served["version"]})
+
+    def health(self) -> JSONResponse:
+        with store_errors_as_503():
+            served = self.pointer.get(fresh=True)     # health answers about now, not the cache
+        if served is None:
+            return JSONResponse(status_code=503, content={
+                "status": "unavailable", "served_version": None, "table": None,
+                "error": "nothing served yet", "detail": "no feed version has been flipped to serving"})
+        with store_errors_as_503():
+            table_ok = tables.table_exists(self.client(), served["table"])
+        if not table_ok:
+            return JSONResponse(status_code=503, content={
+                "status": "unavailable", "served_version": served["version"], "table": served["table"],
+                "error": "served table missing",
+                "detail": f"table {served['table']} does not exist or is not ACTIVE; flip to a retained version"})
+        return JSONResponse({"status": "ok", "served_version": served["version"], "table": served["table"]})
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error is `{"error", "detail"}`; a bad id, feed or variant names the rule it breaks."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
@@ -220,25 +294,17 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
         problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors)
         return _error(422, "invalid request", problems)
 
-    def served_or_503() -> dict:
-        with store_errors_as_503():
-            served = pointer.get()
-        if served is None:
-            raise ApiError(503, "nothing served yet",
-                           "no feed version has been flipped to serving; run the launch feeds DAG")
-        return served
 
-    def fallback_payload(table: str, feed: str, variant: str, division: str | None) -> tuple[str | None, str]:
-        """The division's fallback payload when the hint is given and it exists, else the global one."""
-        key = payloads.feed_key(feed, variant)
-        if division is None or division == GLOBAL_FALLBACK:
-            return payloads.get_item_payload(get_client(), table, payloads.GLOBAL_FALLBACK_MEMBER,
-                                                  key), GLOBAL_FALLBACK
-        found = payloads.get_payloads(get_client(), table, [
-            (FALLBACK_MEMBER_PREFIX + division, key), (payloads.GLOBAL_FALLBACK_MEMBER, key)])
-        if FALLBACK_MEMBER_PREFIX + division in found:
-            return found[FALLBACK_MEMBER_PREFIX + division], division
-        return found.get(payloads.GLOBAL_FALLBACK_MEMBER), GLOBAL_FALLBACK
+def create_app(client=None, prefix: str | None = None) -> FastAPI:
+    """The read API over `client`: a boto3 DynamoDB client or a `DynamoDBReader` (the default,
+    `dynamodb_reader.from_settings()`, created lazily)."""
+    settings = load_config()["serving"]
+    store = FeedStore(client, settings["table_prefix"] if prefix is None else prefix,
+                      settings["api_pointer_cache_seconds"])
+    app = FastAPI(title="flashfeed read API", version="1",
+                  description="Personalised flash-sale feeds: one member's payload per request.")
+    app.state.pointer = store.pointer
+    add_error_handlers(app)
 
     @app.get("/v1/members/{member_id}/feeds/{feed}", response_class=Response, responses={
         200: {"model": MemberPayload, "description": "the member's payload, or a fallback payload, verbatim",
@@ -258,73 +324,27 @@ def create_app(client=None, prefix: str | None = None) -> FastAPI:
             "the member's division (e.g. women), a hint for an unknown member: she gets that division's "
             "fallback (`all`: the global one)"))] = None,
     ) -> Response:
-        if variant not in MEMBER_FEEDS[feed]:
-            raise ApiError(404, "no such variant",
-                           f"feed {feed} has no {variant} variant; use {' or '.join(MEMBER_FEEDS[feed])}")
-        division = division.lower() if division is not None else None
-        served = served_or_503()
-        headers = {"X-Feed-Version": served["version"], "X-Feed-Source": SOURCE_MEMBER}
-        experiment_variant = None
-        experiment = served["experiment"]
-        if experiment is not None and feed in FEEDS:
-            assigned = experiment.variant(member_id)
-            if f"{experiment.name}:{assigned}" in served.get("stopped", ()):
-                assigned = experiments.CONTROL          # stopped: its members see control again
-            experiment_variant = None if assigned == experiments.CONTROL else assigned
-            headers["X-Feed-Experiment"] = f"{experiment.name}:{assigned}"
-        with store_errors_as_503():
-            payload = payloads.get_item_payload(get_client(), served["table"], member_id,
-                                                payloads.feed_key(feed, variant, experiment_variant))
-            if payload is None:
-                payload, fallback = fallback_payload(served["table"], feed, variant, division)
-                headers.update({"X-Feed-Source": SOURCE_FALLBACK, "X-Feed-Fallback": fallback})
-        if payload is None:
-            raise ApiError(404, "no feed for member",
-                           f"member {member_id} has no {feed} {variant} feed in version "
-                           f"{served['version']} and there is no fallback payload")
+        payload, headers = store.member_feed(member_id, feed, variant, division)
         return Response(content=payload, media_type="application/json", headers=headers)
-
-    def product_feed(style_id: str, feed: str) -> Response:
-        served = served_or_503()
-        with store_errors_as_503():
-            payload = payloads.get_product_payload(get_client(), served["table"], style_id, feed)
-        if payload is None:
-            raise ApiError(404, "no products for style",
-                           f"style {style_id} is not on sale in version {served['version']} (or nothing on sale "
-                           f"relates to it): there is no {feed} payload for it")
-        return Response(content=payload, media_type="application/json", headers={"X-Feed-Version": served["version"]})
 
     @app.get("/v1/styles/{style_id}/related", response_class=Response, responses={
         200: {"model": RelatedPayload, "description": "products related to this one, verbatim",
               "headers": VERSION_HEADER}, **ERRORS})
     def related(style_id: StyleId) -> Response:
         """Products of the subclass-brands most related to this product's (member co-occurrence)."""
-        return product_feed(style_id, RELATED)
+        return store.product_feed(style_id, RELATED)
 
     @app.get("/v1/styles/{style_id}/bought-together", response_class=Response, responses={
         200: {"model": BoughtTogetherPayload, "description": "products bought with this one, verbatim",
               "headers": VERSION_HEADER}, **ERRORS})
     def bought_together(style_id: StyleId) -> Response:
         """Products of the subclass-brands bought with this product's (FP-Growth association rules)."""
-        return product_feed(style_id, BOUGHT_TOGETHER)
+        return store.product_feed(style_id, BOUGHT_TOGETHER)
 
     @app.get("/v1/health", response_model=Health, responses={503: {"model": Health,
                                                                    "description": "nothing served, or table missing"}})
     def health() -> JSONResponse:
-        with store_errors_as_503():
-            served = pointer.get(fresh=True)     # health answers about now, not the cache
-        if served is None:
-            return JSONResponse(status_code=503, content={
-                "status": "unavailable", "served_version": None, "table": None,
-                "error": "nothing served yet", "detail": "no feed version has been flipped to serving"})
-        with store_errors_as_503():
-            table_ok = tables.table_exists(get_client(), served["table"])
-        if not table_ok:
-            return JSONResponse(status_code=503, content={
-                "status": "unavailable", "served_version": served["version"], "table": served["table"],
-                "error": "served table missing",
-                "detail": f"table {served['table']} does not exist or is not ACTIVE; flip to a retained version"})
-        return JSONResponse({"status": "ok", "served_version": served["version"], "table": served["table"]})
+        return store.health()
 
     return app
 
@@ -344,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"port (default: {PORT_ENV} or {DEFAULT_PORT})")
     parser.add_argument("--endpoint", default=None,
                         help=f"DynamoDB endpoint (default: {tables.ENDPOINT_ENV}, else AWS)")
-    parser.add_argument("--workers", type=int, default=int(settings["api_workers"]),
+    parser.add_argument("--workers", type=int, default=settings["api_workers"],
                         help="worker processes (default: serving.api_workers)")
     args = parser.parse_args(argv)
     if args.endpoint:
@@ -352,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every worker process builds its own app and store client; the access log is off by
     # default (serving.api_access_log): a line per request costs a fifth of the API's CPU.
     uvicorn.run("flashfeed.serving.api:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, access_log=bool(settings["api_access_log"]), log_level="info")
+                workers=args.workers, access_log=settings["api_access_log"], log_level="info")
     return 0
 
 

@@ -26,7 +26,7 @@ def spark_submit_settings(config: dict | None = None) -> dict[str, str]:
     driver's and the executors' memory from config `spark` (in local mode the driver does all
     the work and the executor setting is unused)."""
     spark = (config or load_config())["spark"]
-    return {"spark.driver.memory": str(spark["driver_memory"]), "spark.executor.memory": str(spark["executor_memory"])}
+    return {"spark.driver.memory": spark["driver_memory"], "spark.executor.memory": spark["executor_memory"]}
 
 
 def plan_model_day(when: datetime) -> dict[str, Any]:
