@@ -100,9 +100,9 @@ class LoadFeedsOperator(BaseOperator):
                 self.log.warning("Version %s is served right now: this load rewrites the live table in place",
                                  self.version)
             result = loader.load_feeds(client, self.feeds_uri, manifest,
-                                      threads=int(config["load_threads"]), log=self.log)
+                                      threads=config["load_threads"], log=self.log)
             loader.verify_load(client, None, manifest, self.feeds_uri, result.written,
-                              int(config["verify_sample_members"]), seed=self.version, log=self.log)
+                              config["verify_sample_members"], seed=self.version, log=self.log)
         except errors.ServingStoreError as error:
             self.log.error("Load of %s into %s FAILED, nothing was flipped: %s", self.version, table, error)
             raise
