@@ -1,6 +1,7 @@
 # flashfeed: two commands set everything up on a fresh machine (Python 3.11, Java 17, Node 20):
 #   make demo   - the main job on the embedded defaults (install, DynamoDB, data, both DAGs, API)
-#   make test   - the test suite
+#   make test   - the test suite, every tier (what CI runs)
+#   make test-fast - the fast tier: unit tests, DAG integrity, Spark transforms on tiny frames (under 5 min)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -9,7 +10,7 @@ FLASHFEED := $(VENV)/bin/flashfeed
 PYSPARK_VERSION := $(shell sed -n 's/^pyspark==//p' requirements.txt)
 PYTEST_ARGS ?=
 
-.PHONY: install browser demo test airflow api dynamodb-start dynamodb-stop clean
+.PHONY: install browser demo test test-fast test-slow test-e2e airflow api dynamodb-start dynamodb-stop clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -43,8 +44,22 @@ browser:
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
 	fi
 
+# Test tiers, by pytest marker (pyproject.toml; tests/conftest.py marks everything under
+# tests/e2e `e2e`, slower tests elsewhere are marked `slow`). `make test` runs them all.
+FAST_TIER := not e2e and not slow
+
 test: install browser
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest tests -q -m "$(FAST_TIER)" $(PYTEST_ARGS)
+
+# What `make test` adds to the fast tier, in two parts.
+test-slow: install
+	$(PY) -m pytest tests -q -m "slow and not e2e" $(PYTEST_ARGS)
+
+test-e2e: install browser
+	$(PY) -m pytest tests -q -m e2e $(PYTEST_ARGS)
 
 airflow: install
 	$(FLASHFEED) dynamodb start

@@ -1,4 +1,9 @@
-"""Shared test fixtures.
+"""Shared test fixtures, and the test tiers.
+
+Tiers (markers registered in pyproject.toml): every test under tests/e2e is marked `e2e` here,
+by its folder; a slower test elsewhere is marked `slow` in its own module. `make test-fast`
+runs `-m "not e2e and not slow"` (unit tests, DAG integrity, Spark transforms on tiny frames);
+`make test` runs everything (what CI runs).
 
 `dynamodb_endpoint`: a real DynamoDB (the project's dynalite, `npm ci` first) for the whole
 test session, on a free 127.0.0.1 port with its data in a temporary folder; stopped by its
@@ -16,6 +21,15 @@ from typing import NamedTuple
 import pytest
 
 PORT_ATTEMPTS = 3
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E in item.path.resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 # The UCI Online Retail sample (CC BY 4.0) ships next to the project's checkout, in
 # ../shared/data/; FLASHFEED_UCI_SAMPLE points elsewhere (e.g. for a clone in another folder).
 _UCI_RELATIVE = Path("shared", "data", "uci-online-retail-sample", "online_retail_rows_500000_541908.csv")

@@ -282,6 +282,7 @@ def api_server(served, reader):
     thread.join(10)
 
 
+@pytest.mark.slow   # not in `make test-fast`
 def test_schemathesis_finds_nothing_with_all_checks(api_server, tmp_path):
     import subprocess
     import sys

@@ -18,6 +18,7 @@ from flashfeed.demo.generator import SCHEMAS
 from spark_jobs import build_collections, features, score_products, train_group
 from spark_jobs.common import JobError, LakeFS, first_line, get_logger, run_job
 
+pytestmark = pytest.mark.slow   # whole Spark jobs: not in `make test-fast`
 DAY = "2026-11-22"
 
 

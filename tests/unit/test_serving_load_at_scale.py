@@ -17,6 +17,7 @@ from flashfeed.serving import control, errors, loader, payloads, tables
 from tests.unit.test_serving_store import VERSION, count_items, write_feeds
 
 MEMBERS_FOR_20K = 3_334          # x 6 data sets + 18 fallback payloads = 20,022 payloads
+pytestmark = pytest.mark.slow   # 20,000+ payloads into dynalite: not in `make test-fast`
 KILL_AFTER_ITEMS = 2_000
 KILL_TIMEOUT_S = 120
 PROGRESS = re.compile(r"Loading \S+: ([\d,]+) / [\d,]+ payloads written \([\d.]+ %\), [\d,]+ items/s, ETA \S+")
