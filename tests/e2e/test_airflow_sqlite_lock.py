@@ -7,25 +7,21 @@ tests/unit/test_airflow_sqlite.py.)
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from flashfeed.local.airflow_sqlite import WRITE_LOCK_WAIT_S
-from flashfeed.local.env import project_env
+from tests.e2e.helpers import e2e_env
 
-pytestmark = pytest.mark.e2e
 # Longer than sqlite3's own 5 s plus the CLI's start-up, shorter than flashfeed's wait.
 LOCK_HELD_S = 25
 
 
 def test_airflow_cli_write_waits_for_a_held_sqlite_lock(tmp_path):
     assert WRITE_LOCK_WAIT_S > LOCK_HELD_S
-    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(tmp_path)})
+    env = e2e_env(tmp_path)
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True)
 
     holder = sqlite3.connect(Path(env["AIRFLOW_HOME"], "airflow.db"), isolation_level=None)

@@ -3,35 +3,20 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 
 import pytest
 
-from flashfeed.core.config import REPO_ROOT
-from flashfeed.local.env import project_env
 from flashfeed.quality.metrics import METRICS
-from tests.conftest import UCI_SAMPLE
+from tests.e2e.helpers import e2e_env
+from tests.e2e.helpers import flashfeed as _flashfeed
 
 MODELS = {"popularity", "group_als", "global_als", "repeat_blend", "served", "served_boosted"}
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not UCI_SAMPLE.is_file(), reason=f"the UCI sample is not at {UCI_SAMPLE}")]
 
-
-def _flashfeed(args: list[str], env: dict) -> str:
-    result = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "flashfeed"), *args], env=env, cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, f"flashfeed {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
-def test_evaluate_and_tune_on_the_uci_sample(tmp_path):
-    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(tmp_path / "home")})
+def test_evaluate_and_tune_on_the_uci_sample(tmp_path, uci_csv):
+    env = e2e_env(tmp_path / "home")
     lake = str(tmp_path / "lake")
-    _flashfeed(["uci-to-csv", "--csv", str(UCI_SAMPLE), "--out", str(tmp_path / "csv")], env)
-    _flashfeed(["import", "--events", str(tmp_path / "csv" / "events.csv"),
-                "--items", str(tmp_path / "csv" / "items.csv"), "--lake", lake], env)
+    _flashfeed(["import", "--events", str(uci_csv["events"]), "--items", str(uci_csv["items"]), "--lake", lake], env)
 
     out = tmp_path / "metrics.json"
     table = _flashfeed(["evaluate", "--lake", lake, "--out", str(out), "--split", "stratified",
@@ -40,7 +25,7 @@ def test_evaluate_and_tune_on_the_uci_sample(tmp_path):
     assert report["k"] == 10 and report["split"]["type"] == "stratified" and report["split"]["seed"] == 3
     assert report["split"]["dt"] == "2011-12-10"            # the day after the last invoice
     # All imported history by default: from the sample's first invoice day on.
-    with open(tmp_path / "csv" / "events.csv", newline="") as handle:
+    with open(uci_csv["events"], newline="") as handle:
         first_day = min(row["occurred_at"][:10] for row in csv.DictReader(handle))
     assert report["split"]["oldest_day"] == first_day
     assert set(report["models"]) == MODELS

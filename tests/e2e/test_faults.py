@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
-from flashfeed.demo import generator as demo_data
 from flashfeed.core import lake
+from flashfeed.core.config import REPO_ROOT
 from flashfeed.local import dynamodb as local_dynamodb
 from flashfeed.serving import control, errors, loader, tables
-from flashfeed.core.config import REPO_ROOT
-from flashfeed.local.env import project_env
 from tests.conftest import start_on_free_port
+from tests.e2e.helpers import e2e_env
 from tests.unit.test_serving_store import write_feeds
 
 DAY = "2026-11-22"
@@ -90,10 +89,9 @@ def _spark_submit(env: dict, job: str, *args: str) -> subprocess.Popen:
 
 
 @pytest.fixture
-def small_world(tmp_path):
-    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(tmp_path / "home")})
-    root = str(tmp_path / "lake")
-    demo_data.generate(root, members=60, days=3, end_date=DAY, seed=5)
+def small_world(tmp_path, demo_world):
+    env = e2e_env(tmp_path / "home")
+    root = demo_world(tmp_path / "lake", members=60, days=3, end_date=DAY, seed=5)
     return env, root
 
 

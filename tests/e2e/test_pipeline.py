@@ -10,8 +10,6 @@ webhook) when it runs before a launch is flipped, and not after.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,49 +19,27 @@ import yaml
 
 from flashfeed.core import calendar, experiments, lake
 from flashfeed.serving import control, tables
-from flashfeed.local.env import project_env
+from tests.e2e.helpers import NY, REPO, dag_test, e2e_env, feed_lines, first_payload, lake_line, run
 
-REPO = Path(__file__).resolve().parents[2]
 DAY = "2026-11-22"
 MEMBERS, DAYS, SEED = 700, 14, 11
 LEAD = timedelta(minutes=45)
 WATCH = timedelta(minutes=15)
-NY = ZoneInfo("America/New_York")
 EXPERIMENT = {"name": "boost-e2e", "salt": "e2e", "variants": {
     "control": {"share": 0.8}, "strong_boost": {"share": 0.2, "collections": {"boost": 1.0}}}}
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, dynamodb_endpoint):
+def world(tmp_path_factory, dynamodb_endpoint, demo_world):
     home = tmp_path_factory.mktemp("flashfeed-home")
     # The committed config with an A/B experiment running: a fifth of the members get a variant.
     config = yaml.safe_load((REPO / "include" / "flashfeed.yaml").read_text())
     config["experiments"] = EXPERIMENT
     (home / "flashfeed.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
-                       "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint,
-                       "FLASHFEED_CONFIG": str(home / "flashfeed.yaml")})
-    _run(["flashfeed", "airflow-init"], env)
-    _run(["flashfeed", "demo-data", "--lake", env["FLASHFEED_LAKE"], "--members", str(MEMBERS),
-          "--days", str(DAYS), "--end-date", DAY, "--seed", str(SEED)], env)
+    env = e2e_env(home, FLASHFEED_DYNAMODB_ENDPOINT=dynamodb_endpoint, FLASHFEED_CONFIG=str(home / "flashfeed.yaml"))
+    run(["flashfeed", "airflow-init"], env)
+    demo_world(env["FLASHFEED_LAKE"], members=MEMBERS, days=DAYS, end_date=DAY, seed=SEED)
     return env
-
-
-def _run(cmd, env, timeout=1200):
-    result = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
-def _dag_test(dag_id: str, logical: datetime, env, expect: str = "success", conf: dict | None = None) -> None:
-    when = logical.isoformat()
-    # The run may be meant to fail (the launch watch); its state is checked below.
-    subprocess.run(["airflow", "dags", "test", dag_id, when, *(["--conf", json.dumps(conf)] if conf else [])],
-                   env=env, cwd=REPO, capture_output=True, timeout=1200, check=False)
-    state = _run(["airflow", "dags", "state", dag_id, when], env).stdout.strip().splitlines()[-1]
-    assert state.startswith(expect), f"{dag_id} {when}: {state}, expected {expect}"
 
 
 def _client(env):
@@ -71,17 +47,11 @@ def _client(env):
 
 
 def _lake_line(env, launch: str, member_id: str, data_set: str = "products_card", key: str = "member_id") -> str:
-    folder = Path(lake.feeds(DAY, launch, env["FLASHFEED_LAKE"])) / data_set
-    for part in folder.glob("part-*.json"):
-        for line in part.read_text().splitlines():
-            if json.loads(line)[key] == member_id:
-                return line
-    raise AssertionError(f"{member_id} not in {folder}")
+    return lake_line(env["FLASHFEED_LAKE"], DAY, launch, member_id, data_set, key)
 
 
 def _first(env, launch: str, data_set: str) -> dict:
-    part = next(Path(lake.feeds(DAY, launch, env["FLASHFEED_LAKE"]), data_set).glob("part-*.json"))
-    return json.loads(part.read_text().splitlines()[0])
+    return first_payload(env["FLASHFEED_LAKE"], DAY, launch, data_set)
 
 
 def _assert_payloads_sell_what_is_on_sale(root: str, launch: str) -> None:
@@ -128,7 +98,7 @@ def _assert_browsing_shows_within_the_quarter_hour(env, version: str, monkeypatc
     pq.write_table(pa.Table.from_pylist(events, schema=SCHEMAS["events"]), f"{partition}/part-00000.parquet")
     Path(partition, "_SUCCESS").touch()
     before = _api_get(env, f"/v1/members/{member_id}/feeds/because", monkeypatch).json()
-    _dag_test("flashfeed_freshness", quarter + timedelta(minutes=15), env)
+    dag_test("flashfeed_freshness", quarter + timedelta(minutes=15), env)
     refresh = Path(lake.refresh(DAY, launch, quarter.strftime("%Y%m%dt%H%M"), root))
     manifest = json.loads((refresh / "manifest.json").read_text())
     assert manifest["members"] == 1 and manifest["version"] == version
@@ -152,7 +122,7 @@ def _api_get(env, path: str, monkeypatch):
 def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbox):
     env = {**world, "FLASHFEED_ALERT_WEBHOOK": alert_inbox.url}
     root = env["FLASHFEED_LAKE"]
-    _dag_test("flashfeed_daily_model", datetime.combine(datetime.fromisoformat(DAY), time(5), NY), env)
+    dag_test("flashfeed_daily_model", datetime.combine(datetime.fromisoformat(DAY), time(5), NY), env)
 
     groups = json.loads(Path(lake.affinity(DAY, root=root), "groups.json").read_text())["groups"]
     assert groups, "no member group was trained"
@@ -177,17 +147,18 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
         slot = calendar.slot(DAY, launch)
         if launch == "1500":
             # The launch watch at 14:45: 15:00 is not built yet, so it alerts (webhook) and fails.
-            _dag_test("flashfeed_launch_watch", slot.starts_at - WATCH, env, expect="failed")
+            dag_test("flashfeed_launch_watch", slot.starts_at - WATCH, env, expect="failed")
             [alert] = alert_inbox.alerts
-            assert alert["alert"]["version"] == slot.version and alert["alert"]["served_version"] == served[0]["version"]
+            assert alert["alert"]["version"] == slot.version
+            assert alert["alert"]["served_version"] == served[0]["version"]
             assert "launch 2026-11-22 15:00" in alert["text"] and "NOT flipped 15 minutes" in alert["text"]
             assert alert["alert"]["progress"] == {"affinity of the day sealed": True, "products scored": False,
                                                   "collections built": False, "table loaded and verified": False}
-        _dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
+        dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
         pointer = control.served_version(_client(env), None)
         assert pointer["version"] == slot.version
         served.append(pointer)
-        _dag_test("flashfeed_launch_watch", slot.starts_at - WATCH, env)   # served: on time, no new alert
+        dag_test("flashfeed_launch_watch", slot.starts_at - WATCH, env)   # served: on time, no new alert
         assert len(alert_inbox.alerts) == (1 if launch == "1500" else 0)
 
         manifest = json.loads(Path(lake.feeds(DAY, launch, root), "manifest.json").read_text())
@@ -207,8 +178,7 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
         unknown = _api_get(env, "/v1/members/m-not-a-member/feeds/brands?variant=full", monkeypatch)
         assert unknown.status_code == 200 and unknown.json()["member_id"].startswith(lake.FALLBACK_MEMBER_PREFIX)
         women = _api_get(env, "/v1/members/m-not-a-member/feeds/brands?variant=full&division=women", monkeypatch)
-        fallback_lines = [line for part in Path(lake.feeds(DAY, launch, root), "fallback").glob("part-*.json")
-                          for line in part.read_text().splitlines()]
+        fallback_lines = feed_lines(root, DAY, launch, "fallback")
         assert women.text in fallback_lines and women.headers["x-feed-fallback"] == "women"
         assert (women.json()["member_id"], women.json()["feed"]) == (lake.FALLBACK_MEMBER_PREFIX + "women", "brands")
 
@@ -229,8 +199,7 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
         experiment = experiments.from_dict(manifest["experiment"])
         treated = _first(env, launch, "products_card.strong_boost")
         assert experiment.variant(treated["member_id"]) == "strong_boost" and treated["experiment"] == "strong_boost"
-        members = [json.loads(x)["member_id"] for part in Path(lake.feeds(DAY, launch, root), "products_card").glob(
-            "part-*.json") for x in part.read_text().splitlines()]
+        members = [json.loads(x)["member_id"] for x in feed_lines(root, DAY, launch, "products_card")]
         assert manifest["data_sets"]["products_card.strong_boost"]["payloads"] == sum(
             experiment.variant(m) == "strong_boost" for m in members)
         path = f"/v1/members/{treated['member_id']}/feeds/products"
@@ -239,11 +208,11 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
         assert response.text == _lake_line(env, launch, treated["member_id"], "products_card.strong_boost")
         if launch == "1100":
             # Stopped from the Airflow DAG: control at once, no reload; then resumed.
-            _dag_test("flashfeed_experiment", slot.starts_at, env, conf={"variant": "strong_boost", "action": "stop"})
+            dag_test("flashfeed_experiment", slot.starts_at, env, conf={"variant": "strong_boost", "action": "stop"})
             stopped = _api_get(env, path, monkeypatch)
             assert stopped.headers["x-feed-experiment"] == "boost-e2e:control"
             assert stopped.text == _lake_line(env, launch, treated["member_id"])
-            _dag_test("flashfeed_experiment", slot.starts_at + WATCH, env,
+            dag_test("flashfeed_experiment", slot.starts_at + WATCH, env,
                       conf={"variant": "strong_boost", "action": "resume"})
             assert _api_get(env, path, monkeypatch).headers["x-feed-experiment"] == "boost-e2e:strong_boost"
 
@@ -256,7 +225,7 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
     # Rollback through Airflow: the manual DAG with its default target (the previous version)
     # serves the 11:00 version again, and the API follows within its pointer cache.
     rolled_back_at = datetime.combine(datetime.fromisoformat(DAY), time(16), NY)
-    _dag_test("flashfeed_rollback", rolled_back_at, env)
+    dag_test("flashfeed_rollback", rolled_back_at, env)
     pointer = control.served_version(_client(env), None)
     assert (pointer["version"], pointer["previous"]) == (served[0]["version"], served[1]["version"])
     assert pointer["history"][-3:] == [served[0]["version"], served[1]["version"], served[0]["version"]]

@@ -11,29 +11,23 @@ configs that force each path:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from flashfeed.core import lake
 from flashfeed.core.config import REPO_ROOT
-from flashfeed.local.env import project_env
+from tests.e2e.helpers import e2e_env, run
 
 DAY1, DAY2 = "2026-11-22", "2026-11-23"
 MEMBERS, DAYS, SEED = 500, 21, 5     # 21 days: the gate needs a training part before its 7 + 7
 
-pytestmark = pytest.mark.e2e
-
 
 def _run(args: list[str], env: dict) -> str:
-    result = subprocess.run([sys.executable, *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    """A module of the project run with this venv's Python (as spark-submit would run the job)."""
+    result = run([sys.executable, *args], env, timeout=900)
     return result.stdout + result.stderr
 
 
@@ -50,11 +44,9 @@ def _metrics(root: str, day: str, group: str) -> dict:
     return json.loads(Path(lake.models(day, group, root), "metrics.json").read_text())
 
 
-def test_gate_and_fallbacks(tmp_path):
-    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(tmp_path / "home")})
-    root = env["FLASHFEED_LAKE"]
-    _run(["-m", "flashfeed.cli", "demo-data", "--lake", root, "--members", str(MEMBERS), "--days", str(DAYS),
-          "--end-date", DAY2, "--seed", str(SEED)], env)
+def test_gate_and_fallbacks(tmp_path, demo_world):
+    env = e2e_env(tmp_path / "home")
+    root = demo_world(env["FLASHFEED_LAKE"], members=MEMBERS, days=DAYS, end_date=DAY2, seed=SEED)
     _run(["-m", "spark_jobs.features", "--dt", DAY1], env)
     group = json.loads(Path(lake.features(DAY1, root), "groups.json").read_text())["groups"][0]
     broken = _config(tmp_path, "broken", lambda c: c["als"]["group_overrides"].update({group: {"rank": 0}}))

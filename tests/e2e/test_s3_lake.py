@@ -11,44 +11,35 @@ as the launch wrote it to the bucket.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from flashfeed.core import lake
 from flashfeed.local import s3 as local_s3
 from flashfeed.serving import control, manifests, payloads, tables
-from flashfeed.local.env import project_env
-from tests.conftest import UCI_SAMPLE, config_with_table_prefix, free_port
+from tests.conftest import config_with_table_prefix, free_port
+from tests.e2e.helpers import FLASHFEED, dag_test, e2e_env, run
 
-REPO = Path(__file__).resolve().parents[2]
 BUCKET, PREFIX = "flashfeed-lake", "s3e2e-"
 LAKE = f"s3a://{BUCKET}/retail"
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not UCI_SAMPLE.is_file(), reason=f"the UCI sample is not at {UCI_SAMPLE}")]
 
 
 def _run(command: list[str], env: dict, timeout: int = 1200) -> str:
-    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout
+    return run(command, env, timeout).stdout
 
 
 @pytest.fixture(scope="module")
 def s3_world(tmp_path_factory, dynamodb_endpoint):
     home = tmp_path_factory.mktemp("s3-home")
     endpoint = local_s3.start(home, port=free_port(), buckets=(BUCKET,))
-    base = {"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home), "FLASHFEED_LAKE": LAKE,
-            "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint, "AIRFLOW__API__PORT": str(free_port()),
-            "FLASHFEED_CONFIG": str(config_with_table_prefix(home, PREFIX)),
+    base = {"FLASHFEED_LAKE": LAKE, "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint,
+            "AIRFLOW__API__PORT": str(free_port()), "FLASHFEED_CONFIG": str(config_with_table_prefix(home, PREFIX)),
             "AWS_ACCESS_KEY_ID": local_s3.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": local_s3.SECRET_KEY}
     # Airflow: the endpoints in the connection only (AWS_ENDPOINT_URL_S3 is not set for it).
-    airflow_env = project_env({**base, "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
+    airflow_env = e2e_env(home, **base, AIRFLOW_CONN_AWS_DEFAULT=json.dumps({
         "conn_type": "aws", "login": local_s3.ACCESS_KEY, "password": local_s3.SECRET_KEY,
         "extra": {"region_name": "us-east-1", "service_config": {"s3": {"endpoint_url": endpoint},
-                                                                  "dynamodb": {"endpoint_url": dynamodb_endpoint}}}})})
+                                                                  "dynamodb": {"endpoint_url": dynamodb_endpoint}}}}))
     # The command line: the AWS environment variables.
     cli_env = {**airflow_env, "AWS_ENDPOINT_URL_S3": endpoint}
     try:
@@ -57,12 +48,11 @@ def s3_world(tmp_path_factory, dynamodb_endpoint):
         local_s3.stop(home)
 
 
-def test_import_both_dags_and_evaluate_on_an_s3_lake(s3_world, tmp_path):
+def test_import_both_dags_and_evaluate_on_an_s3_lake(s3_world, uci_csv, tmp_path):
     cli, airflow = s3_world["cli"], s3_world["airflow"]
-    flashfeed = str(REPO / ".venv" / "bin" / "flashfeed")
-    _run([flashfeed, "uci-to-csv", "--csv", str(UCI_SAMPLE), "--out", str(tmp_path / "csv")], cli)
-    imported = _run([flashfeed, "import", "--events", str(tmp_path / "csv" / "events.csv"),
-                     "--items", str(tmp_path / "csv" / "items.csv"), "--lake", LAKE], cli)
+    flashfeed = FLASHFEED
+    imported = _run([flashfeed, "import", "--events", str(uci_csv["events"]), "--items", str(uci_csv["items"]),
+                     "--lake", LAKE], cli)
     assert f"report: {LAKE}/raw/import_report.json" in imported
     daily, launch = [line.split("dags test ", 1)[1].split() for line in imported.splitlines()
                      if "flashfeed airflow dags test" in line]
@@ -71,9 +61,7 @@ def test_import_both_dags_and_evaluate_on_an_s3_lake(s3_world, tmp_path):
 
     _run([flashfeed, "airflow-init"], airflow)
     for dag_id, logical in (daily, launch):
-        _run([flashfeed, "airflow", "dags", "test", dag_id, logical], airflow, timeout=1800)
-        state = _run([flashfeed, "airflow", "dags", "state", dag_id, logical], airflow).strip().splitlines()[-1]
-        assert state == "success", f"{dag_id} {logical}: {state}"
+        dag_test(dag_id, logical, airflow, airflow=[flashfeed, "airflow"], timeout=1800, exact=True)
 
     # Served from DynamoDB, byte for byte what the launch wrote to the bucket.
     client = tables.dynamodb_client(airflow["FLASHFEED_DYNAMODB_ENDPOINT"])

@@ -16,29 +16,22 @@ the end, also when a test fails.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from flashfeed.core import calendar, lake
-from flashfeed.serving import control, tables
 from flashfeed.local import spark_standalone
-from flashfeed.local.env import project_env
+from flashfeed.serving import control, tables
 from tests.conftest import LOOPBACK_HEX, config_with_table_prefix, free_port, listening_ports
+from tests.e2e.helpers import NY, REPO, dag_test, e2e_env, run
 
-REPO = Path(__file__).resolve().parents[2]
 DAY, LAUNCH = "2026-11-22", "1100"
 MEMBERS, DAYS, SEED = 400, 14, 11     # small: every Spark application costs two JVM start-ups here
 LEAD = timedelta(minutes=45)
-NY = ZoneInfo("America/New_York")
 WORKER_CORES = 2
-
-pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -57,33 +50,17 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, dynamodb_endpoint):
-    """The local-mode world of test_pipeline.py (own tables on the shared DynamoDB)."""
+def world(tmp_path_factory, dynamodb_endpoint, demo_world):
+    """The local-mode world of test_pipeline.py, smaller (own tables on the shared DynamoDB)."""
     home = tmp_path_factory.mktemp("flashfeed-cluster-home")
     prefix = "cluster-"
     # Every group is fit by Spark's ALS here, so that the fit too large for a driver runs on the
     # cluster's executors (by default these small groups are fit on the driver without a session).
     config = config_with_table_prefix(home, prefix, {"driver_fit_max_ratings: 10000000": "driver_fit_max_ratings: 0"})
-    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
-                       "FLASHFEED_DYNAMODB_ENDPOINT": dynamodb_endpoint, "FLASHFEED_CONFIG": str(config)})
-    _run(["flashfeed", "airflow-init"], env)
-    _run(["flashfeed", "demo-data", "--lake", env["FLASHFEED_LAKE"], "--members", str(MEMBERS),
-          "--days", str(DAYS), "--end-date", DAY, "--seed", str(SEED)], env)
+    env = e2e_env(home, FLASHFEED_DYNAMODB_ENDPOINT=dynamodb_endpoint, FLASHFEED_CONFIG=str(config))
+    run(["flashfeed", "airflow-init"], env)
+    demo_world(env["FLASHFEED_LAKE"], members=MEMBERS, days=DAYS, end_date=DAY, seed=SEED)
     return env, prefix
-
-
-def _run(cmd, env, timeout=1200):
-    result = subprocess.run(cmd, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
-def _dag_test(dag_id: str, logical: datetime, env) -> str:
-    when = logical.isoformat()
-    output = _run(["airflow", "dags", "test", dag_id, when], env)
-    state = _run(["airflow", "dags", "state", dag_id, when], env).stdout.strip().splitlines()[-1]
-    assert state.startswith("success"), f"{dag_id} {when}: {state}"
-    return output.stdout + output.stderr
 
 
 def test_cluster_listens_on_loopback_only(cluster):
@@ -109,7 +86,7 @@ def test_executors_run_the_projects_python(cluster, world, tmp_path):
         "print('PROBE', spark.sparkContext.master, sorted(set(\n"
         "    spark.sparkContext.parallelize(range(4), 2).map(where).collect())))\n"
         "spark.stop()\n")
-    out = _run(["spark-submit", "--master", cluster["url"], str(probe)], env, timeout=300).stdout
+    out = run(["spark-submit", "--master", cluster["url"], str(probe)], env, timeout=300).stdout
     line = next(line for line in out.splitlines() if line.startswith("PROBE"))
     assert line == f"PROBE {cluster['url']} {[sys.executable + ' ' + str(REPO / 'flashfeed' / '__init__.py')]}"
 
@@ -119,7 +96,7 @@ def test_daily_model_and_launch_run_on_the_standalone_cluster(cluster, world):
     env = {**env, "AIRFLOW_CONN_SPARK_DEFAULT": cluster["connection"]}   # the only change
     root = env["FLASHFEED_LAKE"]
 
-    daily_log = _dag_test("flashfeed_daily_model", datetime.combine(datetime.fromisoformat(DAY), time(5), NY), env)
+    daily_log = dag_test("flashfeed_daily_model", datetime.combine(datetime.fromisoformat(DAY), time(5), NY), env)
     groups = json.loads(Path(lake.affinity(DAY, root=root), "groups.json").read_text())["groups"]
     assert groups, "no member group was trained"
     assert Path(lake.success(lake.affinity(DAY, root=root))).exists()
@@ -128,7 +105,7 @@ def test_daily_model_and_launch_run_on_the_standalone_cluster(cluster, world):
     assert json.loads(Path(lake.global_model(DAY, root), "metrics.json").read_text())["fit_on"] == "spark"
 
     slot = calendar.slot(DAY, LAUNCH)
-    launch_log = _dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
+    launch_log = dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
     client = tables.dynamodb_client(endpoint=env["FLASHFEED_DYNAMODB_ENDPOINT"])
     assert control.served_version(client, prefix)["version"] == slot.version
     manifest = json.loads(Path(lake.feeds(DAY, LAUNCH, root), "manifest.json").read_text())
