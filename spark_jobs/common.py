@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -143,6 +144,18 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
     return spark
 
 
+def lazy_session(start: Callable[[], SparkSession], checkpoints: str) -> Callable[[], SparkSession]:
+    """A Spark session started by `start()` at the first call only (for a fit too large for the
+    driver, `als.driver_fit_max_ratings`), with Spark's ALS checkpoints under `checkpoints`;
+    `.cache_info().currsize` says whether it started."""
+    @functools.cache
+    def spark() -> SparkSession:
+        session = start()
+        session.sparkContext.setCheckpointDir(checkpoints)
+        return session
+    return spark
+
+
 def driver_jvm():
     """The driver's JVM without starting a Spark session: under spark-submit the one already
     running (its py4j gateway), otherwise a new one. A later session re-uses it."""
@@ -197,7 +210,8 @@ class LakeFS:
             self._jvm = driver_jvm()
             self._conf = self._jvm.org.apache.spark.deploy.SparkHadoopUtil.get().newConfiguration(
                 self._jvm.org.apache.spark.SparkConf())
-            for key, value in lake.s3a_hadoop_settings(lake.s3_environment_settings()).items():   # as spark_session does
+            # as spark_session does
+            for key, value in lake.s3a_hadoop_settings(lake.s3_environment_settings()).items():
                 self._conf.set(key, value)
 
     def _path(self, uri: str):

@@ -28,9 +28,8 @@ with more ratings is fit by Spark's ALS on the executors.
 """
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -48,6 +47,7 @@ from spark_jobs.common import (
     features_next_step,
     first_line,
     get_logger,
+    lazy_session,
     log_driver_ready,
     parse_job_args,
     run_job,
@@ -97,18 +97,28 @@ def factors_served(members: pd.DataFrame, items: pd.DataFrame, candidates_frame:
                   history_weight)
 
 
+def last_good_day(days: Iterable[str], dt: date, metrics_of: Callable[[str], dict | None]) -> tuple[str, dict] | None:
+    """(day, its metrics) of the newest day before `dt` whose model was served; `metrics_of(day)`:
+    that day's metrics.json, None when it or the served factors are missing. Days are looked at
+    newest first and no further than the first good one."""
+    for day in sorted((d for d in days if d < dt.isoformat()), reverse=True):
+        metrics = metrics_of(day)
+        if metrics is not None and metrics.get("served_from") == SERVED_FROM_MODEL:
+            return day, metrics
+    return None
+
+
 def last_good_model(fs: LakeFS, root: str, group: str, dt: date) -> tuple[str, dict] | None:
     """(day, its metrics) of the newest day before `dt` whose model of `group` was served (and
     whose factors exist)."""
-    days = [name[len("dt="):] for name in fs.list_dirs(f"{root}/models") if name.startswith("dt=")]
-    for day in sorted((d for d in days if d < dt.isoformat()), reverse=True):
+    def metrics_of(day: str) -> dict | None:
         folder = lake.models(day, group, root)
         if not (fs.exists(f"{folder}/metrics.json") and fs.exists(f"{folder}/{FACTORS}/members")):
-            continue
-        metrics = fs.read_json(f"{folder}/metrics.json")
-        if metrics.get("served_from") == SERVED_FROM_MODEL:
-            return day, metrics
-    return None
+            return None
+        return fs.read_json(f"{folder}/metrics.json")
+
+    days = [name[len("dt="):] for name in fs.list_dirs(f"{root}/models") if name.startswith("dt=")]
+    return last_good_day(days, dt, metrics_of)
 
 
 def scoring_frame(ratings: pd.DataFrame, served: Served) -> pd.DataFrame:
@@ -150,17 +160,60 @@ def fit_group(spark: Callable[[], SparkSession], fit_frame: pd.DataFrame, params
         return None, failure
 
 
+def unjudged_gate(group_trained: bool, k: int, margin: float) -> dict:
+    """The gate's record when the group's history has no gate split: the group ALS is served
+    unjudged when it trained, else the global ALS."""
+    chosen = candidates.GROUP_ALS if group_trained else candidates.GLOBAL_ALS
+    return {"evaluated": False, "passed": True, "chosen": chosen, "k": k, "margin": margin,
+            "reason": "the group's history has no training or no test part for the gate (evaluation."
+                      "gate_holdout_days and gate_validation_days): not evaluated"}
+
+
+def untrained_gate(failure: str | None) -> dict:
+    """The gate's record when no model trained (neither the group's nor the day's global ALS)."""
+    return {"evaluated": False, "passed": False, "reason": failure}
+
+
+@dataclass(frozen=True)
+class ServingDecision:
+    """Which model the group is served and why: `served_from` is SERVED_FROM_MODEL (the gate's
+    choice), `last_good_model:<day>` or SERVED_FROM_POPULARITY; `cf` the factors' model (the
+    blend's CF model for repeat_blend); `history_weight` the blend's weight (None: no blend)."""
+    served_from: str
+    served_model: str | None
+    fallback_reason: str | None
+    cf: str | None = None
+    history_weight: float | None = None
+    last_good_day: str | None = None
+
+
+def serving_decision(gate: dict, models_trained: bool, last_good: tuple[str, dict] | None = None) -> ServingDecision:
+    """What the gate serves. `gate`: its verdict (candidates.gate, unjudged_gate or
+    untrained_gate); `models_trained`: whether the group ALS or the day's global ALS trained;
+    `last_good`: (day, metrics.json) of the newest earlier served model, used only when no model
+    trained. The gate's chosen model when it passed; popularity when the gate judged every model
+    below it; the last good model only when no model trained (popularity when there is none)."""
+    if gate["passed"]:
+        chosen = gate["chosen"]
+        if chosen == candidates.REPEAT_BLEND:
+            return ServingDecision(SERVED_FROM_MODEL, chosen, None, gate["blend"]["cf"], float(gate["blend"]["weight"]))
+        return ServingDecision(SERVED_FROM_MODEL, chosen, None, chosen)
+    if models_trained:
+        return ServingDecision(SERVED_FROM_POPULARITY, None, f"quality gate: {gate['reason']}")
+    if last_good:
+        day, metrics = last_good
+        return ServingDecision(f"last_good_model:{day}", metrics.get("served_model", candidates.GROUP_ALS),
+                               gate["reason"], history_weight=metrics.get("history_weight"), last_good_day=day)
+    return ServingDecision(SERVED_FROM_POPULARITY, None, gate["reason"])
+
+
 def judge_candidates(gate_inputs: candidates.GateParts | None, group_items: pd.DataFrame | None, failure: str | None,
                      global_items: pd.DataFrame | None, params: dict, global_params: dict,
                      settings: candidates.Settings) -> dict:
     """The gate's verdict (candidates.gate) on the models that trained; without a gate split the
     group ALS is served unjudged."""
     if gate_inputs is None:
-        chosen = candidates.GROUP_ALS if group_items is not None else candidates.GLOBAL_ALS
-        gate = {"evaluated": False, "passed": True, "chosen": chosen,
-                "k": settings.k, "margin": settings.margin,
-                "reason": "the group's history has no training or no test part for the gate (evaluation."
-                          "gate_holdout_days and gate_validation_days): not evaluated"}
+        gate = unjudged_gate(group_items is not None, settings.k, settings.margin)
         log.warning("quality gate skipped: %s", gate["reason"])
         return gate
     item_factors = {name: (items, model_params) for name, items, model_params in
@@ -212,56 +265,88 @@ def global_factors(fs: LakeFS, dt: date, group: str, root: str, which: str) -> p
     return lake.read_table(path) if fs.exists(path) else None
 
 
-def serve_model(fs: LakeFS, dt: date, group: str, root: str, chosen: str, gate: dict,
-                group_items: pd.DataFrame | None, ratings: pd.DataFrame, params: dict,
-                candidate_rows: pd.DataFrame) -> Served:
+FactorsLoader = Callable[[], tuple[pd.DataFrame | None, pd.DataFrame | None]]
+
+
+@dataclass
+class GroupInputs:
+    """What train_group reads: the group's ratings and gate split, the day's candidates and the
+    global ALS's gate factors; the factors a choice may need (the global ALS's served ones, the
+    last good model) come as loaders, so that a day that needs none reads none."""
+    dt: date
+    group: str
+    ratings: pd.DataFrame                            # RATING_COLUMNS
+    candidate_rows: pd.DataFrame                     # subclass_brand_id ascending, products
+    gate_parts: candidates.GateParts | None          # None: no gate split
+    global_gate_items: pd.DataFrame | None           # None: no global ALS today
+    global_served: FactorsLoader                     # (members, items) of the global ALS, or Nones
+    last_good: Callable[[], tuple[str, dict] | None]
+    last_good_factors: Callable[[str], tuple[pd.DataFrame, pd.DataFrame]]
+    spark: Callable[[], SparkSession]                # started only for a fit too large for the driver
+    global_folder: str                               # for the messages
+
+
+@dataclass
+class GroupSettings:
+    params: dict
+    global_params: dict
+    gate: candidates.Settings
+    tuned_from: str | None
+
+
+@dataclass
+class GroupOutputs:
+    gate: dict
+    decision: ServingDecision
+    served: Served
+    affinity: Iterator[pd.DataFrame]                 # blocks of AFFINITY_SCHEMA rows, computed as written
+    counts: dict                                     # members, subclass_brands, ratings, candidates, top_k, ...
+
+
+def serve_model(decision: ServingDecision, group_items: pd.DataFrame | None, inputs: GroupInputs,
+                params: dict) -> Served:
     """The chosen model on every rating: the group ALS continued on them (als.continued_model),
     the global ALS's own continued factors of the group's members, or one of those blended with
     each member's own history at the weight the gate chose."""
-    cf, weight = ((gate["blend"]["cf"], float(gate["blend"]["weight"])) if chosen == candidates.REPEAT_BLEND
-                  else (chosen, None))
-    if cf == candidates.GROUP_ALS:
-        members, items = als.continued_model(group_items, ratings, params)
+    if decision.cf == candidates.GROUP_ALS:
+        members, items = als.continued_model(group_items, inputs.ratings, params)
     else:
-        members, items = (global_factors(fs, dt, group, root, which) for which in ("members", "items"))
+        members, items = inputs.global_served()
         if members is None or items is None:
-            raise JobError(f"the global ALS of {dt} has gate factors but no served factors for group {group} under "
-                           f"{lake.global_model(dt, root)}", "clear train_global_als of this run, then this task")
-    return factors_served(members, items, candidate_rows, weight)
+            raise JobError(f"the global ALS of {inputs.dt} has gate factors but no served factors for group "
+                           f"{inputs.group} under {inputs.global_folder}",
+                           "clear train_global_als of this run, then this task")
+    return factors_served(members, items, inputs.candidate_rows, decision.history_weight)
 
 
-def main(argv: list[str] | None = None) -> None:
-    started_job = time.monotonic()
-    args, config, root = parse_job_args(__doc__, argv, group=True)
+def group_counts(ratings: pd.DataFrame, candidate_ids: np.ndarray, params: dict) -> dict:
+    """The group's sizes and what its scoring keeps (every figure of metrics.json's header)."""
+    members = ratings["member_id"].nunique()
+    blocks, divisor = als.blocks_for(members, params)
+    return {"members": members, "subclass_brands": ratings["subclass_brand_id"].nunique(), "ratings": len(ratings),
+            "candidates": len(candidate_ids), "top_k": min(int(params["top_k"]), len(candidate_ids)),
+            "top_k_products": int(params["top_k_products"]), "user_blocks": blocks, "user_blocks_divisor": divisor}
+
+
+def extract(fs: LakeFS, args, config: dict, root: str, spark: Callable[[], SparkSession]) -> tuple[GroupInputs,
+                                                                                                  GroupSettings]:
+    """The group's settings (a weekly tune's replace the config's) and inputs; fails when the
+    day's features or the group's ratings are missing."""
     dt, group = date.fromisoformat(args.dt), args.group
-    params, global_params = group_settings(config, "als", group), group_settings(config, "als", GLOBAL)
-    block = int(params["score_block_members"])
-    settings = candidates.settings_from(config, group)
-    app_name = f"flashfeed-als-{dt}-group-{group}"
-    checkpoints = lake.models(dt, group, root) + ".__checkpoints"    # Spark's ALS truncates its lineage there
-
-    @functools.cache
-    def spark() -> SparkSession:
-        """Started only for a fit too large for the driver (`als.driver_fit_max_ratings`)."""
-        session = spark_session(app_name, config)
-        session.sparkContext.setCheckpointDir(checkpoints)
-        return session
-
-    fs = LakeFS()
-    log_driver_ready(app_name, "a Spark session starts only for a fit too large for the driver")
-    params, tuned_from = with_tuning(params, tuned_settings(fs, root, dt), group)
+    params, tuned_from = with_tuning(group_settings(config, "als", group), tuned_settings(fs, root, dt), group)
     if tuned_from:
         log.info("group %s uses the settings the weekly tune of %s chose (%s): rank=%s regParam=%s alpha=%s", group,
                  tuned_from, f"{lake.tuning(tuned_from, root)}/settings.json", params["rank"], params["reg_param"],
                  params["alpha"])
-
-    # Extract
+    settings = GroupSettings(params, group_settings(config, "als", GLOBAL), candidates.settings_from(config, group),
+                             tuned_from)
+    gate = settings.gate
     features = lake.features(dt, root)
     ratings_path = f"{features}/ratings/group={group}"
     log.info("group %s on %s: reads %s and %s/candidates; als rank=%s maxIter=%s regParam=%s alpha=%s top_k=%s "
              "serve_iterations=%s; gate k=%s margin=%s tolerance=%s blend weights %s", group, dt, ratings_path,
              features, params["rank"], params["max_iter"], params["reg_param"], params["alpha"], params["top_k"],
-             params["serve_iterations"], settings.k, settings.margin, settings.tolerance, settings.blend_weights)
+             params["serve_iterations"], gate.k, gate.margin, gate.tolerance, gate.blend_weights)
     fs.require(features, f"features for {dt}", features_next_step(dt))
     if not fs.exists(ratings_path):
         known = fs.read_json(f"{features}/groups.json")["groups"]
@@ -275,83 +360,124 @@ def main(argv: list[str] | None = None) -> None:
                           f"re-run build_features of flashfeed_daily_model for {dt}")
     # The day's saleable subclass-brands, computed once by build_features for every group.
     candidate_rows = lake.read_table(f"{features}/candidates").sort_values("subclass_brand_id", ignore_index=True)
-    candidate_ids = candidate_rows["subclass_brand_id"].to_numpy(dtype=np.int64)
     has_gate = fs.exists(f"{features}/gate/ratings/group={group}")
-    members, items, n_ratings = local["member_id"].nunique(), local["subclass_brand_id"].nunique(), len(local)
-    blocks, divisor = als.blocks_for(members, params)
-    k, enough_products = min(int(params["top_k"]), len(candidate_ids)), int(params["top_k_products"])
+    counts = group_counts(local, candidate_rows["subclass_brand_id"].to_numpy(dtype=np.int64), params)
     log.info("group %s on %s: %d members, %d subclass-brands, %d ratings; %d saleable candidates, at most %d kept "
-             "per member; %d user blocks (divisor %d)", group, dt, members, items, n_ratings, len(candidate_ids), k,
-             blocks, divisor)
+             "per member; %d user blocks (divisor %d)", group, dt, counts["members"], counts["subclass_brands"],
+             counts["ratings"], counts["candidates"], counts["top_k"], counts["user_blocks"],
+             counts["user_blocks_divisor"])
 
-    # Transform: fit the group ALS on the gate's training part, judge every candidate, serve the choice
-    gate_inputs = read_gate(features, group) if has_gate else None
-    fit_frame = gate_inputs.part("train") if gate_inputs is not None else local
-    group_items, failure = fit_group(spark, fit_frame, params, blocks, "the gate's training part" if gate_inputs
-                                     is not None else "every rating (no gate split)")
-    global_items = global_factors(fs, dt, group, root, "gate_items")
+    def last_good_factors(day: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        folder = f"{lake.models(day, group, root)}/{FACTORS}"
+        return lake.read_table(f"{folder}/members"), lake.read_table(f"{folder}/items")
+
+    inputs = GroupInputs(
+        dt, group, local, candidate_rows, read_gate(features, group) if has_gate else None,
+        global_factors(fs, dt, group, root, "gate_items"),
+        lambda: tuple(global_factors(fs, dt, group, root, which) for which in ("members", "items")),
+        lambda: last_good_model(fs, root, group, dt), last_good_factors, spark, lake.global_model(dt, root))
+    return inputs, settings
+
+
+def transform(inputs: GroupInputs, settings: GroupSettings) -> GroupOutputs:
+    """Fit the group ALS on the gate's training part, judge every candidate, decide what is
+    served (serving_decision) and prepare its scoring of every member; writes nothing (the
+    affinities are computed block by block as `load` writes them)."""
+    params, gate_settings = settings.params, settings.gate
+    counts = group_counts(inputs.ratings, inputs.candidate_rows["subclass_brand_id"].to_numpy(dtype=np.int64), params)
+    fit_frame = inputs.gate_parts.part("train") if inputs.gate_parts is not None else inputs.ratings
+    group_items, failure = fit_group(inputs.spark, fit_frame, params, counts["user_blocks"],
+                                     "the gate's training part" if inputs.gate_parts is not None
+                                     else "every rating (no gate split)")
+    global_items = inputs.global_gate_items
     if global_items is None:
         log.warning("no global ALS for %s under %s: global_als is not a candidate today (train_global_als did not "
-                    "run or its fit failed; see its log)", dt, lake.global_model(dt, root))
-    if group_items is None and global_items is None:
-        gate, fallback_reason = {"evaluated": False, "passed": False, "reason": failure}, failure
-    else:
-        gate = judge_candidates(gate_inputs, group_items, failure, global_items, params, global_params, settings)
-        fallback_reason = None if gate["passed"] else f"quality gate: {gate['reason']}"
+                    "run or its fit failed; see its log)", inputs.dt, inputs.global_folder)
+    trained = group_items is not None or global_items is not None
+    gate = (judge_candidates(inputs.gate_parts, group_items, failure, global_items, params, settings.global_params,
+                             gate_settings) if trained else untrained_gate(failure))
+    decision = serving_decision(gate, trained, None if trained else inputs.last_good())
+    served = served_for(decision, group_items, inputs, params)
+    if decision.served_from != SERVED_FROM_MODEL:
+        log.warning("group %s is served from %s because %s", inputs.group, decision.served_from,
+                    decision.fallback_reason)
+    scoring = scoring_frame(inputs.ratings, served)
+    affinity = top_k.top_k_rows(scoring, served.candidate_ids, served.scorer(), counts["top_k"],
+                                int(params["score_block_members"]), served.products, counts["top_k_products"])
+    return GroupOutputs(gate, decision, served, affinity, {**counts, "members_scored": len(scoring)})
 
-    # Transform: affinities from the chosen candidate, popularity, or (training failed) the last good model
-    served_model = gate.get("chosen") if gate["passed"] else None
-    if served_model is not None:
-        served_from = SERVED_FROM_MODEL
-        with timed(log, f"preparing the served {served_model} on all {len(local)} ratings"):
-            served = serve_model(fs, dt, group, root, served_model, gate, group_items, local, params, candidate_rows)
-    else:
-        # Popularity when the gate chose it; the last good model only when no model could be judged.
-        good = last_good_model(fs, root, group, dt) if group_items is None and global_items is None else None
-        if good:
-            good_day, good_metrics = good
-            served_from = f"last_good_model:{good_day}"
-            folder = f"{lake.models(good_day, group, root)}/{FACTORS}"
-            served = factors_served(lake.read_table(f"{folder}/members"), lake.read_table(f"{folder}/items"),
-                                    candidate_rows, good_metrics.get("history_weight"))
-            served_model = good_metrics.get("served_model", candidates.GROUP_ALS)
-        else:
-            served_from = SERVED_FROM_POPULARITY
-            served = Served(candidate_ids, candidates.popularity_share(local, "member_id", candidate_ids),
-                            candidate_rows["products"].to_numpy())
-        log.warning("group %s is served from %s because %s", group, served_from, fallback_reason)
-    scoring = scoring_frame(local, served)
-    per_member = min(k, len(served.candidate_ids))
 
-    # Load
-    with timed(log, f"scoring and writing the affinities of {len(scoring)} members (their best of "
-                    f"{len(served.candidate_ids)} candidates, at most {per_member}, until {enough_products} products; "
-                    f"blocks of {block} members)"), \
-            staged_partition(fs, lake.affinity(dt, group, root), log) as staging:
-        rows = lake.write_table(staging, top_k.top_k_rows(scoring, served.candidate_ids, served.scorer(), k, block,
-                                                          served.products, enough_products), AFFINITY_SCHEMA)
-    scored_members = len(scoring)
+def served_for(decision: ServingDecision, group_items: pd.DataFrame | None, inputs: GroupInputs,
+               params: dict) -> Served:
+    """The factors (or popularity) of `decision`."""
+    if decision.served_from == SERVED_FROM_MODEL:
+        with timed(log, f"preparing the served {decision.served_model} on all {len(inputs.ratings)} ratings"):
+            return serve_model(decision, group_items, inputs, params)
+    if decision.last_good_day is not None:
+        return factors_served(*inputs.last_good_factors(decision.last_good_day), inputs.candidate_rows,
+                              decision.history_weight)
+    candidate_ids = inputs.candidate_rows["subclass_brand_id"].to_numpy(dtype=np.int64)
+    return Served(candidate_ids, candidates.popularity_share(inputs.ratings, "member_id", candidate_ids),
+                  inputs.candidate_rows["products"].to_numpy())
+
+
+def group_metrics(inputs: GroupInputs, settings: GroupSettings, outputs: GroupOutputs, rows: int,
+                  fit_on: str) -> dict:
+    """metrics.json of the group's day."""
+    counts, decision, params = outputs.counts, outputs.decision, settings.params
+    return {
+        "dt": inputs.dt.isoformat(), "group": inputs.group, "members": counts["members"],
+        "subclass_brands": counts["subclass_brands"], "ratings": counts["ratings"],
+        "candidates": counts["candidates"], "top_k": counts["top_k"], "top_k_products": counts["top_k_products"],
+        "affinity_rows": rows, "members_scored": counts["members_scored"], "user_blocks": counts["user_blocks"],
+        "user_blocks_divisor": counts["user_blocks_divisor"], "fit_on": fit_on,
+        "gate": outputs.gate, "served_from": decision.served_from, "served_model": decision.served_model,
+        "history_weight": outputs.served.history_weight, "fallback_reason": decision.fallback_reason,
+        "tuned_from": settings.tuned_from,
+        "params": {key: params[key] for key in ("rank", "max_iter", "reg_param", "alpha", "item_blocks", "seed",
+                                                "serve_iterations", "driver_fit_max_ratings")},
+    }
+
+
+def load(fs: LakeFS, root: str, inputs: GroupInputs, settings: GroupSettings, outputs: GroupOutputs) -> dict:
+    """Write the affinities (scored block by block as they are written), then the served factors
+    and metrics.json; returns the metrics."""
+    dt, group, counts, served = inputs.dt, inputs.group, outputs.counts, outputs.served
+    per_member = min(counts["top_k"], len(served.candidate_ids))
+    with timed(log, f"scoring and writing the affinities of {counts['members_scored']} members (their best of "
+                    f"{len(served.candidate_ids)} candidates, at most {per_member}, until "
+                    f"{counts['top_k_products']} products; blocks of {int(settings.params['score_block_members'])} "
+                    "members)"), staged_partition(fs, lake.affinity(dt, group, root), log) as staging:
+        rows = lake.write_table(staging, outputs.affinity, AFFINITY_SCHEMA)
+    scored = counts["members_scored"]
     log.info("affinities: %d rows for %d of %d members (%.1f per member; %d candidates), from %s", rows,
-             scored_members, members, rows / max(scored_members, 1), len(candidate_ids), served_from)
+             scored, counts["members"], rows / max(scored, 1), counts["candidates"], outputs.decision.served_from)
+    metrics = group_metrics(inputs, settings, outputs, rows, "spark" if inputs.spark.cache_info().currsize
+                            else "driver")
     with staged_partition(fs, lake.models(dt, group, root), log) as staging:
-        if served_from == SERVED_FROM_MODEL:   # the day's served factors: a later day's last good model
+        if outputs.decision.served_from == SERVED_FROM_MODEL:   # the day's served factors: a later day's last good
             lake.write_table(f"{staging}/{FACTORS}/members", [served.members[["member_id", "features"]]],
                              als.MEMBER_FACTORS_SCHEMA)
             lake.write_table(f"{staging}/{FACTORS}/items", [served.items], als.ITEM_FACTORS_SCHEMA)
-        fs.write_json(f"{staging}/metrics.json", {
-            "dt": dt.isoformat(), "group": group, "members": members, "subclass_brands": items,
-            "ratings": n_ratings, "candidates": len(candidate_ids), "top_k": k, "top_k_products": enough_products,
-            "affinity_rows": rows,
-            "members_scored": scored_members, "user_blocks": blocks, "user_blocks_divisor": divisor,
-            "fit_on": "spark" if spark.cache_info().currsize else "driver",
-            "gate": gate, "served_from": served_from, "served_model": served_model,
-            "history_weight": served.history_weight, "fallback_reason": fallback_reason, "tuned_from": tuned_from,
-            "params": {key: params[key] for key in ("rank", "max_iter", "reg_param", "alpha", "item_blocks", "seed",
-                                                    "serve_iterations", "driver_fit_max_ratings")},
-        })
-    fs.delete(checkpoints)
-    log.info("group %s on %s done in %.1f s (served from %s): wrote %s and %s", group, dt,
-             time.monotonic() - started_job, served_from, lake.affinity(dt, group, root), lake.models(dt, group, root))
+        fs.write_json(f"{staging}/metrics.json", metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
+    args, config, root = parse_job_args(__doc__, argv, group=True)
+    app_name, models = f"flashfeed-als-{args.dt}-group-{args.group}", lake.models(args.dt, args.group, root)
+    # Spark's ALS truncates its lineage in the checkpoints
+    spark = lazy_session(lambda: spark_session(app_name, config), models + ".__checkpoints")
+    fs = LakeFS()
+    log_driver_ready(app_name, "a Spark session starts only for a fit too large for the driver")
+    inputs, settings = extract(fs, args, config, root, spark)
+    outputs = transform(inputs, settings)
+    load(fs, root, inputs, settings, outputs)
+    fs.delete(models + ".__checkpoints")
+    log.info("group %s on %s done in %.1f s (served from %s): wrote %s and %s", args.group, inputs.dt,
+             time.monotonic() - started, outputs.decision.served_from, lake.affinity(args.dt, args.group, root),
+             models)
     if spark.cache_info().currsize:
         spark().stop()
 
