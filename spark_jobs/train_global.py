@@ -13,8 +13,9 @@ other candidates, as they do when their own fit fails.
 """
 from __future__ import annotations
 
-import functools
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 
 import pandas as pd
@@ -27,6 +28,7 @@ from spark_jobs.common import (
     features_next_step,
     first_line,
     get_logger,
+    lazy_session,
     log_driver_ready,
     parse_job_args,
     run_job,
@@ -46,76 +48,99 @@ def read_groups(features: str, groups: list[str], path: str, columns: list[str])
                       for group in groups], ignore_index=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    started = time.monotonic()
-    args, config, root = parse_job_args(__doc__, argv)
-    dt = date.fromisoformat(args.dt)
-    params = group_settings(config, "als", GLOBAL)
-    app_name = f"flashfeed-als-{dt}-global"
-    folder = lake.global_model(dt, root)
+@dataclass
+class GlobalInputs:
+    dt: date
+    groups: list[str]
+    train: pd.DataFrame          # the gate's training part of every group (member_sk, subclass_brand_id, rating)
+    ratings: pd.DataFrame        # every rating (member_id, member_sk, subclass_brand_id, rating, group)
+    spark: Callable[[], SparkSession]
 
-    @functools.cache
-    def spark() -> SparkSession:
-        """Started only for a fit too large for the driver (`als.driver_fit_max_ratings`)."""
-        session = spark_session(app_name, config)
-        session.sparkContext.setCheckpointDir(folder + ".__checkpoints")
-        return session
 
-    fs = LakeFS()
-    log_driver_ready(app_name, "a Spark session starts only for a fit too large for the driver")
+@dataclass
+class GlobalOutputs:
+    metrics: dict
+    gate_items: pd.DataFrame | None = None     # None: the fit failed
+    members: pd.DataFrame | None = None        # continued on every rating, with their group
+    items: pd.DataFrame | None = None
+    gate_fit: bool = True                      # fit on the gate's training part (else on every rating)
 
-    # Extract
+
+def fit_frame(train: pd.DataFrame, ratings: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """(what the model is fit on, whether that is the gate's training part): without a training
+    part (a history shorter than the gate's parts) no gate judges the model, so it is fit on
+    every rating, as the groups' own models are then."""
+    return (train, True) if not train.empty else (ratings, False)
+
+
+def extract(fs: LakeFS, dt: date, root: str, params: dict, spark: Callable[[], SparkSession]) -> GlobalInputs:
     features = lake.features(dt, root)
     fs.require(features, f"features for {dt}", features_next_step(dt))
     groups = fs.read_json(f"{features}/groups.json")["groups"]
     train = read_groups(features, groups, "gate/ratings", ["member_sk", "subclass_brand_id", "rating", "part"])
     train = train[train["part"] == "train"]
-    # Without a training part (a history shorter than the gate's parts) no gate judges the model:
-    # it is fit on every rating, as the groups' own models are then.
-    gate_fit = not train.empty
     ratings = read_groups(features, groups, "ratings", ["member_id", "member_sk", "subclass_brand_id", "rating"])
     log.info("global ALS on %s: %d groups, %d members, %d ratings (%d in the gate's training part); rank=%s "
              "maxIter=%s regParam=%s alpha=%s serve_iterations=%s", dt, len(groups), ratings["member_id"].nunique(),
              len(ratings), len(train), params["rank"], params["max_iter"], params["reg_param"], params["alpha"],
              params["serve_iterations"])
+    return GlobalInputs(dt, groups, train, ratings, spark)
 
-    # Transform: fit on the gate's training part, then continue on every rating
-    metrics = {"dt": dt.isoformat(), "members": int(ratings["member_id"].nunique()), "ratings": len(ratings),
-               "gate_training_ratings": len(train), "failed": None,
+
+def transform(inputs: GlobalInputs, params: dict) -> GlobalOutputs:
+    """Fit on the gate's training part, then continue on every rating; a failed fit is recorded
+    (`failed`), not raised: the groups judge their other candidates."""
+    ratings = inputs.ratings
+    metrics = {"dt": inputs.dt.isoformat(), "members": int(ratings["member_id"].nunique()), "ratings": len(ratings),
+               "gate_training_ratings": len(inputs.train), "failed": None,
                "params": {key: params[key] for key in ("rank", "max_iter", "reg_param", "alpha", "seed",
                                                        "serve_iterations", "driver_fit_max_ratings")}}
+    frame, gate_fit = fit_frame(inputs.train, ratings)
     try:
-        fit_frame = train if gate_fit else ratings
-        blocks, _ = als.blocks_for(fit_frame["member_sk"].nunique(), params)
-        where = ("in numpy on the driver" if als.fits_on_driver(len(fit_frame), params)
-                 else f"with Spark, {blocks} blocks")
+        blocks, _ = als.blocks_for(frame["member_sk"].nunique(), params)
+        where = "in numpy on the driver" if als.fits_on_driver(len(frame), params) else f"with Spark, {blocks} blocks"
         what = "of the gate's training part" if gate_fit else "(every rating: no gate training part)"
-        with timed(log, f"fitting the global ALS on {len(fit_frame)} ratings {what} {where}"):
-            _, gate_items = als.fitted_factors(spark, fit_frame, params, blocks)
+        with timed(log, f"fitting the global ALS on {len(frame)} ratings {what} {where}"):
+            _, gate_items = als.fitted_factors(inputs.spark, frame, params, blocks)
         with timed(log, f"continuing it on all {len(ratings)} ratings ({params['serve_iterations']} iterations)"):
             members, items = als.continued_model(gate_items, ratings, params)
     except Exception as error:  # noqa: BLE001 - the groups judge their other candidates
         metrics["failed"] = f"training failed: {first_line(error)}"
         log.error("global ALS of %s FAILED (%s): no group can choose global_als today. Next step: fix the cause "
                   "(e.g. als.group_overrides.global in include/flashfeed.yaml), then clear this task and the "
-                  "train_group_als tasks", dt, metrics["failed"])
-        gate_items = None
-    metrics["fit_on"] = "spark" if spark.cache_info().currsize else "driver"
+                  "train_group_als tasks", inputs.dt, metrics["failed"])
+        return GlobalOutputs(metrics, gate_fit=gate_fit)
+    by_member = members.merge(ratings[["member_id", "group"]].drop_duplicates(), on="member_id")
+    return GlobalOutputs(metrics, gate_items, by_member, items, gate_fit)
 
-    # Load
+
+def load(fs: LakeFS, folder: str, outputs: GlobalOutputs) -> None:
     with staged_partition(fs, folder, log) as staging:
-        if gate_items is not None:
-            if gate_fit:
-                lake.write_table(f"{staging}/gate_items", [gate_items], als.ITEM_FACTORS_SCHEMA)
-            lake.write_table(f"{staging}/factors/items", [items], als.ITEM_FACTORS_SCHEMA)
-            by_member = members.merge(ratings[["member_id", "group"]].drop_duplicates(), on="member_id")
-            for group, part in by_member.groupby("group"):
+        if outputs.gate_items is not None:
+            if outputs.gate_fit:
+                lake.write_table(f"{staging}/gate_items", [outputs.gate_items], als.ITEM_FACTORS_SCHEMA)
+            lake.write_table(f"{staging}/factors/items", [outputs.items], als.ITEM_FACTORS_SCHEMA)
+            for group, part in outputs.members.groupby("group"):
                 lake.write_table(f"{staging}/factors/members/group={group}", [part[["member_id", "features"]]],
                                  als.MEMBER_FACTORS_SCHEMA)
-        fs.write_json(f"{staging}/metrics.json", metrics)
+        fs.write_json(f"{staging}/metrics.json", outputs.metrics)
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
+    args, config, root = parse_job_args(__doc__, argv)
+    dt, params = date.fromisoformat(args.dt), group_settings(config, "als", GLOBAL)
+    app_name, folder = f"flashfeed-als-{dt}-global", lake.global_model(dt, root)
+    spark = lazy_session(lambda: spark_session(app_name, config), folder + ".__checkpoints")
+    fs = LakeFS()
+    log_driver_ready(app_name, "a Spark session starts only for a fit too large for the driver")
+    outputs = transform(extract(fs, dt, root, params, spark), params)
+    outputs.metrics["fit_on"] = "spark" if spark.cache_info().currsize else "driver"
+    load(fs, folder, outputs)
     fs.delete(folder + ".__checkpoints")
+    failed = outputs.metrics["failed"]
     log.info("global ALS of %s done in %.1f s%s: wrote %s", dt, time.monotonic() - started,
-             f" ({metrics['failed']})" if metrics["failed"] else "", folder)
+             f" ({failed})" if failed else "", folder)
     if spark.cache_info().currsize:
         spark().stop()
 
