@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from pyspark.ml.fpm import FPGrowth
@@ -131,15 +132,41 @@ def rule_summary(single_rules: DataFrame, all_rules: DataFrame, baskets: DataFra
             "rules": all_rules.count(), "one_to_one_rules": single_rules.count(), **quantiles}
 
 
-def main(argv: list[str] | None = None) -> None:
-    started = time.monotonic()
-    args, config, root = parse_job_args(__doc__, argv)
-    dt = date.fromisoformat(args.dt)
-    cfg = config["related"]
-    spark = spark_session(f"flashfeed-related-{dt}", config)
-    fs = LakeFS(spark)
+def served_models(test: dict, score: str) -> tuple[str, str]:
+    """(co-occurrence score served, bought-together model served) after the offline test: each
+    model earns its place against popularity (earns_its_place), else popularity lists are served."""
+    return (score if earns_its_place(test["cooccurrence"], score) else related_t.POPULARITY,
+            FP_GROWTH if earns_its_place(test["bought_together"], FP_GROWTH) else related_t.POPULARITY)
 
-    # Extract
+
+def rules_served(served_rules: str, has_one_to_one_rules: bool) -> str:
+    """FP-Growth is served only when some one-to-one rule reached min_support; else its lists
+    are popularity's."""
+    return related_t.POPULARITY if served_rules == FP_GROWTH and not has_one_to_one_rules else served_rules
+
+
+@dataclass
+class RelatedInputs:
+    events: DataFrame            # the look-back's clean events (EVENT_COLUMNS), persisted
+    candidates: DataFrame        # subclass-brands on sale on D
+    n_events: int
+    holdout_since: datetime      # the offline test's hold-out starts then
+
+
+@dataclass
+class RelatedOutputs:
+    cooccurrence: DataFrame      # what /related and "because you viewed" serve
+    bought_together: DataFrame
+    scored: DataFrame            # every co-occurring pair's scores
+    single: DataFrame            # the one-to-one rules
+    all_rules: DataFrame
+    baskets: DataFrame
+    test: dict                   # the offline test of both against popularity
+    served_score: str
+    served_rules: str
+
+
+def extract(spark, fs: LakeFS, dt: date, cfg: dict, root: str) -> RelatedInputs:
     features = lake.features(dt, root)
     fs.require(features, f"features for {dt}", features_next_step(dt))
     events = spark.read.parquet(f"{features}/events").select(*related_t.EVENT_COLUMNS).persist()
@@ -156,16 +183,19 @@ def main(argv: list[str] | None = None) -> None:
         raise JobError(f"{features}/events holds no event: nothing co-occurs", features_next_step(dt))
     if cfg["score"] not in related_t.SCORES:
         raise JobError(f"config related.score is {cfg['score']!r}", f"set it to one of {related_t.SCORES}")
+    return RelatedInputs(events, candidates, n_events, holdout_since)
 
-    # Transform: the offline test, then the served models on every event
+
+def transform(inputs: RelatedInputs, cfg: dict) -> RelatedOutputs:
+    """The offline test, then the served models on every event."""
+    events, holdout_since = inputs.events, inputs.holdout_since
     with timed(log, f"offline test: models fit before {holdout_since}, MRR on the {cfg['holdout_days']} days after"):
         test = offline_test(events.where(F.col("occurred_at") < F.lit(holdout_since)),
                             events.where(F.col("occurred_at") >= F.lit(holdout_since)), cfg)
-    cooc_test, bought_test = test["cooccurrence"], test["bought_together"]
-    log.info("co-occurrence: %d next-item cases, MRR %s", cooc_test["cases"], cooc_test["mrr"])
-    log.info("bought together: %d basket cases, MRR %s", bought_test["cases"], bought_test["mrr"])
-    served_score = cfg["score"] if earns_its_place(cooc_test, cfg["score"]) else related_t.POPULARITY
-    served_rules = FP_GROWTH if earns_its_place(bought_test, FP_GROWTH) else related_t.POPULARITY
+    log.info("co-occurrence: %d next-item cases, MRR %s", test["cooccurrence"]["cases"], test["cooccurrence"]["mrr"])
+    log.info("bought together: %d basket cases, MRR %s", test["bought_together"]["cases"],
+             test["bought_together"]["mrr"])
+    served_score, served_rules = served_models(test, cfg["score"])
     for what, served, wanted in (("co-occurrence", served_score, cfg["score"]), ("bought together", served_rules,
                                                                                   FP_GROWTH)):
         if served != wanted:
@@ -173,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                         "events of the last days, or lower related.min_members / min_support", what, wanted)
     # Lists for every subclass-brand interacted with or on sale today (a brand-new one gets popularity).
     items = events.select(F.col(related_t.ITEM).alias("item")).unionByName(
-        candidates.select(F.col(related_t.ITEM).alias("item"))).distinct().persist()
+        inputs.candidates.select(F.col(related_t.ITEM).alias("item"))).distinct().persist()
     scored = cooccurrence_lists(events, cfg).persist()
     cooccurrence = served_lists(as_served(related_t.top_related(scored, cfg["score"], int(cfg["per_item"])),
                                           served_score), events, int(cfg["per_item"]), items,
@@ -182,36 +212,56 @@ def main(argv: list[str] | None = None) -> None:
     all_rules, baskets = rules(purchases, cfg)
     all_rules = all_rules.persist()
     single = rule_lists(all_rules, int(cfg["rules_per_item"])).persist()
-    if served_rules == FP_GROWTH and not single.take(1):
+    if rules_served(served_rules, served_rules != FP_GROWTH or bool(single.take(1))) != served_rules:
         served_rules = related_t.POPULARITY     # no rule reached min_support: the lists are popularity's
         log.warning("bought together: no one-to-one rule reaches min support %s in %d+ baskets; serving "
                     "popularity lists", cfg["min_support"], cfg["min_baskets"])
     bought_together = served_lists(as_served(single, served_rules), purchases,
                                    int(cfg["rules_per_item"]), items, [served_rules]).drop("model").join(
         single.select("item", "related", "lift", "support"), ["item", "related"], "left")
+    return RelatedOutputs(cooccurrence, bought_together, scored, single, all_rules, baskets, test, served_score,
+                          served_rules)
 
-    # Load
-    partition = lake.related(dt, root)
+
+def load(spark, fs: LakeFS, outputs: RelatedOutputs, inputs: RelatedInputs, dt: date, cfg: dict,
+         partition: str) -> dict:
+    """Write both lists and metrics.json; log what is served."""
     with timed(log, f"writing {partition}"), staged_partition(fs, partition, log) as staging:
-        cooccurrence.write.mode("overwrite").parquet(f"{staging}/{lake.RELATED}")
-        bought_together.write.mode("overwrite").parquet(f"{staging}/{lake.BOUGHT_TOGETHER}")
+        outputs.cooccurrence.write.mode("overwrite").parquet(f"{staging}/{lake.RELATED}")
+        outputs.bought_together.write.mode("overwrite").parquet(f"{staging}/{lake.BOUGHT_TOGETHER}")
         written = spark.read.parquet(f"{staging}/{lake.RELATED}")
         metrics = {
-            "dt": dt.isoformat(), "events": n_events, "settings": cfg,
-            "cooccurrence": {"pairs": scored.count(), "items": written.select("item").distinct().count(),
-                             "rows": written.count(), "served": served_score, "test": cooc_test},
-            "bought_together": {**rule_summary(single, all_rules, baskets, int(cfg["max_basket_items"])),
+            "dt": dt.isoformat(), "events": inputs.n_events, "settings": cfg,
+            "cooccurrence": {"pairs": outputs.scored.count(), "items": written.select("item").distinct().count(),
+                             "rows": written.count(), "served": outputs.served_score,
+                             "test": outputs.test["cooccurrence"]},
+            "bought_together": {**rule_summary(outputs.single, outputs.all_rules, outputs.baskets,
+                                               int(cfg["max_basket_items"])),
                                 "items": spark.read.parquet(f"{staging}/{lake.BOUGHT_TOGETHER}").select("item")
-                                .distinct().count(), "served": served_rules, "test": bought_test},
+                                .distinct().count(), "served": outputs.served_rules,
+                                "test": outputs.test["bought_together"]},
         }
         fs.write_json(f"{staging}/metrics.json", metrics)
     log.info("co-occurrence: %d pairs, %d subclass-brands with related ones, serving %s",
-             metrics["cooccurrence"]["pairs"], metrics["cooccurrence"]["items"], served_score)
+             metrics["cooccurrence"]["pairs"], metrics["cooccurrence"]["items"], outputs.served_score)
     bt = metrics["bought_together"]
     log.info("bought together: %d baskets (%d of 2+ subclass-brands; %d of more than %s left out), %d rules (%d "
              "one-to-one), support %s, lift %s, serving %s", bt["baskets"], bt["baskets_of_2_or_more"],
              bt["baskets_left_out"], cfg["max_basket_items"], bt["rules"], bt["one_to_one_rules"],
-             bt.get("support"), bt.get("lift"), served_rules)
+             bt.get("support"), bt.get("lift"), outputs.served_rules)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
+    args, config, root = parse_job_args(__doc__, argv)
+    dt, cfg = date.fromisoformat(args.dt), config["related"]
+    spark = spark_session(f"flashfeed-related-{dt}", config)
+    fs = LakeFS(spark)
+    inputs = extract(spark, fs, dt, cfg, root)
+    outputs = transform(inputs, cfg)
+    partition = lake.related(dt, root)
+    load(spark, fs, outputs, inputs, dt, cfg, partition)
     log.info("related for %s done in %.1f s: wrote %s", dt, time.monotonic() - started, partition)
     spark.stop()
 
