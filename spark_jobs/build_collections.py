@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from dataclasses import dataclass
 from datetime import date
 
 from pyspark import StorageLevel
@@ -203,7 +204,7 @@ def size_stats(lines: DataFrame) -> dict[str, dict]:
         stats[row["data_set"]] = {
             "payloads": int(row["payloads"]), "largest": largest,
             "truncated_payloads": int(row["truncated_payloads"] or 0), "full_share": round(float(row["full_share"]), 4),
-            "payload_bytes": {**{f"p{int(q * 100)}": int(v) for q, v in zip(SIZE_PERCENTILES, row["p"])},
+            "payload_bytes": {**{f"p{int(q * 100)}": int(v) for q, v in zip(SIZE_PERCENTILES, row["p"], strict=True)},
                               "max": int(largest["bytes"])},
         }
     return stats
@@ -257,15 +258,41 @@ def affinity_summary(fs: LakeFS, dt: date, groups: list[str], root: str) -> str:
             + (f"; no metrics.json for {unknown}" if unknown else ""))
 
 
-def main(argv: list[str] | None = None) -> None:
-    started = time.monotonic()
-    args, config, root = parse_job_args(__doc__, argv, launch=True)
-    slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
-    cfg = config["collections"]
-    spark = spark_session(f"flashfeed-collections-{slot.version}", config)
-    fs = LakeFS(spark)
+def short_data_sets(stats: dict[str, dict], data_sets: list[str], target: float) -> dict[str, float]:
+    """The collections whose share of payloads as large as configured is below `target` (a data
+    set without payloads counts as full)."""
+    return {d: stats[d]["full_share"] for d in data_sets if stats.get(d, {}).get("full_share", 1.0) < target}
 
-    # Extract
+
+def files_per_data_set(members: int, payloads_per_file: int) -> int:
+    return max(1, math.ceil(members / payloads_per_file))
+
+
+@dataclass
+class LaunchInputs:
+    slot: calendar.LaunchSlot
+    groups: list[str]
+    affinity: DataFrame          # every group's affinities
+    products: DataFrame          # the launch's scored products, persisted
+    interest: DataFrame          # features/dt=D/recent_interest
+    views: DataFrame             # features/dt=D/recent_views
+    lists: dict[str, DataFrame]  # related/dt=D/{related, bought_together}
+    related_metrics: dict        # related/dt=D/metrics.json
+    paths: dict[str, str]        # affinity, products, features, related: what the manifest names
+
+
+@dataclass
+class LaunchOutputs:
+    lines: DataFrame             # every payload line, persisted on disk
+    stats: dict[str, dict]       # per data set (size_stats)
+    members: int
+    largest: dict
+    data_sets: list[str]         # in order
+    experiment: experiments.Experiment | None
+
+
+def extract(spark, fs: LakeFS, slot: calendar.LaunchSlot, cfg: dict, root: str) -> LaunchInputs:
+    """The launch's inputs once each is complete (sealed)."""
     affinity_day, products_path, features = (
         lake.affinity(slot.dt, root=root), lake.products(slot.dt, slot.hhmm, root), lake.features(slot.dt, root)
     )
@@ -295,52 +322,46 @@ def main(argv: list[str] | None = None) -> None:
     if n_products == 0:
         raise JobError(f"product scores {products_path} hold no product",
                        f"re-run score_products for launch {slot.version}, then clear this task")
-
-    # Transform: affinity of saleable subclass-brands -> boost -> variety limit -> per-member cap
-    names, member_affinity, sb_styles = launch_frames(products, affinity)
     lists = {feed: spark.read.parquet(f"{related_day}/{feed}") for feed in lake.PRODUCT_FEEDS}
-    fallback = collections_t.fallback_affinity(products)
+    return LaunchInputs(slot, groups, affinity, products, interest, spark.read.parquet(f"{features}/recent_views"),
+                        lists, fs.read_json(f"{related_day}/metrics.json"),
+                        {"affinity": affinity_day, "products": products_path, "features": features,
+                         "related": related_day})
+
+
+def transform(inputs: LaunchInputs, config: dict) -> LaunchOutputs:
+    """Affinity of saleable subclass-brands -> boost -> variety limit -> per-member cap -> six
+    data sets for members, all six for the fallback 'members', the per-product feeds; their
+    sizes, refused when no member has a payload or one cannot be a DynamoDB item."""
+    slot, cfg, spark = inputs.slot, config["collections"], inputs.products.sparkSession
+    names, member_affinity, sb_styles = launch_frames(inputs.products, inputs.affinity)
+    fallback = collections_t.fallback_affinity(inputs.products)
     experiment = experiments.from_config(config)
     # Read twice (sizes, then the write): kept on local disk, as every member's six payloads
     # (about 2 GB at 100,000 members) need not take the heap.
     lines = functools.reduce(DataFrame.unionByName, [
-        member_lines(spark, member_affinity, interest, fallback, spark.read.parquet(f"{features}/recent_views"),
-                     sb_styles, names, lists[lake.RELATED], config, slot.version, experiment),
-        product_lines(products, lists, sb_styles, names, config["related"], slot.version),
+        member_lines(spark, member_affinity, inputs.interest, fallback, inputs.views, sb_styles, names,
+                     inputs.lists[lake.RELATED], config, slot.version, experiment),
+        product_lines(inputs.products, inputs.lists, sb_styles, names, config["related"], slot.version),
     ]).persist(StorageLevel.DISK_ONLY)
-
-    # Load: six data sets for members, all six for the fallback 'members', then the manifest
-    partition = lake.feeds(slot.dt, slot.hhmm, root)
-    manifest = {
-        "version": slot.version, "dt": slot.dt.isoformat(), "launch": slot.hhmm,
-        "window": {"starts_at": slot.starts_at.isoformat(), "ends_at": slot.ends_at.isoformat()},
-        "data_sets": {},
-        "inputs": {"affinity": affinity_day, "groups": groups, "products": products_path, "features": features,
-                   "models": [lake.models(slot.dt, g, root) for g in groups], "related": related_day},
-        # what /related and /bought-together serve: the model (or popularity), its offline test, the rules
-        "related": related_summary(fs.read_json(f"{related_day}/metrics.json")),
-    }
-    names_in_order = lake.data_sets(experiment)
-    if experiment:
-        manifest["experiment"] = experiment.as_dict()
-    collections = [lake.feed_folder(f, v) for f in lake.FEEDS for v in lake.VARIANTS]
     with timed(log, f"building the payloads of {slot.version}"):
         stats = size_stats(lines)
     members = stats.get(lake.feed_folder("products", "full"), {}).get("payloads", 0)
     if not members:
         raise JobError(
-            f"no member payload for launch {slot.version}: none of the members' affinities ({affinity_day}) is for "
-            f"a subclass-brand with products in {products_path}",
+            f"no member payload for launch {slot.version}: none of the members' affinities "
+            f"({inputs.paths['affinity']}) is for a subclass-brand with products in {inputs.paths['products']}",
             f"check that the sale calendar of {slot.dt} covers this launch's window, re-run score_products, then "
             "clear this task",
         )
-    for number, data_set in enumerate(names_in_order, start=1):
+    data_sets = lake.data_sets(experiment)
+    for number, data_set in enumerate(data_sets, start=1):
         data = stats.get(data_set, {"payloads": 0})
         log.info("[%d/%d] %s: %d payloads, %s bytes, %d truncated to %s bytes, %.1f %% full", number,
-                 len(names_in_order), data_set, data["payloads"], data.get("payload_bytes"),
+                 len(data_sets), data_set, data["payloads"], data.get("payload_bytes"),
                  data.get("truncated_payloads", 0), cfg["max_payload_bytes"], 100 * data.get("full_share", 0.0))
     target = float(cfg["full_share_warning"])
-    short = {d: stats[d]["full_share"] for d in collections if stats.get(d, {}).get("full_share", 1.0) < target}
+    short = short_data_sets(stats, [lake.feed_folder(f, v) for f in lake.FEEDS for v in lake.VARIANTS], target)
     if short:
         log.warning("fewer than %.0f %% of members have collections as large as configured: %s. The sale may be "
                     "small; if not, the daily model keeps too few affinities for this catalogue: raise "
@@ -350,21 +371,51 @@ def main(argv: list[str] | None = None) -> None:
     if problem:
         raise JobError(problem, f"lower collections.max_payload_bytes (now {cfg['max_payload_bytes']}) in "
                                 "include/flashfeed.yaml to 400000 or less, then clear this task")
-    files = max(1, math.ceil(members / int(cfg["payloads_per_file"])))
-    with timed(log, f"writing feeds for {slot.version} ({len(names_in_order)} data sets, {files} files each)"), \
-            staged_partition(fs, partition, log) as staging:
-        described = write_lines(fs, lines, staging, files)
-        for data_set in names_in_order:
-            manifest["data_sets"][data_set] = {**stats.get(data_set, {"payloads": 0}),
+    return LaunchOutputs(lines, stats, members, largest, data_sets, experiment)
+
+
+def load(fs: LakeFS, inputs: LaunchInputs, outputs: LaunchOutputs, cfg: dict, root: str) -> dict:
+    """The JSON lines of every data set, then manifest.json; returns the manifest."""
+    slot, paths = inputs.slot, inputs.paths
+    manifest = {
+        "version": slot.version, "dt": slot.dt.isoformat(), "launch": slot.hhmm,
+        "window": {"starts_at": slot.starts_at.isoformat(), "ends_at": slot.ends_at.isoformat()},
+        "data_sets": {},
+        "inputs": {"affinity": paths["affinity"], "groups": inputs.groups, "products": paths["products"],
+                   "features": paths["features"], "models": [lake.models(slot.dt, g, root) for g in inputs.groups],
+                   "related": paths["related"]},
+        # what /related and /bought-together serve: the model (or popularity), its offline test, the rules
+        "related": related_summary(inputs.related_metrics),
+    }
+    if outputs.experiment:
+        manifest["experiment"] = outputs.experiment.as_dict()
+    files = files_per_data_set(outputs.members, int(cfg["payloads_per_file"]))
+    with timed(log, f"writing feeds for {slot.version} ({len(outputs.data_sets)} data sets, {files} files each)"), \
+            staged_partition(fs, lake.feeds(slot.dt, slot.hhmm, root), log) as staging:
+        described = write_lines(fs, outputs.lines, staging, files)
+        for data_set in outputs.data_sets:
+            manifest["data_sets"][data_set] = {**outputs.stats.get(data_set, {"payloads": 0}),
                                                "files": described.get(data_set, [])}
-        manifest["members"] = members
+        manifest["members"] = outputs.members
         manifest["total_payloads"] = sum(d["payloads"] for d in manifest["data_sets"].values())
-        manifest["largest_payload"] = largest
+        manifest["largest_payload"] = outputs.largest
         fs.write_json(f"{staging}/manifest.json", manifest)
     log.info("launch %s: %d members, %d payloads in total, largest %d bytes",
-             slot.version, members or 0, manifest["total_payloads"], largest["bytes"])
+             slot.version, outputs.members or 0, manifest["total_payloads"], outputs.largest["bytes"])
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
+    args, config, root = parse_job_args(__doc__, argv, launch=True)
+    slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
+    spark = spark_session(f"flashfeed-collections-{slot.version}", config)
+    fs = LakeFS(spark)
+    inputs = extract(spark, fs, slot, config["collections"], root)
+    outputs = transform(inputs, config)
+    load(fs, inputs, outputs, config["collections"], root)
     log.info("launch %s feeds done in %.1f s: wrote %s (manifest.json, %d data sets)", slot.version,
-             time.monotonic() - started, partition, len(names_in_order))
+             time.monotonic() - started, lake.feeds(slot.dt, slot.hhmm, root), len(outputs.data_sets))
     spark.stop()
 
 

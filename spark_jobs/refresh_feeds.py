@@ -14,14 +14,15 @@ Re-run  `spark-submit spark_jobs/refresh_feeds.py --dt D --launch HHMM --quarter
 """
 from __future__ import annotations
 
-import math
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flashfeed.core import calendar, experiments, lake
-from spark_jobs.build_collections import launch_frames, member_lines, size_stats, write_lines
+from spark_jobs.build_collections import files_per_data_set, launch_frames, member_lines, size_stats, write_lines
 from spark_jobs.common import (
     LakeFS,
     check_contract,
@@ -62,18 +63,47 @@ def acted_members(clean_intraday, quarter: datetime):
     return clean_intraday.where(in_quarter).groupBy("member_id").agg(F.max("occurred_at").alias("newest_event_at"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    started = time.monotonic()
-    args, config, root = parse_job_args(__doc__, argv, launch=True, extra=[
-        ("--quarter", "start of the newest quarter hour, UTC, YYYYMMDDtHHMM")])
-    slot = calendar.slot(date.fromisoformat(args.dt), args.launch, config)
-    quarter = parse_quarter(args.quarter)
-    cutoff = datetime.combine(slot.dt, datetime.min.time(), timezone.utc)     # the features' end
-    cfg, because = config["collections"], config["because"]
-    spark = spark_session(f"flashfeed-refresh-{slot.version}-{args.quarter}", config)
-    fs = LakeFS(spark)
+@dataclass
+class RefreshInputs:
+    slot: calendar.LaunchSlot
+    quarter: datetime                   # start of the quarter hour refreshed
+    quarters: list[datetime]            # the sealed quarter hours read
+    intraday: DataFrame                 # their events (lake contract)
+    catalog: DataFrame                  # with its subclass-brand, persisted
+    day_events: DataFrame               # features/dt=D/events (the look-back's)
+    affinity: DataFrame                 # every group's affinities
+    products: DataFrame                 # persisted
+    related: DataFrame                  # related/dt=D/related
+    experiment: experiments.Experiment | None   # the served version's (its manifest)
+    paths: dict[str, str]               # features, affinity, products, related
 
-    # Extract
+
+@dataclass
+class RefreshOutputs:
+    lines: DataFrame                    # the acted members' payload lines, persisted
+    acted: DataFrame                    # member_id, newest_event_at; persisted
+
+
+def refresh_manifest(inputs: RefreshInputs, quarter_name: str, members: int, data_sets: dict,
+                     newest_events: tuple | None) -> dict:
+    """The quarter's manifest, in the launch's format (serving_store reads it)."""
+    manifest = {
+        "version": inputs.slot.version, "quarter": quarter_name, "quarter_end": (inputs.quarter + QUARTER).isoformat(),
+        "members": members, "data_sets": data_sets,
+        "total_payloads": sum(d["payloads"] for d in data_sets.values()),
+        # each acted member's newest event: the refresh's delay from event to served payload
+        "newest_event_at": dict(zip(("min", "p50", "max"), newest_events, strict=True)) if newest_events else None,
+        "inputs": {"intraday_quarters": len(inputs.quarters), **inputs.paths},
+    }
+    if inputs.experiment:
+        manifest["experiment"] = inputs.experiment.as_dict()
+    return manifest
+
+
+def extract(spark, fs: LakeFS, slot: calendar.LaunchSlot, quarter: datetime, config: dict,
+            root: str) -> RefreshInputs:
+    """Every input once it is complete; the quarter hours sealed since D 00:00 UTC."""
+    cutoff = datetime.combine(slot.dt, datetime.min.time(), timezone.utc)     # the features' end
     features, affinity_day = lake.features(slot.dt, root), lake.affinity(slot.dt, root=root)
     products_path, related_day = lake.products(slot.dt, slot.hhmm, root), lake.related(slot.dt, root)
     newest = lake.intraday_events(quarter.date(), quarter.strftime("%H%M"), root)
@@ -89,15 +119,28 @@ def main(argv: list[str] | None = None) -> None:
                 if fs.exists(lake.success(lake.intraday_events(q.date(), q.strftime("%H%M"), root)))]
     log.info("refresh of %s after the quarter hour %s UTC: %d sealed quarter hours since %s (%s .. %s); recent "
              "days %s, because view days %s", slot.version, f"{quarter:%Y-%m-%d %H:%M}", len(quarters), cutoff,
-             quarters[0], quarters[-1], config["features"]["recent_days"], because["view_days"])
+             quarters[0], quarters[-1], config["features"]["recent_days"], config["because"]["view_days"])
     sealed = [lake.intraday_events(q.date(), q.strftime("%H%M"), root) for q in quarters]
     check_contract("events", sealed, "fix the upstream export of these quarter hours, then clear this task")
     intraday = read_contract(spark, "events", sealed)
     catalog = catalog_t.with_subclass_brand(read_raw(spark, fs, "catalog", slot.dt, root)).persist()
+    groups_of_day = fs.read_json(f"{affinity_day}/groups.json")["groups"]
+    return RefreshInputs(
+        slot, quarter, quarters, intraday, catalog, spark.read.parquet(f"{features}/events"),
+        spark.read.parquet(*[lake.affinity(slot.dt, g, root) for g in groups_of_day]),
+        spark.read.parquet(products_path).persist(), spark.read.parquet(f"{related_day}/{lake.RELATED}"),
+        # the served version's experiment (its manifest), whatever the config says now
+        experiments.from_dict(fs.read_json(f"{lake.feeds(slot.dt, slot.hhmm, root)}/manifest.json").get("experiment")),
+        {"features": features, "affinity": affinity_day, "products": products_path, "related": related_day})
 
-    # Transform: clean (counted), the members who acted, their recent activity, their payloads
-    quarter_end = quarter + QUARTER
-    labelled = cleaning.label_events(intraday, catalog, config["cleaning"]["event_types"], quarter_end).persist()
+
+def transform(inputs: RefreshInputs, config: dict, root: str) -> RefreshOutputs:
+    """Clean the intraday events (counted; refused when too many are rejected), the members who
+    acted in the quarter, their recent activity and their payloads."""
+    cfg, because, catalog = config["collections"], config["because"], inputs.catalog
+    quarter_end = inputs.quarter + QUARTER
+    labelled = cleaning.label_events(inputs.intraday, catalog, config["cleaning"]["event_types"],
+                                     quarter_end).persist()
     reasons = cleaning.reject_summary(labelled)
     kept = reasons.pop(None, 0)
     log.info("intraday events read: %d; kept %d; rejected %d %s", kept + sum(reasons.values()), kept,
@@ -108,54 +151,54 @@ def main(argv: list[str] | None = None) -> None:
                                 "this task (refresh_payloads)")
     clean, _ = cleaning.split_labelled(labelled)
     clean = clean.join(catalog.select("style_id", "subclass_brand_id"), "style_id").select(*related_t.EVENT_COLUMNS)
-    acted = acted_members(clean, quarter).persist()
-    recent = (spark.read.parquet(f"{features}/events").select(*related_t.EVENT_COLUMNS).unionByName(clean)
+    acted = acted_members(clean, inputs.quarter).persist()
+    recent = (inputs.day_events.select(*related_t.EVENT_COLUMNS).unionByName(clean)
               .join(F.broadcast(acted.select("member_id")), "member_id"))
     recent_since = quarter_end - timedelta(days=int(config["features"]["recent_days"]))
     interest = groups.recent_interest(recent, catalog, recent_since, int(cfg["boost_top_subclasses"]))
     views = related_t.recent_views(recent, quarter_end - timedelta(days=int(because["view_days"])),
                                    because["event_types"], int(because["carousels"])).join(
         catalog.select("style_id", "brand", "subclass"), "style_id")
-    groups_of_day = fs.read_json(f"{affinity_day}/groups.json")["groups"]
-    affinity = spark.read.parquet(*[lake.affinity(slot.dt, g, root) for g in groups_of_day]).join(
-        F.broadcast(acted.select("member_id")), "member_id")
-    products = spark.read.parquet(products_path).persist()
-    names, member_affinity, sb_styles = launch_frames(products, affinity)
-    # the served version's experiment (its manifest), whatever the config says now
-    experiment = experiments.from_dict(fs.read_json(f"{lake.feeds(slot.dt, slot.hhmm, root)}/manifest.json")
-                                       .get("experiment"))
-    lines = member_lines(spark, member_affinity, interest, None, views, sb_styles, names,
-                         spark.read.parquet(f"{related_day}/{lake.RELATED}"), config, slot.version,
-                         experiment).persist()
+    affinity = inputs.affinity.join(F.broadcast(acted.select("member_id")), "member_id")
+    names, member_affinity, sb_styles = launch_frames(inputs.products, affinity)
+    lines = member_lines(inputs.products.sparkSession, member_affinity, interest, None, views, sb_styles, names,
+                         inputs.related, config, inputs.slot.version, inputs.experiment).persist()
+    return RefreshOutputs(lines, acted)
 
-    # Load: the quarter's partition with a manifest in the launch's format (serving_store reads it)
-    members = acted.count()
-    stats = size_stats(lines) if members else {}
+
+def load(fs: LakeFS, inputs: RefreshInputs, outputs: RefreshOutputs, quarter_name: str, cfg: dict,
+         partition: str) -> dict:
+    """The quarter's partition with its manifest (only the manifest when no member acted)."""
+    members = outputs.acted.count()
+    stats = size_stats(outputs.lines) if members else {}
     iso = "yyyy-MM-dd'T'HH:mm:ss'+00:00'"        # the session's time zone is UTC (spark_session)
-    newest_events = acted.agg(*[F.date_format(f, iso) for f in (
+    newest_events = outputs.acted.agg(*[F.date_format(f, iso) for f in (
         F.min("newest_event_at"), F.percentile_approx("newest_event_at", 0.5), F.max("newest_event_at"))]).first() \
         if members else None
-    partition = lake.refresh(slot.dt, slot.hhmm, args.quarter, root)
     with staged_partition(fs, partition, log) as staging:
-        described = write_lines(fs, lines, staging, max(1, math.ceil(members / int(cfg["payloads_per_file"])))) \
-            if members else {}
+        files = files_per_data_set(members, int(cfg["payloads_per_file"]))
+        described = write_lines(fs, outputs.lines, staging, files) if members else {}
         data_sets = {name: {**stats[name], "files": described.get(name, [])} for name in sorted(stats)}
-        manifest = {
-            "version": slot.version, "quarter": args.quarter, "quarter_end": quarter_end.isoformat(),
-            "members": members, "data_sets": data_sets,
-            "total_payloads": sum(d["payloads"] for d in data_sets.values()),
-            # each acted member's newest event: the refresh's delay from event to served payload
-            "newest_event_at": dict(zip(("min", "p50", "max"), newest_events, strict=True)) if newest_events else None,
-            "inputs": {"intraday_quarters": len(quarters), "features": features, "affinity": affinity_day,
-                       "products": products_path, "related": related_day},
-        }
-        if experiment:
-            manifest["experiment"] = experiment.as_dict()
+        manifest = refresh_manifest(inputs, quarter_name, members, data_sets, newest_events)
         fs.write_json(f"{staging}/manifest.json", manifest)
     if not members:
-        log.info("no member acted in the quarter hour %s: nothing to refresh", args.quarter)
+        log.info("no member acted in the quarter hour %s: nothing to refresh", quarter_name)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
+    args, config, root = parse_job_args(__doc__, argv, launch=True, extra=[
+        ("--quarter", "start of the newest quarter hour, UTC, YYYYMMDDtHHMM")])
+    slot, quarter = calendar.slot(date.fromisoformat(args.dt), args.launch, config), parse_quarter(args.quarter)
+    spark = spark_session(f"flashfeed-refresh-{slot.version}-{args.quarter}", config)
+    fs = LakeFS(spark)
+    inputs = extract(spark, fs, slot, quarter, config, root)
+    outputs = transform(inputs, config, root)
+    partition = lake.refresh(slot.dt, slot.hhmm, args.quarter, root)
+    manifest = load(fs, inputs, outputs, args.quarter, config["collections"], partition)
     log.info("refresh of %s after %s done in %.1f s: %d members acted, %d payloads in %s", slot.version, args.quarter,
-             time.monotonic() - started, members, manifest["total_payloads"], partition)
+             time.monotonic() - started, manifest["members"], manifest["total_payloads"], partition)
     spark.stop()
 
 
