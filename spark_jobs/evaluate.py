@@ -52,8 +52,8 @@ GLOBAL = "global"   # the global ALS's settings: als.group_overrides.global
 @dataclass
 class Prepared:
     """One three-way split of a lake, on the driver."""
-    ratings: pd.DataFrame       # member_sk, group, subclass_brand_id, part (train/validation/test), rating,
-                                # recent_rating
+    # member_sk, group, subclass_brand_id, part (train/validation/test), rating, recent_rating
+    ratings: pd.DataFrame
     live: pd.DataFrame          # subclass_brand_id, part: what may be ranked in each part
     boost_items: pd.Series      # per member_sk: the subclass-brands of her recently browsed-not-bought subclasses
     exclude_seen: bool
@@ -274,6 +274,26 @@ def open_lake(args: argparse.Namespace, app: str) -> tuple[SparkSession, dict, s
     return spark_session(app, config), config, root, dt
 
 
+def transform(spark: SparkSession, prepared: Prepared, config: dict, args: argparse.Namespace, root: str) -> dict:
+    """The report: every group's candidates and choice, member-weighted means over the groups."""
+    settings = candidates.settings_from(config, k=args.k, exclude_seen=prepared.exclude_seen)
+    per_group = evaluate_groups(spark, prepared, config, settings, float(config["collections"]["boost"]))
+    return {"k": args.k, "protocol": args.protocol, "split": prepared.split, "lake": root,
+            "models": overall(per_group, "test"), "validation": overall(per_group, "validation"),
+            "served_by_group": {g: r["served"] for g, r in per_group.items()}, "groups": per_group}
+
+
+def load(report: dict, out: str) -> None:
+    """metrics.json, then the table on stdout."""
+    with open(out, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    print(table(report["models"], report["k"]))
+    print(f"\nserved per group (chosen on the validation part): "
+          f"{', '.join(f'{g} {r}' for g, r in report['served_by_group'].items())}")
+    print(f"metrics written to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser("flashfeed evaluate", __doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="metrics.json to write")
@@ -282,19 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     spark, config, root, dt = open_lake(args, "flashfeed-evaluate")
     log.info("evaluating %s on %s (%s), k=%d", root, dt, args.protocol or f"{args.split} split", args.k)
     prepared = prepare(spark, config, root, dt, args)
-    settings = candidates.settings_from(config, k=args.k, exclude_seen=prepared.exclude_seen)
-    per_group = evaluate_groups(spark, prepared, config, settings, float(config["collections"]["boost"]))
-    results = overall(per_group, "test")
-    report = {"k": args.k, "protocol": args.protocol, "split": prepared.split, "lake": root, "models": results,
-              "validation": overall(per_group, "validation"),
-              "served_by_group": {g: r["served"] for g, r in per_group.items()}, "groups": per_group}
-    with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-        handle.write("\n")
-    print(table(results, args.k))
-    print(f"\nserved per group (chosen on the validation part): "
-          f"{', '.join(f'{g} {r}' for g, r in report['served_by_group'].items())}")
-    print(f"metrics written to {args.out}")
+    load(transform(spark, prepared, config, args, root), args.out)
     spark.stop()
     return 0
 

@@ -83,6 +83,40 @@ def chosen_settings(rows: list[dict], split: dict, dt) -> dict:
     return {"dt": dt.isoformat(), "split": split, "groups": groups}
 
 
+def selected_groups(requested: list[str] | None, existing: list[str]) -> list[str]:
+    """The groups to tune: those asked for (all by default); refuses groups the split lacks."""
+    groups = requested or existing
+    unknown = sorted(set(groups) - set(existing))
+    if unknown:
+        raise SystemExit(f"groups {unknown} do not exist in this split; groups: {existing}")
+    return groups
+
+
+def transform(spark, prepared, config: dict, args, dt, groups: list[str]) -> list[dict]:
+    """Every group's rows: popularity, then each grid point on both parts."""
+    points = list(itertools.product(args.rank, args.reg_param, args.alpha))
+    log.info("tuning %d groups x %d grid points on %s (%s split)", len(groups), len(points), dt, args.split)
+    settings = candidates.settings_from(config, k=args.k, exclude_seen=prepared.exclude_seen)
+    rows = []
+    for group in groups:
+        parts = candidates.GateParts(prepared.ratings[prepared.ratings["group"] == group], prepared.live)
+        rows.extend(tune_group(spark, parts, group_settings(config, "als", group), points, settings, group))
+    return rows
+
+
+def load(rows: list[dict], prepared, args, dt) -> None:
+    """The results table, then each group's chosen settings (last: the daily model reads them, so
+    they appear only with their results), then the Markdown table on stdout."""
+    lake.write_bytes(args.out, results_csv(rows).encode("utf-8"))
+    if args.settings_out:
+        lake.write_bytes(args.settings_out,
+                         (json.dumps(chosen_settings(rows, prepared.split, dt), indent=2) + "\n")
+                         .encode("utf-8"))
+    print(markdown(rows, args.k))
+    print(f"\nresults written to {args.out} ({args.split} split of {dt}, k={args.k}); each group's chosen "
+          "point (best validation NDCG) is in bold")
+
+
 def main(argv: list[str] | None = None) -> int:
     grid = load_config()["evaluation"]["tune_grid"]
     p = parser("flashfeed tune", __doc__.splitlines()[0])
@@ -96,26 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spark, config, root, dt = open_lake(args, "flashfeed-tune")
     prepared = prepare(spark, config, root, dt, args)
-    existing = sorted(prepared.ratings["group"].unique())
-    groups = args.groups or existing
-    unknown = sorted(set(groups) - set(existing))
-    if unknown:
-        raise SystemExit(f"groups {unknown} do not exist in this split; groups: {existing}")
-    points = list(itertools.product(args.rank, args.reg_param, args.alpha))
-    log.info("tuning %d groups x %d grid points on %s (%s split)", len(groups), len(points), dt, args.split)
-    settings = candidates.settings_from(config, k=args.k, exclude_seen=prepared.exclude_seen)
-    rows = []
-    for group in groups:
-        parts = candidates.GateParts(prepared.ratings[prepared.ratings["group"] == group], prepared.live)
-        rows.extend(tune_group(spark, parts, group_settings(config, "als", group), points, settings, group))
-
-    lake.write_bytes(args.out, results_csv(rows).encode("utf-8"))
-    if args.settings_out:   # last: the daily model reads it, so it appears only with its results
-        lake.write_bytes(args.settings_out,
-                         (json.dumps(chosen_settings(rows, prepared.split, dt), indent=2) + "\n").encode("utf-8"))
-    print(markdown(rows, args.k))
-    print(f"\nresults written to {args.out} ({args.split} split of {dt}, k={args.k}); each group's chosen point "
-          "(best validation NDCG) is in bold")
+    groups = selected_groups(args.groups, sorted(prepared.ratings["group"].unique()))
+    load(transform(spark, prepared, config, args, dt, groups), prepared, args, dt)
     spark.stop()
     return 0
 
