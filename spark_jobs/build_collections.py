@@ -49,7 +49,7 @@ def payload_lines(payload_rows: DataFrame, variant: str, cfg: dict) -> DataFrame
     fields = ["member_id", "feed", "variant", "version", "groups"]
     line = F.to_json(F.struct(*fields, *(["experiment"] if "experiment" in payload_rows.columns else [])))
     if variant == "card":
-        full = F.size("groups") >= int(cfg["card_groups"])
+        full = F.size("groups") >= cfg["card_groups"]
     else:
         full = F.aggregate(F.transform("groups", lambda g: F.size(g["styles"])), F.lit(0), lambda a, n: a + n) >= int(
             cfg["products_per_member"])
@@ -71,7 +71,7 @@ def ranked_affinities(spark, member_affinity: DataFrame, interest: DataFrame, fa
                       variety_sql: str, cfg: dict) -> DataFrame:
     """Each member's (and fallback's) affinities to subclass-brands on sale after the boost, the
     variety limit and the per-member cap: what her collections are built from."""
-    boosted = affinity_t.apply_boost(member_affinity, interest, float(cfg["boost"])).select(
+    boosted = affinity_t.apply_boost(member_affinity, interest, cfg["boost"]).select(
         "member_id", "subclass_brand_id", "subclass_key", "class_key", "affinity", "boost"
     )
     if fallback is not None:
@@ -79,11 +79,11 @@ def ranked_affinities(spark, member_affinity: DataFrame, interest: DataFrame, fa
     # One shuffle by member: the variety limit, the cap and every feed's grouping below are all
     # per member, so they run inside these partitions.
     by_member = boosted.repartition(int(spark.conf.get("spark.sql.shuffle.partitions")), "member_id")
-    limited = affinity_t.variety_limit(spark, by_member, variety_sql, int(cfg["max_subclass_brands_per_class"]))
+    limited = affinity_t.variety_limit(spark, by_member, variety_sql, cfg["max_subclass_brands_per_class"])
     per_member = Window.partitionBy("member_id").orderBy(F.desc("affinity"), F.asc("subclass_brand_id"))
     return (
         limited.withColumn("_n", F.row_number().over(per_member))
-        .where(F.col("_n") <= int(cfg["subclass_brands_per_member"]))
+        .where(F.col("_n") <= cfg["subclass_brands_per_member"])
         .drop("_n")
     )
 
@@ -114,7 +114,7 @@ def member_lines(spark, member_affinity: DataFrame, interest: DataFrame, fallbac
         parts.append(data_set_lines(variant_ranked, sb_styles, names, variant_cfg, version, variant.name))
     # long enough for every carousel of a member once the products shown before are left out
     carousels = related_feeds.round_robin(related, sb_styles,
-                                          int(because["styles_per_carousel"]) * int(because["carousels"]) + 1)
+                                          because["styles_per_carousel"] * because["carousels"] + 1)
     fallback_members = (fallback.select("member_id").distinct() if fallback is not None
                         else spark.createDataFrame([], "member_id string"))
     parts.append(because_lines(views, F.broadcast(carousels), fallback_members, cfg, because, version))
@@ -131,7 +131,7 @@ def data_set_lines(ranked: DataFrame, sb_styles: DataFrame, names: DataFrame, cf
         units = collections_t.feed_units(ranked, sb_styles, names, feed)
         for variant in lake.VARIANTS:
             groups = collections_t.attach_styles(collections_t.limit_groups(units, variant, cfg), sb_styles)
-            rows = collections_t.payloads(groups, feed, variant, version, int(cfg["max_payload_bytes"]))
+            rows = collections_t.payloads(groups, feed, variant, version, cfg["max_payload_bytes"])
             if experiment_variant is not None:
                 rows = rows.withColumn("experiment", F.lit(experiment_variant))
             parts.append(with_data_set(payload_lines(rows, variant, cfg),
@@ -144,13 +144,13 @@ def because_lines(views: DataFrame, carousels: DataFrame, fallback_members: Data
     """The `because` card of every member with a recently viewed product whose related
     subclass-brands are on sale, and an empty one for every fallback 'member' (a member the
     model does not know has viewed nothing it knows of)."""
-    groups = related_feeds.because_groups(views, carousels, int(cfg["min_saleable_products"]),
-                                          int(because["styles_per_carousel"]), int(because["carousels"]))
+    groups = related_feeds.because_groups(views, carousels, cfg["min_saleable_products"],
+                                          because["styles_per_carousel"], because["carousels"])
     empty = fallback_members.select("member_id", F.array().cast(groups.schema["groups"].dataType).alias("groups"))
     rows = groups.unionByName(empty).select(
         "member_id", F.lit(lake.BECAUSE).alias("feed"), F.lit("card").alias("variant"),
         F.lit(version).alias("version"), "groups", F.lit(0).alias("truncated_groups"))
-    lines = payload_lines(rows, "card", {**cfg, "card_groups": int(because["carousels"])})
+    lines = payload_lines(rows, "card", {**cfg, "card_groups": because["carousels"]})
     return with_data_set(lines, lake.feed_folder(lake.BECAUSE, "card"))
 
 
@@ -166,10 +166,10 @@ def product_lines(products: DataFrame, lists: dict[str, DataFrame], sb_styles: D
     by `__style__#<style_id>` (in the member_id column, as the table's hash key)."""
     per_subclass_brand = {
         lake.RELATED: related_feeds.related_groups(lists[lake.RELATED], sb_styles, names,
-                                                   int(settings["groups_per_style"]),
-                                                   int(settings["styles_per_group"])),
+                                                   settings["groups_per_style"],
+                                                   settings["styles_per_group"]),
         lake.BOUGHT_TOGETHER: related_feeds.round_robin(lists[lake.BOUGHT_TOGETHER], sb_styles,
-                                                        int(settings["bought_together_styles"])),
+                                                        settings["bought_together_styles"]),
     }
     parts = [related_feeds.style_payloads(products, frame, feed, version).select(
         F.concat(F.lit(lake.STYLE_KEY_PREFIX), "style_id").alias("member_id"), "feed",
@@ -360,7 +360,7 @@ def transform(inputs: LaunchInputs, config: dict) -> LaunchOutputs:
         log.info("[%d/%d] %s: %d payloads, %s bytes, %d truncated to %s bytes, %.1f %% full", number,
                  len(data_sets), data_set, data["payloads"], data.get("payload_bytes"),
                  data.get("truncated_payloads", 0), cfg["max_payload_bytes"], 100 * data.get("full_share", 0.0))
-    target = float(cfg["full_share_warning"])
+    target = cfg["full_share_warning"]
     short = short_data_sets(stats, [lake.feed_folder(f, v) for f in lake.FEEDS for v in lake.VARIANTS], target)
     if short:
         log.warning("fewer than %.0f %% of members have collections as large as configured: %s. The sale may be "
@@ -389,7 +389,7 @@ def load(fs: LakeFS, inputs: LaunchInputs, outputs: LaunchOutputs, cfg: dict, ro
     }
     if outputs.experiment:
         manifest["experiment"] = outputs.experiment.as_dict()
-    files = files_per_data_set(outputs.members, int(cfg["payloads_per_file"]))
+    files = files_per_data_set(outputs.members, cfg["payloads_per_file"])
     with timed(log, f"writing feeds for {slot.version} ({len(outputs.data_sets)} data sets, {files} files each)"), \
             staged_partition(fs, lake.feeds(slot.dt, slot.hhmm, root), log) as staging:
         described = write_lines(fs, outputs.lines, staging, files)

@@ -116,11 +116,11 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
         # The catalog's style -> subclass-brand keys (about 15 MB at 450k styles) join the events
         # as a broadcast instead of sorting millions of events. Joins planned at run time (AQE)
         # keep Spark's 10 MB: a big shuffled side must not become a broadcast in a small heap.
-        .config("spark.sql.autoBroadcastJoinThreshold", f"{int(spark_cfg['broadcast_join_mb'])}m")
+        .config("spark.sql.autoBroadcastJoinThreshold", f"{spark_cfg['broadcast_join_mb']}m")
         .config("spark.sql.adaptive.autoBroadcastJoinThreshold", "10m")
         # Takes effect when this process starts the JVM (the `flashfeed evaluate/tune` commands);
         # under spark-submit the driver is already running with --driver-memory.
-        .config("spark.driver.memory", str(spark_cfg["driver_memory"]))
+        .config("spark.driver.memory", spark_cfg["driver_memory"])
         # Driver <-> pandas through Arrow: the groups' factors and ratings, toPandas/createDataFrame.
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # group=13 is a name, not a number: keep partition values as strings.
@@ -134,7 +134,7 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])
     # Shuffles start with at least two partitions per core of the cluster (8 on a laptop), and
     # AQE merges the small ones a small group or a demo day leaves behind.
-    partitions = max(int(spark_cfg["shuffle_partitions"]), 2 * spark.sparkContext.defaultParallelism)
+    partitions = max(spark_cfg["shuffle_partitions"], 2 * spark.sparkContext.defaultParallelism)
     spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
     startup = driver_startup_seconds()
     heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()   # what the driver really has

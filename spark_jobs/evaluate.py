@@ -110,7 +110,7 @@ def prepare(spark: SparkSession, config: dict, root: str, dt: date, args: argpar
     training = marked.where(F.col("part") != "test")
     # Cached: member groups and the driver's copy both read the ratings (one pass over the events).
     rated = ratings.implicit_ratings(marked, catalog, feats["event_weights"], by=("part",),
-                                     recency=(cutoff, float(feats["history_half_life_days"]))).persist()
+                                     recency=(cutoff, feats["history_half_life_days"])).persist()
     trained = rated.where(F.col("part") != "test").groupBy("member_id", "subclass_brand_id").agg(
         F.sum("rating").alias("rating"))
     members, grouping, _ = groups.member_groups(trained, training, catalog_t.subclass_brands(catalog), feats)
@@ -123,8 +123,8 @@ def prepare(spark: SparkSession, config: dict, root: str, dt: date, args: argpar
         # Only what someone rated in a part was on sale then, as the pipeline ranks only what is on sale.
         live = by_part[["subclass_brand_id", "part"]].drop_duplicates()
     newest_training = training.agg(F.max("occurred_at")).first()[0]
-    interest = groups.recent_interest(training, catalog, newest_training - timedelta(days=int(feats["recent_days"])),
-                                      int(config["collections"]["boost_top_subclasses"]))
+    interest = groups.recent_interest(training, catalog, newest_training - timedelta(days=feats["recent_days"]),
+                                      config["collections"]["boost_top_subclasses"])
     boost_pairs = (interest.join(members.select("member_id", "member_sk"), "member_id")
                    .join(catalog.select("subclass_key", "subclass_brand_id").distinct(), "subclass_key")
                    .select("member_sk", "subclass_brand_id").distinct().toPandas())
@@ -234,11 +234,11 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
                         "seen items excluded); sets --split, --ratio and --all-items")
     p.add_argument("--split", choices=("time", "stratified"), default="time",
                    help="time: hold out each member's last --holdout-days; stratified: per-member random split")
-    p.add_argument("--holdout-days", type=int, default=int(settings["holdout_days"]))
-    p.add_argument("--ratio", type=float, default=float(settings["stratified_ratio"]),
+    p.add_argument("--holdout-days", type=int, default=settings["holdout_days"])
+    p.add_argument("--ratio", type=float, default=settings["stratified_ratio"],
                    help="stratified: share of each member's subclass-brands kept for training")
-    p.add_argument("--seed", type=int, default=int(settings["seed"]))
-    p.add_argument("--k", type=int, default=int(settings["k"]), help="metrics at k")
+    p.add_argument("--seed", type=int, default=settings["seed"])
+    p.add_argument("--k", type=int, default=settings["k"], help="metrics at k")
     seen = p.add_mutually_exclusive_group()
     seen.add_argument("--include-seen", dest="exclude_seen", action="store_false",
                       help="rank (and count as relevant) subclass-brands the member has in training, as the served "
@@ -277,7 +277,7 @@ def open_lake(args: argparse.Namespace, app: str) -> tuple[SparkSession, dict, s
 def transform(spark: SparkSession, prepared: Prepared, config: dict, args: argparse.Namespace, root: str) -> dict:
     """The report: every group's candidates and choice, member-weighted means over the groups."""
     settings = candidates.settings_from(config, k=args.k, exclude_seen=prepared.exclude_seen)
-    per_group = evaluate_groups(spark, prepared, config, settings, float(config["collections"]["boost"]))
+    per_group = evaluate_groups(spark, prepared, config, settings, config["collections"]["boost"])
     return {"k": args.k, "protocol": args.protocol, "split": prepared.split, "lake": root,
             "models": overall(per_group, "test"), "validation": overall(per_group, "validation"),
             "served_by_group": {g: r["served"] for g, r in per_group.items()}, "groups": per_group}

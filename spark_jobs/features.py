@@ -182,8 +182,8 @@ def extract(spark, fs: LakeFS, dt: date, config: dict, root: str) -> FeatureInpu
     """Read the raw partitions of the look-back (checked against the lake contract) and check
     the day's catalogue."""
     feats = config["features"]
-    cutoff, days, interaction_days = history_window(dt, int(feats["lookback_days"]),
-                                                    int(config["scoring"]["interaction_months"]))
+    cutoff, days, interaction_days = history_window(dt, feats["lookback_days"],
+                                                    config["scoring"]["interaction_months"])
     log.info("features for %s: events and returns of %s .. %s (UTC dates), raw catalog %s, raw sale calendar %s; "
              "lookback %s days, history %d days, recent %s days, max reject share %s, min group members %s; lake %s",
              dt, days[-1], days[0], lake.raw("catalog", dt, root), lake.raw("sale_calendar", dt, root),
@@ -199,7 +199,7 @@ def extract(spark, fs: LakeFS, dt: date, config: dict, root: str) -> FeatureInpu
                        "rejected as unknown_style", raw_next_step("catalog", dt))
     catalog_t.check_key_collisions(catalog)
     log.info("catalog: %d styles", styles)
-    catalog_check = check_catalog(spark, fs, catalog, dt, root, float(config["cleaning"]["max_hierarchy_change_share"]))
+    catalog_check = check_catalog(spark, fs, catalog, dt, root, config["cleaning"]["max_hierarchy_change_share"])
     return FeatureInputs(dt, root, cutoff, days, interaction_days, events, returns, catalog, sale_calendar,
                          catalog_check, lake.rejects(dt, root))
 
@@ -224,37 +224,37 @@ def transform(inputs: FeatureInputs, config: dict) -> FeatureOutputs:
         )
     clean, rejects = cleaning.split_labelled(labelled)
     counts = {"read": total, "kept": kept, "rejected": reasons}
-    refusal = reject_refusal(total, reasons, float(config["cleaning"]["max_reject_share"]), inputs.rejects_path)
+    refusal = reject_refusal(total, reasons, config["cleaning"]["max_reject_share"], inputs.rejects_path)
     if refusal:
         return FeatureOutputs(rejects, counts, refusal)
 
-    lookback_since = cutoff - timedelta(days=int(feats["lookback_days"]))
+    lookback_since = cutoff - timedelta(days=feats["lookback_days"])
     in_lookback = clean.where(F.col("occurred_at") >= F.lit(lookback_since))
     # Ratings kept apart by the gate's parts, once: the day's ratings are their sums.
     gate_cfg = config["evaluation"]
-    parts = evaluation.mark_gate_parts(in_lookback, int(gate_cfg["gate_holdout_days"]),
-                                       int(gate_cfg["gate_validation_days"]))
+    parts = evaluation.mark_gate_parts(in_lookback, gate_cfg["gate_holdout_days"],
+                                       gate_cfg["gate_validation_days"])
     ratings_by_part = ratings.implicit_ratings(parts, catalog, feats["event_weights"], by=("part",),
-                                               recency=(cutoff, float(feats["history_half_life_days"]))).persist()
+                                               recency=(cutoff, feats["history_half_life_days"])).persist()
     rated = ratings_by_part.groupBy("member_id", "subclass_brand_id").agg(
         F.sum("rating").alias("rating"), F.sum("recent_rating").alias("recent_rating")).persist()
     members, grouping, codes = groups.member_groups(rated, in_lookback, catalog_t.subclass_brands(catalog), feats)
     members = members.persist()
     gate_ratings, gate_live = quality_gate_split(ratings_by_part, members)
-    interest = groups.recent_interest(clean, catalog, cutoff - timedelta(days=int(feats["recent_days"])),
-                                      int(config["collections"]["boost_top_subclasses"]))
+    interest = groups.recent_interest(clean, catalog, cutoff - timedelta(days=feats["recent_days"]),
+                                      config["collections"]["boost_top_subclasses"])
     lookback_events = in_lookback.join(catalog.select("style_id", "subclass_brand_id"), "style_id").select(
         *related.EVENT_COLUMNS)
     because = config["because"]
-    views = related.recent_views(lookback_events, cutoff - timedelta(days=int(because["view_days"])),
-                                 because["event_types"], int(because["carousels"])).join(
+    views = related.recent_views(lookback_events, cutoff - timedelta(days=because["view_days"]),
+                                 because["event_types"], because["carousels"]).join(
         catalog.select("style_id", "brand", "subclass"), "style_id")
     activity = scoring.style_activity(clean, inputs.returns, cutoff - timedelta(days=inputs.interaction_days),
                                       cutoff - timedelta(days=scoring.EARLY_DAYS))
     window = calendar.day_window(inputs.dt, config)
     candidates = affinity_t.saleable_subclass_brands(
-        scoring.live_products(inputs.sale_calendar, *window), catalog, int(config["scoring"]["min_qty_on_hand"]),
-        int(config["scoring"]["products_per_subclass_brand"]))
+        scoring.live_products(inputs.sale_calendar, *window), catalog, config["scoring"]["min_qty_on_hand"],
+        config["scoring"]["products_per_subclass_brand"])
     frames = {"ratings": (rated.join(members.select("member_id", "member_sk", "group"), "member_id"), True),
               "members": (members, False), "gate/ratings": (gate_ratings, True), "gate/live": (gate_live, False),
               "recent_interest": (interest, False), "style_activity": (activity, False),
@@ -270,7 +270,7 @@ def load(spark, fs: LakeFS, inputs: FeatureInputs, outputs: FeatureOutputs, conf
         outputs.rejects.write.mode("overwrite").parquet(staging)
     if outputs.refusal:
         raise outputs.refusal
-    (window_start, window_end), min_qty = outputs.window, int(config["scoring"]["min_qty_on_hand"])
+    (window_start, window_end), min_qty = outputs.window, config["scoring"]["min_qty_on_hand"]
     with timed(log, f"writing features for {dt}"), staged_partition(fs, lake.features(dt, root), log) as staging:
         outputs.candidates.write.mode("overwrite").parquet(f"{staging}/candidates")
         n_candidates = spark.read.parquet(f"{staging}/candidates").count()

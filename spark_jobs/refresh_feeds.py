@@ -8,7 +8,7 @@ Writes  feeds/dt=D/launch=HHMM/refresh/quarter=Q/{<feed>_<variant>[.<experiment 
         manifest.json}: the six collections and `because` of every member with an event in the
         quarter hour Q, with her recent-activity boost and recent views recomputed from every
         event up to the quarter's end. `flashfeed_freshness` then writes them into the served
-        table (serving_store.refresh_served).
+        table (flashfeed.serving.loader.refresh_served).
 Re-run  `spark-submit spark_jobs/refresh_feeds.py --dt D --launch HHMM --quarter YYYYMMDDtHHMM`
         replaces that quarter's partition only.
 """
@@ -86,7 +86,7 @@ class RefreshOutputs:
 
 def refresh_manifest(inputs: RefreshInputs, quarter_name: str, members: int, data_sets: dict,
                      newest_events: tuple | None) -> dict:
-    """The quarter's manifest, in the launch's format (serving_store reads it)."""
+    """The quarter's manifest, in the launch's format (flashfeed.serving.loader reads it)."""
     manifest = {
         "version": inputs.slot.version, "quarter": quarter_name, "quarter_end": (inputs.quarter + QUARTER).isoformat(),
         "members": members, "data_sets": data_sets,
@@ -146,7 +146,7 @@ def transform(inputs: RefreshInputs, config: dict, root: str) -> RefreshOutputs:
     log.info("intraday events read: %d; kept %d; rejected %d %s", kept + sum(reasons.values()), kept,
              sum(reasons.values()), reasons or "")
     # The rejects are logged, not kept: the day's build_features keeps them once the day is complete.
-    cleaning.check_reject_share(kept + sum(reasons.values()), reasons, float(config["cleaning"]["max_reject_share"]),
+    cleaning.check_reject_share(kept + sum(reasons.values()), reasons, config["cleaning"]["max_reject_share"],
                                 f"the intraday events under {lake.intraday_events('*', '*', root)}",
                                 "this task (refresh_payloads)")
     clean, _ = cleaning.split_labelled(labelled)
@@ -154,10 +154,10 @@ def transform(inputs: RefreshInputs, config: dict, root: str) -> RefreshOutputs:
     acted = acted_members(clean, inputs.quarter).persist()
     recent = (inputs.day_events.select(*related_t.EVENT_COLUMNS).unionByName(clean)
               .join(F.broadcast(acted.select("member_id")), "member_id"))
-    recent_since = quarter_end - timedelta(days=int(config["features"]["recent_days"]))
-    interest = groups.recent_interest(recent, catalog, recent_since, int(cfg["boost_top_subclasses"]))
-    views = related_t.recent_views(recent, quarter_end - timedelta(days=int(because["view_days"])),
-                                   because["event_types"], int(because["carousels"])).join(
+    recent_since = quarter_end - timedelta(days=config["features"]["recent_days"])
+    interest = groups.recent_interest(recent, catalog, recent_since, cfg["boost_top_subclasses"])
+    views = related_t.recent_views(recent, quarter_end - timedelta(days=because["view_days"]),
+                                   because["event_types"], because["carousels"]).join(
         catalog.select("style_id", "brand", "subclass"), "style_id")
     affinity = inputs.affinity.join(F.broadcast(acted.select("member_id")), "member_id")
     names, member_affinity, sb_styles = launch_frames(inputs.products, affinity)
@@ -176,7 +176,7 @@ def load(fs: LakeFS, inputs: RefreshInputs, outputs: RefreshOutputs, quarter_nam
         F.min("newest_event_at"), F.percentile_approx("newest_event_at", 0.5), F.max("newest_event_at"))]).first() \
         if members else None
     with staged_partition(fs, partition, log) as staging:
-        files = files_per_data_set(members, int(cfg["payloads_per_file"]))
+        files = files_per_data_set(members, cfg["payloads_per_file"])
         described = write_lines(fs, outputs.lines, staging, files) if members else {}
         data_sets = {name: {**stats[name], "files": described.get(name, [])} for name in sorted(stats)}
         manifest = refresh_manifest(inputs, quarter_name, members, data_sets, newest_events)

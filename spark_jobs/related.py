@@ -44,14 +44,14 @@ PURCHASE = "purchase"
 
 def cooccurrence_lists(events: DataFrame, cfg: dict) -> DataFrame:
     """Every pair's scores (llr, count, jaccard) from the members' co-occurrence."""
-    items = related_t.member_items(events, int(cfg["max_items_per_member"]))
-    return related_t.cooccurrence(items, int(cfg["min_members"]))
+    items = related_t.member_items(events, cfg["max_items_per_member"])
+    return related_t.cooccurrence(items, cfg["min_members"])
 
 
 def min_support(baskets: int, cfg: dict) -> float:
     """`min_support`, raised so that an item set is in at least `min_baskets` baskets: on a few
     thousand baskets a tiny share is one or two baskets, and the item sets explode."""
-    return max(float(cfg["min_support"]), int(cfg["min_baskets"]) / max(baskets, 1))
+    return max(cfg["min_support"], cfg["min_baskets"] / max(baskets, 1))
 
 
 def rules(purchases: DataFrame, cfg: dict) -> tuple[DataFrame, DataFrame]:
@@ -59,10 +59,10 @@ def rules(purchases: DataFrame, cfg: dict) -> tuple[DataFrame, DataFrame]:
     `max_basket_items` subclass-brands (a reseller's restock, not a shopper's outfit) are left out
     of the rules: they say little about what goes together, and FP-Growth's trees grow as deep
     as the longest basket (a stack overflow in Spark's serializer)."""
-    baskets = related_t.baskets(purchases, int(cfg["basket_window_minutes"]))
-    shopper_sized = baskets.where(F.size("items") <= int(cfg["max_basket_items"])).persist()
+    baskets = related_t.baskets(purchases, cfg["basket_window_minutes"])
+    shopper_sized = baskets.where(F.size("items") <= cfg["max_basket_items"]).persist()
     model = FPGrowth(itemsCol="items", minSupport=min_support(shopper_sized.count(), cfg),
-                     minConfidence=float(cfg["min_confidence"])).fit(shopper_sized)
+                     minConfidence=cfg["min_confidence"]).fit(shopper_sized)
     return model.associationRules, baskets
 
 
@@ -81,14 +81,14 @@ def served_lists(model_lists: DataFrame, events: DataFrame, per_item: int, items
 def offline_test(train: DataFrame, holdout: DataFrame, cfg: dict) -> dict:
     """MRR on the hold-out of each co-occurrence score and of the rules (each filled with popular
     subclass-brands, as served) and of popularity alone: one pass over the cases per kind."""
-    per_item, rules_per_item = int(cfg["per_item"]), int(cfg["rules_per_item"])
+    per_item, rules_per_item = cfg["per_item"], cfg["rules_per_item"]
 
     def mrr(cases: DataFrame, lists: DataFrame, events: DataFrame, n: int, models: list[str]) -> dict:
         anchors = cases.select(F.col("anchor").alias("item"))
         figures = related_t.mean_reciprocal_ranks(cases, served_lists(lists, events, n, anchors, models), models)
         return {model: round(value, 5) for model, value in figures.items()}
 
-    session_cases = related_t.next_item_cases(related_t.sessions(holdout, int(cfg["session_gap_minutes"]))).persist()
+    session_cases = related_t.next_item_cases(related_t.sessions(holdout, cfg["session_gap_minutes"])).persist()
     scored = cooccurrence_lists(train, cfg).persist()      # read once per score below
     lists = functools.reduce(DataFrame.unionByName, [
         related_t.top_related(scored, score, per_item).withColumn("model", F.lit(score)) for score in related_t.SCORES])
@@ -97,9 +97,9 @@ def offline_test(train: DataFrame, holdout: DataFrame, cfg: dict) -> dict:
 
     train_purchases = train.where(F.col("event_type") == PURCHASE)
     holdout_baskets = related_t.baskets(holdout.where(F.col("event_type") == PURCHASE),
-                                        int(cfg["basket_window_minutes"]))
+                                        cfg["basket_window_minutes"])
     basket_cases = related_t.basket_cases(
-        holdout_baskets.where(F.size("items") <= int(cfg["max_basket_items"]))).persist()
+        holdout_baskets.where(F.size("items") <= cfg["max_basket_items"])).persist()
     train_rules, _ = rules(train_purchases, cfg)
     bought = {"cases": basket_cases.select("case_id").distinct().count(),
               "mrr": mrr(basket_cases, rule_lists(train_rules, rules_per_item).withColumn("model", F.lit(FP_GROWTH)),
@@ -172,7 +172,7 @@ def extract(spark, fs: LakeFS, dt: date, cfg: dict, root: str) -> RelatedInputs:
     events = spark.read.parquet(f"{features}/events").select(*related_t.EVENT_COLUMNS).persist()
     candidates = spark.read.parquet(f"{features}/candidates").select(related_t.ITEM)
     cutoff = datetime.combine(dt, datetime.min.time(), timezone.utc)
-    holdout_since = cutoff - timedelta(days=int(cfg["holdout_days"]))
+    holdout_since = cutoff - timedelta(days=cfg["holdout_days"])
     n_events = events.count()
     log.info("related subclass-brands for %s from %s: %d events; score %s, %s per item, most recent %s "
              "subclass-brands per member, pairs of %s+ members; baskets within %s min, min support %s, "
@@ -205,19 +205,19 @@ def transform(inputs: RelatedInputs, cfg: dict) -> RelatedOutputs:
     items = events.select(F.col(related_t.ITEM).alias("item")).unionByName(
         inputs.candidates.select(F.col(related_t.ITEM).alias("item"))).distinct().persist()
     scored = cooccurrence_lists(events, cfg).persist()
-    cooccurrence = served_lists(as_served(related_t.top_related(scored, cfg["score"], int(cfg["per_item"])),
-                                          served_score), events, int(cfg["per_item"]), items,
+    cooccurrence = served_lists(as_served(related_t.top_related(scored, cfg["score"], cfg["per_item"]),
+                                          served_score), events, cfg["per_item"], items,
                                 [served_score]).drop("model")
     purchases = events.where(F.col("event_type") == PURCHASE)
     all_rules, baskets = rules(purchases, cfg)
     all_rules = all_rules.persist()
-    single = rule_lists(all_rules, int(cfg["rules_per_item"])).persist()
+    single = rule_lists(all_rules, cfg["rules_per_item"]).persist()
     if rules_served(served_rules, served_rules != FP_GROWTH or bool(single.take(1))) != served_rules:
         served_rules = related_t.POPULARITY     # no rule reached min_support: the lists are popularity's
         log.warning("bought together: no one-to-one rule reaches min support %s in %d+ baskets; serving "
                     "popularity lists", cfg["min_support"], cfg["min_baskets"])
     bought_together = served_lists(as_served(single, served_rules), purchases,
-                                   int(cfg["rules_per_item"]), items, [served_rules]).drop("model").join(
+                                   cfg["rules_per_item"], items, [served_rules]).drop("model").join(
         single.select("item", "related", "lift", "support"), ["item", "related"], "left")
     return RelatedOutputs(cooccurrence, bought_together, scored, single, all_rules, baskets, test, served_score,
                           served_rules)
@@ -236,7 +236,7 @@ def load(spark, fs: LakeFS, outputs: RelatedOutputs, inputs: RelatedInputs, dt: 
                              "rows": written.count(), "served": outputs.served_score,
                              "test": outputs.test["cooccurrence"]},
             "bought_together": {**rule_summary(outputs.single, outputs.all_rules, outputs.baskets,
-                                               int(cfg["max_basket_items"])),
+                                               cfg["max_basket_items"]),
                                 "items": spark.read.parquet(f"{staging}/{lake.BOUGHT_TOGETHER}").select("item")
                                 .distinct().count(), "served": outputs.served_rules,
                                 "test": outputs.test["bought_together"]},

@@ -87,7 +87,7 @@ def transform(inputs: ScoreInputs, slot: calendar.LaunchSlot, cfg: dict) -> Scor
     """Products on sale in the window with enough on hand, scored; the best of each subclass-brand."""
     live = scoring.live_products(inputs.sale_calendar, slot.starts_at, slot.ends_at).persist()
     n_live = live.count()
-    stocked = live.where(F.col("qty_on_hand") >= int(cfg["min_qty_on_hand"]))
+    stocked = live.where(F.col("qty_on_hand") >= cfg["min_qty_on_hand"])
     n_stocked = stocked.count()
     log.info("products on sale in the window: %d; culled for low inventory (< %s on hand): %d",
              n_live, cfg["min_qty_on_hand"], n_live - n_stocked)
@@ -95,10 +95,10 @@ def transform(inputs: ScoreInputs, slot: calendar.LaunchSlot, cfg: dict) -> Scor
     if problem:
         raise problem
     feats = scoring.product_features(stocked, inputs.sale_calendar, inputs.catalog, inputs.activity, slot.starts_at,
-                                      int(cfg["brand_persistence_days"]))
+                                      cfg["brand_persistence_days"])
     scored = scoring.product_scores(feats, cfg["weights"])
     top = scoring.top_products(scored.sparkSession, scored, read_sql("top_products_per_subclass_brand.sql"),
-                               int(cfg["products_per_subclass_brand"]))
+                               cfg["products_per_subclass_brand"])
     return ScoreOutputs(top, n_live, n_stocked)
 
 

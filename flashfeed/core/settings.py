@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 
 Count = Annotated[int, Field(ge=0)]                 # zero allowed
 Positive = Annotated[int, Field(ge=1)]
-Real = int | float                                  # kept as written: 30 stays 30, 0.5 stays 0.5
+Real = float                                        # a real number: 2 is read as 2.0
 NonNegative = Annotated[Real, Field(ge=0)]
 Share = Annotated[Real, Field(ge=0, le=1)]
 OpenShare = Annotated[Real, Field(gt=0, le=1)]
@@ -63,7 +63,7 @@ class CleaningSettings(Section):
 
 class FeaturesSettings(Section):
     lookback_days: Positive
-    event_weights: dict[str, Annotated[Real, Field(gt=0)]]
+    event_weights: dict[str, Annotated[int | float, Field(gt=0)]]    # whole weights keep ratings whole
     spend_percentile: OpenShare
     spend_buckets: Positive
     min_group_members: Positive
@@ -117,8 +117,8 @@ class RelatedSettings(Section):
     score: Literal["llr", "count", "jaccard"]
     per_item: Positive
     holdout_days: Positive
-    session_gap_minutes: Annotated[Real, Field(gt=0)]
-    basket_window_minutes: Annotated[Real, Field(gt=0)]
+    session_gap_minutes: Positive
+    basket_window_minutes: Positive
     max_basket_items: Annotated[int, Field(ge=2)]
     min_support: OpenShare
     min_baskets: Positive
@@ -199,7 +199,7 @@ class EvaluationSettings(Section):
     seed: int
     gate_holdout_days: Positive
     gate_validation_days: Positive
-    gate_ndcg_margin: NonNegative
+    gate_ndcg_margin: Annotated[Real, Field(ge=-1, le=1)]   # < 0: a model must beat popularity by that much
     gate_ndcg_tolerance: NonNegative
     blend_weights: Annotated[list[Annotated[Real, Field(gt=0, lt=1)]], Field(min_length=1)]
     tune_grid: TuneGrid

@@ -7,7 +7,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 
-
 def user_blocks(members: int, threshold: int, divisor_small: int, divisor_large: int) -> tuple[int, int]:
     """(user blocks, divisor used): small groups use the small divisor, large ones the large."""
     divisor = divisor_small if members < threshold else divisor_large

@@ -170,11 +170,11 @@ def settings_from(config: dict, group: str | None = None, k: int | None = None,
     gate_cfg = config["evaluation"]
     block = (config["als"].get("group_overrides") or {}).get(str(group), {}).get(
         "score_block_members", config["als"]["score_block_members"])
-    return Settings(k=int(gate_cfg["k"] if k is None else k), margin=float(gate_cfg["gate_ndcg_margin"]),
-                    tolerance=float(gate_cfg["gate_ndcg_tolerance"]),
-                    blend_weights=[float(w) for w in gate_cfg["blend_weights"]],
-                    exclude_seen=bool(gate_cfg["exclude_seen"] if exclude_seen is None else exclude_seen),
-                    block=int(block))
+    return Settings(k=gate_cfg["k"] if k is None else k, margin=gate_cfg["gate_ndcg_margin"],
+                    tolerance=gate_cfg["gate_ndcg_tolerance"],
+                    blend_weights=gate_cfg["blend_weights"],
+                    exclude_seen=gate_cfg["exclude_seen"] if exclude_seen is None else exclude_seen,
+                    block=block)
 
 
 def choose(test: dict[str, dict], settings: Settings) -> tuple[str, bool, str]:
@@ -267,4 +267,3 @@ def summary_line(result: dict) -> str:
     k = result["k"]
     return "; ".join(f"{name} NDCG@{k} {result['validation'].get(name, {}).get('ndcg@k', float('nan')):.4f}/"
                      f"{metrics['ndcg@k']:.4f}" for name, metrics in result["test"].items())
-

@@ -42,7 +42,8 @@ def label_events(events: DataFrame, known_styles: DataFrame, event_types: list[s
     # Duplicates among the valid events only: a rejected copy must not make the valid one a duplicate.
     valid = F.col("reason").isNull()
     first_of_id = Window.partitionBy(valid, "event_id").orderBy("occurred_at")
-    first_of_action = Window.partitionBy(valid, "member_id", "style_id", "event_type", "occurred_at").orderBy("event_id")
+    first_of_action = Window.partitionBy(valid, "member_id", "style_id", "event_type", "occurred_at").orderBy(
+        "event_id")
     duplicate = valid & ((F.row_number().over(first_of_id) > 1) | (F.row_number().over(first_of_action) > 1))
     return checked.withColumn("reason", F.when(duplicate, F.lit("duplicate")).otherwise(F.col("reason"))).select(
         *events.columns, "reason")

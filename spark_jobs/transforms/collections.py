@@ -89,13 +89,13 @@ def feed_units(member_affinity: DataFrame, sb_styles: DataFrame, names: DataFram
 def limit_groups(units: DataFrame, variant: str, cfg: dict) -> DataFrame:
     """Apply the full/card limits to the groups (by their sizes, before any product is attached);
     adds `position` (1 = most relevant group) and `take` (how many of the group's products)."""
-    units = units.where(F.col("n") >= int(cfg["min_saleable_products"]))
+    units = units.where(F.col("n") >= cfg["min_saleable_products"])
     order = Window.partitionBy("member_id").orderBy(F.desc("affinity"), F.asc("key"))
     ranked = units.withColumn("position", F.row_number().over(order))
     if variant == "card":
-        return ranked.where(F.col("position") <= int(cfg["card_groups"])).withColumn(
-            "take", F.least(F.col("n"), F.lit(int(cfg["card_products"]))))
-    cap = int(cfg["products_per_member"])
+        return ranked.where(F.col("position") <= cfg["card_groups"]).withColumn(
+            "take", F.least(F.col("n"), F.lit(cfg["card_products"])))
+    cap = cfg["products_per_member"]
     before = F.coalesce(F.sum("n").over(order.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0))
     return (
         ranked.withColumn("before", before)

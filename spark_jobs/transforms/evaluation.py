@@ -19,7 +19,8 @@ def mark_time_holdout(events: DataFrame, holdout_days: int) -> DataFrame:
     including her own last event (an aggregate and a join, no sort of the events)."""
     last = events.groupBy("member_id").agg(F.max("occurred_at").alias("_last"))
     return (events.join(last, "member_id")
-            .withColumn("held_out", F.col("occurred_at") > F.col("_last") - F.expr(f"INTERVAL {int(holdout_days)} DAYS"))
+            .withColumn("held_out",
+                        F.col("occurred_at") > F.col("_last") - F.expr(f"INTERVAL {int(holdout_days)} DAYS"))
             .drop("_last"))
 
 

@@ -58,13 +58,15 @@ def member_profiles(
     )
     # Quantiles over members who have a price level; ties broken by member_id so reruns agree.
     quantile = Window.orderBy(F.col("price_level"), F.col("member_id"))
-    ranked = profiles.where(F.col("price_level").isNotNull()).withColumn("spend_bucket", F.ntile(buckets).over(quantile))
+    ranked = profiles.where(F.col("price_level").isNotNull()).withColumn("spend_bucket",
+                                                                          F.ntile(buckets).over(quantile))
     middle = (buckets + 1) // 2
     unpriced = profiles.where(F.col("price_level").isNull()).withColumn("spend_bucket", F.lit(middle))
     return ranked.unionByName(unpriced).select("member_id", "division", "price_level", "spend_bucket")
 
 
-def merge_small_groups(counts: dict[tuple[int, int], int], min_members: int, buckets: int) -> dict[tuple[int, int], tuple[int, int]]:
+def merge_small_groups(counts: dict[tuple[int, int], int], min_members: int,
+                       buckets: int) -> dict[tuple[int, int], tuple[int, int]]:
     """Map every (division_code, bucket) to the group its members are trained in.
 
     Within a division, the smallest group under the minimum merges into its remaining
@@ -132,11 +134,11 @@ def member_groups(rated: DataFrame, events: DataFrame, names: DataFrame, feats: 
     # Cached: assign_groups counts the profiles, then joins them (two passes over one result).
     profiles = member_profiles(
         by_division, events.select("member_id", "event_type", "price"),
-        float(feats["spend_percentile"]), int(feats["spend_buckets"]),
+        feats["spend_percentile"], feats["spend_buckets"],
     ).persist()
     divisions = [r["division"] for r in names.select("division").distinct().collect()]
     codes = division_codes(feats["division_codes"], divisions)
-    members, grouping = assign_groups(profiles, codes, int(feats["min_group_members"]), int(feats["spend_buckets"]))
+    members, grouping = assign_groups(profiles, codes, feats["min_group_members"], feats["spend_buckets"])
     return with_member_sk(members), grouping, codes
 
 

@@ -33,7 +33,8 @@ def style_activity(events: DataFrame, returns: DataFrame, since: datetime, recen
         count_if((F.col("event_type") == "purchase") & is_recent).alias("recent_purchases"),
     )
     returned = (
-        returns.where(F.col("occurred_at") >= F.lit(since)).groupBy("style_id").agg(F.count("*").alias("returns_and_cancels"))
+        returns.where(F.col("occurred_at") >= F.lit(since)).groupBy("style_id")
+        .agg(F.count("*").alias("returns_and_cancels"))
     )
     return by_style.join(returned, "style_id", "full").fillna(0)
 
@@ -99,10 +100,12 @@ def product_features(
             "early_popularity",
             F.col("first_72h") * F.log1p(F.col("recent_clicks") + PURCHASE_VS_CLICK * F.col("recent_purchases")),
         )
-        .withColumn("click_to_purchase", F.when(F.col("clicks") > 0, F.col("purchases") / F.col("clicks")).otherwise(0.0))
+        .withColumn("click_to_purchase",
+                    F.when(F.col("clicks") > 0, F.col("purchases") / F.col("clicks")).otherwise(0.0))
         .withColumn(
             "return_rate",
-            F.when(F.col("purchases") > 0, F.least(F.lit(1.0), F.col("returns_and_cancels") / F.col("purchases"))).otherwise(0.0),
+            F.when(F.col("purchases") > 0,
+                   F.least(F.lit(1.0), F.col("returns_and_cancels") / F.col("purchases"))).otherwise(0.0),
         )
         .withColumn("new_share", F.avg(F.col("is_new").cast("double")).over(by_subclass_brand))
     )
@@ -127,7 +130,7 @@ def product_scores(features: DataFrame, weights: dict[str, float]) -> DataFrame:
     unknown = set(weights) - set(terms)
     if unknown:
         raise ValueError(f"scoring.weights has unknown features {sorted(unknown)}; known: {sorted(terms)}")
-    score = sum((F.lit(float(weights.get(name, 0.0))) * expr for name, expr in terms.items()), F.lit(0.0))
+    score = sum((F.lit(weights.get(name, 0.0)) * expr for name, expr in terms.items()), F.lit(0.0))
     return features.withColumn("score", F.round(score, 6))
 
 

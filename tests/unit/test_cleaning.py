@@ -71,7 +71,8 @@ def test_a_style_listed_under_two_subclass_brands_in_one_catalogue_is_a_conflict
     ])
     conflicts = catalog_t.conflicting_styles(catalog).collect()
     assert [(r.style_id, r.hierarchies) for r in conflicts] == [
-        ("s1", ["women > Clothing > Dresses > Day Dresses / Gracia", "women > Clothing > Dresses > Maxi Dresses / Gracia"])]
+        ("s1", ["women > Clothing > Dresses > Day Dresses / Gracia",
+                "women > Clothing > Dresses > Maxi Dresses / Gracia"])]
 
 
 def test_hierarchy_changes_are_styles_in_both_catalogues_whose_subclass_brand_moved(spark):

@@ -4,11 +4,16 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from pyspark.sql import functions as F
 
 from spark_jobs.transforms.collections import (
-    ENVELOPE_BYTES, attach_styles, fallback_affinity, feed_units, limit_groups, payloads, styles_by_subclass_brand,
+    ENVELOPE_BYTES,
+    attach_styles,
+    fallback_affinity,
+    feed_units,
+    limit_groups,
+    payloads,
+    styles_by_subclass_brand,
 )
 
 CFG = {"min_saleable_products": 3, "card_groups": 2, "card_products": 2, "products_per_member": 8}
@@ -40,7 +45,8 @@ def inputs(spark):
 def groups_of(units_df, styles):
     """Every group with all its products, most relevant first."""
     whole = attach_styles(units_df.withColumn("take", F.col("n")), styles)
-    return [(r.name, round(r.affinity, 4), list(r.styles)) for r in whole.orderBy("affinity", ascending=False).collect()]
+    return [(r.name, round(r.affinity, 4), list(r.styles))
+            for r in whole.orderBy("affinity", ascending=False).collect()]
 
 
 def test_three_feeds_group_the_same_affinities_differently(inputs):
@@ -64,7 +70,8 @@ def test_three_feeds_group_the_same_affinities_differently(inputs):
 
 
 def payload_of(df):
-    rows = df.selectExpr("to_json(struct(member_id, feed, variant, version, groups)) AS j", "truncated_groups").collect()
+    rows = df.selectExpr("to_json(struct(member_id, feed, variant, version, groups)) AS j",
+                         "truncated_groups").collect()
     assert len(rows) == 1
     return json.loads(rows[0].j), rows[0].truncated_groups
 

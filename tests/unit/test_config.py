@@ -108,7 +108,8 @@ def test_validated_values_are_exactly_the_file_s_with_their_types():
     raw = yaml.safe_load((REPO_ROOT / "include" / "flashfeed.yaml").read_text())
     config = load_config()
     assert config == raw
-    assert type(config["features"]["history_half_life_days"]) is int and type(config["als"]["alpha"]) is float
+    assert type(config["features"]["event_weights"]["purchase"]) is int and type(config["als"]["alpha"]) is float
+    assert type(config["serving"]["api_pointer_cache_seconds"]) is float           # written 2, a real number
     settings = load_settings()
     assert (settings.als.rank, settings.import_.max_bad_row_share, settings.scoring.weights.clicks) == (10, 0.01, 1.0)
 

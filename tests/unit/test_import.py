@@ -10,9 +10,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from flashfeed.ingest import importer, uci
 from flashfeed.core.config import load_config
 from flashfeed.demo.generator import PART_FILE, SCHEMAS
+from flashfeed.ingest import importer, uci
 from tests.conftest import UCI_SAMPLE
 
 UTC = timezone.utc

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from flashfeed.demo import generator as demo_data
 from flashfeed.core import lake
+from flashfeed.demo import generator as demo_data
 from flashfeed.demo.generator import SCHEMAS
 from spark_jobs import build_collections, features, score_products, train_group
 from spark_jobs.common import JobError, LakeFS, first_line, get_logger, run_job

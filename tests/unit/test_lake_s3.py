@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from flashfeed.core import lake
-from flashfeed.local import s3 as local_s3
 from flashfeed.core.config import REPO_ROOT
 from flashfeed.demo.generator import SCHEMAS
+from flashfeed.local import s3 as local_s3
 from tests.conftest import free_port
 
 BUCKET = "unit-lake"

@@ -48,7 +48,8 @@ def rows_of(members, ids, values, k, block):
 
 
 def test_top_k_rows_score_members_against_candidates_only_with_their_ratings():
-    members = pd.DataFrame({"member_id": ["m-1", "m-2"], "rated_items": [[20, 99], []], "rated_values": [[3.0, 40.0], []],
+    members = pd.DataFrame({"member_id": ["m-1", "m-2"], "rated_items": [[20, 99], []],
+                            "rated_values": [[3.0, 40.0], []],
                             "features": [np.array([1.0, 0.0]), np.array([0.5, 2.0])]})
     ids, matrix = np.array([10, 20]), np.array([[0.9, 0.1], [0.2, 1.0]])   # 30 is not on sale: not passed
     # m-1: 10 -> 0.9, 20 -> 0.2 (rated 3.0; 99 is no candidate); m-2: 10 -> 0.45 + 0.2 = 0.65, 20 -> 0.1 + 2.0 = 2.1
@@ -62,7 +63,8 @@ def test_top_k_rows_by_one_score_give_every_member_the_same_ranking():
     members = pd.DataFrame({"member_id": ["m-1", "m-2"], "rated_items": [[30], []], "rated_values": [[10.0], []]})
     popular = np.array([3.0, 2.0, 2.0])            # 10, 20, 30: 20 and 30 tie, lower id first
     got = rows_of(members, np.array([10, 20, 30]), popular, 2, 64)
-    assert got == [("m-1", 10, 3.0, 0.0, 1), ("m-1", 20, 2.0, 0.0, 2), ("m-2", 10, 3.0, 0.0, 1), ("m-2", 20, 2.0, 0.0, 2)]
+    assert got == [("m-1", 10, 3.0, 0.0, 1), ("m-1", 20, 2.0, 0.0, 2),
+                   ("m-2", 10, 3.0, 0.0, 1), ("m-2", 20, 2.0, 0.0, 2)]
 
 
 def test_evaluate_scores_each_members_top_k_against_her_relevant_items():
