@@ -51,8 +51,8 @@ def payload_lines(payload_rows: DataFrame, variant: str, cfg: dict) -> DataFrame
     if variant == "card":
         full = F.size("groups") >= cfg["card_groups"]
     else:
-        full = F.aggregate(F.transform("groups", lambda g: F.size(g["styles"])), F.lit(0), lambda a, n: a + n) >= int(
-            cfg["products_per_member"])
+        full = F.aggregate(F.transform("groups", lambda g: F.size(g["styles"])), F.lit(0),
+                           lambda a, n: a + n) >= cfg["products_per_member"]
     return payload_rows.select("member_id", "feed", "variant", line.alias("line"), "truncated_groups",
                                full.alias("full")).withColumn("bytes", F.octet_length("line"))
 

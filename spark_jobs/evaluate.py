@@ -257,7 +257,7 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namesp
     if args.protocol == "msr":
         args.split, args.ratio, args.all_items, args.exclude_seen = "stratified", 0.75, True, True
     if args.exclude_seen is None:
-        args.exclude_seen = True if args.split == "stratified" else bool(load_config()["evaluation"]["exclude_seen"])
+        args.exclude_seen = True if args.split == "stratified" else load_config()["evaluation"]["exclude_seen"]
     if not 0 < args.ratio < 1:
         raise SystemExit(f"--ratio must be between 0 and 1, got {args.ratio}")
     if args.k < 1 or args.holdout_days < 1 or (args.lookback_days is not None and args.lookback_days < 1):

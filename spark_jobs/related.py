@@ -181,8 +181,6 @@ def extract(spark, fs: LakeFS, dt: date, cfg: dict, root: str) -> RelatedInputs:
              cfg["min_support"], cfg["min_confidence"], holdout_since)
     if n_events == 0:
         raise JobError(f"{features}/events holds no event: nothing co-occurs", features_next_step(dt))
-    if cfg["score"] not in related_t.SCORES:
-        raise JobError(f"config related.score is {cfg['score']!r}", f"set it to one of {related_t.SCORES}")
     return RelatedInputs(events, candidates, n_events, holdout_since)
 
 

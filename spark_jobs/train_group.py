@@ -382,7 +382,8 @@ def extract(fs: LakeFS, args, config: dict, root: str, spark: Callable[[], Spark
 def transform(inputs: GroupInputs, settings: GroupSettings) -> GroupOutputs:
     """Fit the group ALS on the gate's training part, judge every candidate, decide what is
     served (serving_decision) and prepare its scoring of every member; writes nothing (the
-    affinities are computed block by block as `load` writes them)."""
+    affinities are computed block by block as `load` writes them). The fallbacks' factors come
+    through `inputs`' loaders, read only when the decision needs them."""
     params, gate_settings = settings.params, settings.gate
     counts = group_counts(inputs.ratings, inputs.candidate_rows["subclass_brand_id"].to_numpy(dtype=np.int64), params)
     fit_frame = inputs.gate_parts.part("train") if inputs.gate_parts is not None else inputs.ratings

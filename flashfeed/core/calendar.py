@@ -49,7 +49,7 @@ def slot(dt: date | str, hhmm: str, config: dict | None = None) -> LaunchSlot:
         raise ValueError(f"launch {hhmm!r} is not a configured launch time {launch_hhmms(config)}: set param "
                          "launch (or --launch) to one of them, HHMM local time")
     day = date.fromisoformat(dt) if isinstance(dt, str) else dt
-    return LaunchSlot(day, hhmm, ZoneInfo(cal["timezone"]), int(cal["window_hours"]))
+    return LaunchSlot(day, hhmm, ZoneInfo(cal["timezone"]), cal["window_hours"])
 
 
 def slot_for_run(logical_date: datetime, config: dict | None = None) -> LaunchSlot:

@@ -36,17 +36,20 @@ def config_path() -> Path:
     return Path(os.environ.get("FLASHFEED_CONFIG", DEFAULT_CONFIG_PATH))
 
 
-@lru_cache(maxsize=8)
 def load_settings(path: str | Path | None = None) -> Settings:
     """The config file, validated (a ConfigError names every unknown or out-of-range key)."""
-    source = str(path or config_path())
+    return _settings(str(path or config_path()))
+
+
+@lru_cache(maxsize=8)
+def _settings(source: str) -> Settings:
     with open(source, encoding="utf-8") as handle:
         return validate(yaml.safe_load(handle) or {}, source)
 
 
 @lru_cache(maxsize=8)
 def _validated(path: str) -> dict[str, Any]:
-    return load_settings(path).model_dump(by_alias=True)
+    return _settings(path).model_dump(by_alias=True)
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:

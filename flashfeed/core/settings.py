@@ -87,7 +87,7 @@ class ALSSettings(Section):
     top_k: Positive
     top_k_products: Positive
     score_block_members: Positive
-    seed: int
+    seed: Count                                        # numpy's generators take no negative seed
     group_overrides: dict[str, Any] = {}
 
     @field_validator("group_overrides")
@@ -107,7 +107,7 @@ class CollectionsSettings(Section):
     min_saleable_products: Positive
     subclass_brands_per_member: Positive
     full_share_warning: Share
-    max_payload_bytes: Annotated[int, Field(ge=1024, le=400 * 1024)]   # DynamoDB's item limit is 400 KB
+    max_payload_bytes: Annotated[int, Field(ge=1024, le=400_000)]   # DynamoDB's item limit (400 KB) less the keys
     payloads_per_file: Positive
 
 
@@ -140,6 +140,23 @@ class ExperimentsSettings(Section):
     name: str = ""
     salt: str = ""
     variants: dict[str, dict[str, Any]]
+
+    @field_validator("variants")
+    @classmethod
+    def typed_collections(cls, variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each variant's `collections` settings: known keys, each of its setting's type and range."""
+        checked = {}
+        for name, spec in variants.items():
+            spec = dict(spec or {})
+            if spec.get("collections"):
+                try:
+                    spec["collections"] = partial_model(CollectionsSettings).model_validate(
+                        spec["collections"]).model_dump(exclude_unset=True)
+                except ValidationError as error:
+                    raise ValueError(f"variant {name}: collections: "
+                                     f"{describe(error, sorted(CollectionsSettings.model_fields))}") from None
+            checked[name] = spec
+        return checked
 
 
 class ScoringWeights(Section):
@@ -178,7 +195,7 @@ class ServingSettings(Section):
     provisioned: ProvisionedCapacity
     load_threads: Annotated[int, Field(ge=1, le=64)]
     verify_sample_members: Count
-    retain_versions: Annotated[int, Field(ge=2)]        # the served version and the previous one, at least
+    retain_versions: Positive                           # the previous served version is kept besides, always
     min_coverage_ratio: Share
     api_pointer_cache_seconds: NonNegative
     api_workers: Positive
@@ -196,7 +213,7 @@ class EvaluationSettings(Section):
     holdout_days: Positive
     exclude_seen: bool
     stratified_ratio: Annotated[Real, Field(gt=0, lt=1)]
-    seed: int
+    seed: Count                                        # numpy's generators take no negative seed
     gate_holdout_days: Positive
     gate_validation_days: Positive
     gate_ndcg_margin: Annotated[Real, Field(ge=-1, le=1)]   # < 0: a model must beat popularity by that much
@@ -261,9 +278,8 @@ class Settings(Section):
 
 def validated_overrides(section: type[Section], overrides: dict[str, Any]) -> dict[str, Any]:
     """Per-group overrides: known group keys, known setting names, each value of its setting's type and range."""
-    fields = {name: (info.annotation, FieldInfo.merge_field_infos(info, default=None))   # same type and range
-              for name, info in section.model_fields.items() if name != "group_overrides"}
-    partial = create_model(f"{section.__name__}Override", __config__=ConfigDict(extra="forbid"), **fields)
+    partial = partial_model(section)
+    fields = partial.model_fields
     checked = {}
     for group, values in overrides.items():
         if not GROUP_KEY.match(str(group)):
@@ -275,6 +291,13 @@ def validated_overrides(section: type[Section], overrides: dict[str, Any]) -> di
             raise ValueError(f"group {group}: {describe(error, sorted(fields))}") from None
         checked[str(group)] = model.model_dump(exclude_unset=True)
     return checked
+
+
+def partial_model(section: type[Section]) -> type[BaseModel]:
+    """`section` with every setting optional (same types and ranges): the shape of an override."""
+    fields = {name: (info.annotation, FieldInfo.merge_field_infos(info, default=None))
+              for name, info in section.model_fields.items() if name != "group_overrides"}
+    return create_model(f"{section.__name__}Override", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def describe(error: ValidationError, known: list[str] | None = None) -> str:

@@ -55,7 +55,7 @@ def init_airflow() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
     from flashfeed_airflow.schedules import SPARK_POOL
 
-    slots = int(load_config()["airflow"]["spark_pool_slots"])
+    slots = load_config()["airflow"]["spark_pool_slots"]
     subprocess.run(["airflow", "db", "migrate"], check=True)
     subprocess.run(["airflow", "pools", "set", SPARK_POOL, str(slots),
                     "Concurrent flashfeed Spark applications (config airflow.spark_pool_slots)"],

@@ -32,7 +32,6 @@ SERVED_KEY = "served"
 LOADED = "loaded"
 EXPERIMENT = "experiment"          # the served version's experiment (JSON), copied from its loaded mark
 STOPPED = "stopped_variants"       # experiment variants served as control: "<experiment>:<variant>"
-DEFAULT_MIN_COVERAGE_RATIO = 0.8   # when config has no serving.min_coverage_ratio
 
 Log = logging.Logger | logging.LoggerAdapter
 
@@ -245,7 +244,7 @@ def check_coverage(new_manifest: dict, served_manifest: dict, min_ratio: float |
     """Members of the new version against the served one's; `.ok` False below `min_ratio`
     (default config `serving.min_coverage_ratio`, 0.8)."""
     if min_ratio is None:
-        min_ratio = float(serving_config().get("min_coverage_ratio", DEFAULT_MIN_COVERAGE_RATIO))
+        min_ratio = serving_config()["min_coverage_ratio"]
     return Coverage(new_members=_members(new_manifest, f"manifest of {new_manifest.get('version', '?')}"),
                     served_members=_members(served_manifest, f"served manifest {served_manifest.get('version', '?')}"),
                     min_ratio=float(min_ratio))

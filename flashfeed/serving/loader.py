@@ -162,7 +162,7 @@ def load_feeds(client, feeds_dir: str, manifest: dict, prefix: str | None = None
     `serving_write_capacity` after it, also when it fails.
     """
     check_manifest(manifest)
-    threads = int(threads or serving_config()["load_threads"])
+    threads = threads or serving_config()["load_threads"]
     version = manifest["version"]
     table = feeds_table(version, prefix)
     expected = int(manifest["total_payloads"])
@@ -317,7 +317,7 @@ def verify_load(client, prefix: str | None, manifest: dict, feeds_dir: str, writ
             f"table {table} is not safe to serve: the loader wrote {written:,} payloads but the "
             f"manifest of {version} lists {expected:,}; do not flip. Re-run the load task"
         )
-    sample_members = int(serving_config()["verify_sample_members"] if sample_members is None else sample_members)
+    sample_members = serving_config()["verify_sample_members"] if sample_members is None else sample_members
     seed = version if seed is None else seed
     samples = _sample_lines(feeds_dir, manifest, sample_members, seed)
     problems = _sample_problems(client, table, samples)

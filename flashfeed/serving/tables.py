@@ -28,7 +28,6 @@ DUMMY_CREDENTIALS = {"aws_access_key_id": "flashfeed-local", "aws_secret_access_
 VERSION_PATTERN = re.compile(r"^[0-9]{8}t[0-9]{4}$")     # YYYYMMDDtHHMM: sorts chronologically
 
 # botocore client settings: a connection per loader thread plus some for readers.
-DEFAULT_LOAD_THREADS = 8
 CONNECTIONS_PER_LOAD_THREAD = 2
 MIN_POOL_CONNECTIONS = 10
 CLIENT_MAX_ATTEMPTS = 3              # botocore's own retries of one call
@@ -76,7 +75,7 @@ def client_config():
     readers), standard retries, timeouts."""
     from botocore.config import Config
 
-    threads = int(serving_config().get("load_threads", DEFAULT_LOAD_THREADS))
+    threads = serving_config()["load_threads"]
     return Config(max_pool_connections=max(MIN_POOL_CONNECTIONS, threads * CONNECTIONS_PER_LOAD_THREAD),
                   retries={"mode": "standard", "max_attempts": CLIENT_MAX_ATTEMPTS},
                   connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS)

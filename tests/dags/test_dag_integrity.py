@@ -49,7 +49,8 @@ def dagbag(tmp_path_factory):
         mp.setenv("FLASHFEED_HOME", str(missing_home))
         mp.setenv("FLASHFEED_LAKE", str(missing_home / "lake"))
         mp.setattr(socket.socket, "connect", no_network)
-        mp.setattr(flashfeed.core.config, "load_settings", no_config)
+        mp.setattr(flashfeed.core.config, "_validated", no_config)       # cached or not: every load_config
+        mp.setattr(flashfeed.core.config, "_settings", no_config)
         bag = DagBag(dag_folder=str(REPO / "dags"))
     assert not missing_home.exists(), "DAG parsing created local state"
     return bag

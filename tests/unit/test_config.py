@@ -133,6 +133,17 @@ def test_validated_values_are_exactly_the_file_s_with_their_types():
                                                                    r"\['wishlist'\] that cleaning\.event_types"),
     (lambda c: c["experiments"].update(name="x", salt="s", variants={"control": {"share": 0.5}, "b": {"share": 0.4}}),
      r"variants' shares add up to 0\.9, not 1"),
+    (lambda c: c["als"].update(seed=-1), r"als\.seed: Input should be greater than or equal to 0"),
+    (lambda c: c["collections"].update(max_payload_bytes=409_000), r"collections\.max_payload_bytes: Input should be "
+                                                                    r"less than or equal to 400000"),
+    # an experiment variant's collections settings: known keys, each of its setting's type and range
+    (lambda c: c["experiments"].update(name="x", salt="s", variants={
+        "control": {"share": 0.8}, "b": {"share": 0.2, "collections": {"card_groups": "ten", "boost": -3}}}),
+     r"experiments\.variants: variant b: collections: boost: Input should be greater than or equal to 0; "
+     r"card_groups: Input should be a valid integer"),
+    (lambda c: c["experiments"].update(name="x", salt="s", variants={
+        "control": {"share": 0.8}, "b": {"share": 0.2, "collections": {"boosts": 1}}}),
+     r"variant b: collections: boosts: unknown key; known keys: boost, boost_days, "),
     # per-group overrides: known groups, known keys, each value of its setting's type and range
     (lambda c: c["als"].update(group_overrides={"13": {"ranks": 3}}), r"als\.group_overrides: group 13: ranks: "
                                                                        r"unknown key; known keys: alpha, "),
