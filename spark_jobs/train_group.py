@@ -284,6 +284,7 @@ class GroupInputs:
     last_good_factors: Callable[[str], tuple[pd.DataFrame, pd.DataFrame]]
     spark: Callable[[], SparkSession]                # started only for a fit too large for the driver
     global_folder: str                               # for the messages
+    counts: dict                                     # group_counts: members, subclass_brands, ratings, top_k, ...
 
 
 @dataclass
@@ -375,7 +376,7 @@ def extract(fs: LakeFS, args, config: dict, root: str, spark: Callable[[], Spark
         dt, group, local, candidate_rows, read_gate(features, group) if has_gate else None,
         global_factors(fs, dt, group, root, "gate_items"),
         lambda: tuple(global_factors(fs, dt, group, root, which) for which in ("members", "items")),
-        lambda: last_good_model(fs, root, group, dt), last_good_factors, spark, lake.global_model(dt, root))
+        lambda: last_good_model(fs, root, group, dt), last_good_factors, spark, lake.global_model(dt, root), counts)
     return inputs, settings
 
 
@@ -385,7 +386,7 @@ def transform(inputs: GroupInputs, settings: GroupSettings) -> GroupOutputs:
     affinities are computed block by block as `load` writes them). The fallbacks' factors come
     through `inputs`' loaders, read only when the decision needs them."""
     params, gate_settings = settings.params, settings.gate
-    counts = group_counts(inputs.ratings, inputs.candidate_rows["subclass_brand_id"].to_numpy(dtype=np.int64), params)
+    counts = inputs.counts
     fit_frame = inputs.gate_parts.part("train") if inputs.gate_parts is not None else inputs.ratings
     group_items, failure = fit_group(inputs.spark, fit_frame, params, counts["user_blocks"],
                                      "the gate's training part" if inputs.gate_parts is not None

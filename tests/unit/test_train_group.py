@@ -170,7 +170,8 @@ def _inputs(last_good=None, last_good_factors=None):
     candidate_rows = pd.DataFrame({"subclass_brand_id": [10, 20, 30, 40], "products": [5, 5, 5, 5]})
     return train_group.GroupInputs(
         date(2026, 11, 23), "13", rows, candidate_rows, None, None, lambda: (None, None),
-        lambda: last_good, last_good_factors, no_spark, "/lake/models/dt=2026-11-23/global")
+        lambda: last_good, last_good_factors, no_spark, "/lake/models/dt=2026-11-23/global",
+        train_group.group_counts(rows, candidate_rows["subclass_brand_id"].to_numpy(), PARAMS))
 
 
 def _settings():
