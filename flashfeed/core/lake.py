@@ -130,6 +130,8 @@ def fsspec_url(uri: str) -> str:
 # In an Airflow task from its AWS connection (the plugin's default provider); elsewhere (the
 # command line, a Spark driver) from the AWS environment variables (AWS_ENDPOINT_URL_S3 or
 # AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and AWS's chain.
+# Temporary credentials are never frozen: settings carry either static keys or a `credentials`
+# object that refreshes itself (botocore's), read again for every S3 file system made.
 S3_SCHEMES = ("s3://", "s3a://")
 READ_BUFFER_BYTES = 1 << 20
 _s3: dict | None = None              # set with use_s3: wins over everything
@@ -138,8 +140,10 @@ _s3_provided: dict | None = None
 
 
 def use_s3(settings: dict | None) -> None:
-    """Use these S3 settings ({endpoint, region, access_key, secret_key[, session_token]}, None
-    values meaning AWS's defaults) from now on; None goes back to the default source."""
+    """Use these S3 settings from now on; None goes back to the default source. Keys: endpoint,
+    region, and either static keys (access_key, secret_key[, session_token]) or `credentials`,
+    an object whose `get_frozen_credentials()` gives the current (access_key, secret_key, token),
+    e.g. botocore's refreshing credentials; None values (or neither) mean AWS's defaults."""
     global _s3
     _s3 = settings
 
@@ -187,7 +191,9 @@ def s3a_hadoop_settings(settings: dict) -> dict[str, str]:
 
 def s3_environment(settings: dict) -> dict[str, str]:
     """The AWS environment variables that give a process (spark-submit, a Spark driver) these S3
-    settings: `s3_settings` reads them back there, s3a reads the credentials itself."""
+    settings: `s3_settings` reads them back there, s3a reads the credentials itself. Only static
+    keys go there: refreshing `credentials` are never frozen into an environment (the process's
+    own provider chain finds and refreshes them)."""
     names = {"endpoint": "AWS_ENDPOINT_URL_S3", "region": "AWS_REGION", "access_key": "AWS_ACCESS_KEY_ID",
              "secret_key": "AWS_SECRET_ACCESS_KEY", "session_token": "AWS_SESSION_TOKEN"}
     return {variable: settings[key] for key, variable in names.items() if settings.get(key)}
@@ -203,10 +209,24 @@ def _s3_filesystem():
     if settings.get("endpoint"):
         scheme, _, host = settings["endpoint"].partition("://")
         options.update(endpoint_override=host.rstrip("/"), scheme=scheme)
-    if settings.get("access_key"):
-        options.update(access_key=settings["access_key"], secret_key=settings["secret_key"],
-                       session_token=settings.get("session_token"))
+    keys = current_keys(settings)
+    if keys is not None:
+        options.update(access_key=keys[0], secret_key=keys[1], session_token=keys[2])
     return ArrowFSWrapper(S3FileSystem(**options))
+
+
+def current_keys(settings: dict) -> tuple[str, str, str | None] | None:
+    """(access key, secret key, session token) to sign with now: the static keys, else the
+    current values of the refreshing `credentials` (botocore refreshes them well before they
+    expire, so each file system made, one per lake operation, gets a live token), else None:
+    pyarrow's own provider chain, which refreshes itself."""
+    if settings.get("access_key"):
+        return settings["access_key"], settings["secret_key"], settings.get("session_token")
+    credentials = settings.get("credentials")
+    if credentials is None:
+        return None
+    frozen = credentials.get_frozen_credentials()
+    return frozen.access_key, frozen.secret_key, frozen.token
 
 
 # --- small files through fsspec (local folders and S3), for plain-Python tasks --------------

@@ -10,22 +10,32 @@ from flashfeed_airflow.aws import DEFAULT_AWS_CONN_ID
 
 class LakeSparkSubmitOperator(SparkSubmitOperator):
     """SparkSubmitOperator for a job that reads and writes the lake. For an `s3a://` lake
-    (FLASHFEED_LAKE), the job's environment gets the S3 endpoint, region and credentials of
-    the connection `aws_conn_id`: the job's Spark session turns the first two into s3a settings
-    and s3a reads the credentials from the environment, so no secret is on a command line."""
+    (FLASHFEED_LAKE), the job's environment gets the S3 endpoint and region of the connection
+    `aws_conn_id`, which the job's Spark session turns into s3a settings. Credentials: a
+    connection's static keys go into the environment too (s3a reads them there, so no secret
+    is on a command line); without static keys nothing does, and s3a's provider chain finds
+    refreshing credentials itself on the driver and on every executor (environment, web
+    identity, container or instance role: `include/spark-conf/spark-defaults.conf`), so no
+    temporary token is frozen into a job that may outlive it."""
 
     def __init__(self, *, aws_conn_id: str | None = DEFAULT_AWS_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.aws_conn_id = aws_conn_id
 
-    def execute(self, context: Any) -> None:
+    def lake_environment(self) -> dict[str, str]:
+        """The environment variables the job needs for the lake (none for a local lake)."""
         from flashfeed.core import lake
         from flashfeed.core.config import lake_root
-        from flashfeed_airflow.aws import s3_settings
+        from flashfeed_airflow.aws import describe_s3_credentials, s3_settings
 
-        if lake_root().startswith(lake.S3_SCHEMES):
-            settings = s3_settings(self.aws_conn_id)
-            self.env_vars = {**(self.env_vars or {}), **lake.s3_environment(settings)}
-            self.log.info("S3 lake %s: endpoint %s, region %s, credentials of connection %s", lake_root(),
-                          settings["endpoint"] or "AWS", settings["region"] or "default", self.aws_conn_id)
+        if not lake_root().startswith(lake.S3_SCHEMES):
+            return {}
+        settings = s3_settings(self.aws_conn_id)
+        self.log.info("S3 lake %s: endpoint %s, region %s; Spark signs with %s", lake_root(),
+                      settings["endpoint"] or "AWS", settings["region"] or "default",
+                      describe_s3_credentials(settings, self.aws_conn_id))
+        return lake.s3_environment(settings)
+
+    def execute(self, context: Any) -> None:
+        self.env_vars = {**(self.env_vars or {}), **self.lake_environment()}
         return super().execute(context)
