@@ -22,6 +22,7 @@ Share = Annotated[Real, Field(ge=0, le=1)]
 OpenShare = Annotated[Real, Field(gt=0, le=1)]
 MemorySize = Annotated[str, Field(pattern=r"^\d+[kmgtKMGT]?[bB]?$")]
 LaunchTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+MAX_LEASE_SECONDS = 900                             # serving.lease_seconds: the control item's lease is short
 GROUP_KEY = re.compile(r"^(\d+|global)$")           # division code + spend bucket ("13"), or the global ALS
 
 
@@ -185,7 +186,14 @@ class ScoringSettings(Section):
 class ProvisionedCapacity(Section):
     read_capacity: Positive
     load_write_capacity: Positive
-    serving_write_capacity: Positive
+    serving_write_capacity: Positive                    # a served table's, after its load: the freshness refresh's
+
+    @model_validator(mode="after")
+    def _load_at_least_serving(self):
+        if self.load_write_capacity < self.serving_write_capacity:
+            raise ValueError(f"load_write_capacity ({self.load_write_capacity}) must be at least "
+                             f"serving_write_capacity ({self.serving_write_capacity}): a load raises the table to it")
+        return self
 
 
 class ServingSettings(Section):
@@ -196,10 +204,29 @@ class ServingSettings(Section):
     load_threads: Annotated[int, Field(ge=1, le=64)]
     verify_sample_members: Count
     retain_versions: Positive                           # the previous served version is kept besides, always
+    lease_seconds: Annotated[Real, Field(gt=0, le=MAX_LEASE_SECONDS)]
+    lease_wait_seconds: NonNegative                     # >= lease_seconds: a dead holder's lease expires meanwhile
     min_coverage_ratio: Share
+    api_request_budget_ms: Annotated[Real, Field(gt=0, le=60_000)]
     api_pointer_cache_seconds: NonNegative
+    api_pointer_max_stale_seconds: Annotated[Real, Field(gt=0)]
     api_workers: Positive
     api_access_log: bool
+    api_docs: bool
+
+    @model_validator(mode="after")
+    def _stale_outlives_cache(self):
+        if self.api_pointer_max_stale_seconds <= self.api_pointer_cache_seconds:
+            raise ValueError(f"api_pointer_max_stale_seconds ({self.api_pointer_max_stale_seconds:g}) must be "
+                             f"greater than api_pointer_cache_seconds ({self.api_pointer_cache_seconds:g})")
+        return self
+
+    @model_validator(mode="after")
+    def _lease_wait_outlasts_lease(self):
+        if self.lease_wait_seconds < self.lease_seconds:
+            raise ValueError(f"lease_wait_seconds ({self.lease_wait_seconds:g}) must be at least lease_seconds "
+                             f"({self.lease_seconds:g}), so that a contender outwaits the lease of a holder that died")
+        return self
 
 
 class TuneGrid(Section):

@@ -9,16 +9,15 @@ under `member_id = "__style__#<style_id>"`, `feed = related` or `bought_together
 from __future__ import annotations
 
 import json
-import time
 from typing import Iterator
 
 from flashfeed.core import lake
 from flashfeed.core.lake import FALLBACK_MEMBER_PREFIX, MEMBER_FEEDS, STYLE_KEY_PREFIX
 from flashfeed.serving.errors import PayloadError, PayloadTooLargeError, ServingStoreError
 from flashfeed.serving.manifests import data_set_feed, join_uri, payload_lines
-from flashfeed.serving.tables import MAX_BATCH_ATTEMPTS, backoff_seconds
 
 GLOBAL_FALLBACK_MEMBER = f"{FALLBACK_MEMBER_PREFIX}all"
+READ_BATCH_ATTEMPTS = 2             # a read request's BatchGetItem: the first call and one retry
 MAX_ITEM_BYTES = 400 * 1024          # DynamoDB's limit: attribute names + values, UTF-8 bytes
 
 # Every line was written by the collections export: a bad one means a bug or a hand-edited file.
@@ -151,19 +150,21 @@ def get_item_payload(client, table: str, hash_key: str, range_key: str) -> str |
     return item["payload"]["S"] if item else None
 
 
-def get_payloads(client, table: str, keys: list[tuple[str, str]]) -> dict[str, str]:
-    """{hash key: payload} of the items of `keys` (hash, range) that exist: one BatchGetItem
-    (retrying what DynamoDB leaves unprocessed)."""
+def get_payloads(client, table: str, keys: list[tuple[str, str]],
+                 attempts: int = READ_BATCH_ATTEMPTS) -> dict[str, str]:
+    """{hash key: payload} of the items of `keys` (hash, range) that exist: one BatchGetItem, and
+    what DynamoDB leaves unprocessed asked again, `attempts` calls in all. The read path's policy:
+    one retry, no backoff sleep (the request's deadline bounds the calls; the reader checks it)."""
     request = {table: {"Keys": [{"member_id": {"S": h}, "feed": {"S": r}} for h, r in keys],
                        "ProjectionExpression": "member_id, #payload",
                        "ExpressionAttributeNames": {"#payload": "payload"}}}
     found: dict[str, str] = {}
-    for attempt in range(MAX_BATCH_ATTEMPTS):
+    for _ in range(attempts):
         response = client.batch_get_item(RequestItems=request)
         for item in response.get("Responses", {}).get(table, []):
             found[item["member_id"]["S"]] = item["payload"]["S"]
         request = response.get("UnprocessedKeys") or {}
         if not request:
             return found
-        time.sleep(backoff_seconds(attempt))
-    raise ServingStoreError(f"{table}: keys {keys} stayed unprocessed after {MAX_BATCH_ATTEMPTS} attempts")
+    raise ServingStoreError(f"{table}: keys {keys} stayed unprocessed after {attempts} BatchGetItem calls "
+                            "(throttled); retry shortly")

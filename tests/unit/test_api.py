@@ -1,4 +1,5 @@
-"""Read API over a real DynamoDB (dynalite): verbatim payloads, fallback, validation, health."""
+"""Read API over a real DynamoDB (dynalite): verbatim payloads, fallback, validation, liveness and
+readiness, API keys, and 503 for every failure of the store."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flashfeed.serving import control, dynamodb_reader, loader, tables
-from flashfeed.serving.api import create_app
+from flashfeed.serving.api import DIVISION_REGEX, ApiKeys, create_app
 
 VERSION = "20261122t1500"
 # Odd spacing, key order and non-ASCII on purpose: the API must not re-serialise.
@@ -34,9 +35,9 @@ RELATED_LINE = ('{"style_id":"s-1","feed":"related","version":"20261122t1500","g
 BOUGHT_LINE = '{"style_id":"s-1","feed":"bought_together","version":"20261122t1500","styles":["s-3","s-4"]}'
 
 
-def women_fallback_line(feed: str, variant: str) -> str:
-    return json.dumps({"member_id": "__fallback__#women", "feed": feed, "variant": variant,
-                       "version": VERSION, "groups": [{"key": "women", "styles": ["s-w"]}]})
+def women_fallback_line(feed: str, variant: str, division: str = "women") -> str:
+    return json.dumps({"member_id": f"__fallback__#{division}", "feed": feed, "variant": variant,
+                       "version": VERSION, "groups": [{"key": division, "styles": ["s-w"]}]})
 
 
 def write_small_feeds(feeds_dir: Path) -> dict:
@@ -45,7 +46,8 @@ def write_small_feeds(feeds_dir: Path) -> dict:
         "brands_full": [MEMBER_FULL_LINE],
         "because_card": [BECAUSE_LINE],
         "fallback": [fallback_line(feed, variant) for feed in ("products", "brands", "categories")
-                     for variant in ("card", "full")] + [women_fallback_line("products", "card")],
+                     for variant in ("card", "full")] + [women_fallback_line("products", "card"),
+                                                      women_fallback_line("products", "card", "womens_apparel")],
         "related": [RELATED_LINE],
         "bought_together": [BOUGHT_LINE],
     }
@@ -133,19 +135,28 @@ def test_unknown_feed_is_404_and_bad_variant_400(api):
     assert_error(api.get("/v1/nowhere"), 404, "not found")
 
 
-def test_health_ok(api, served):
-    _, prefix = served
-    response = api.get("/v1/health")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "served_version": VERSION,
-                               "table": tables.feeds_table(VERSION, prefix)}
+def test_liveness_touches_nothing_and_readiness_names_no_table(api, served, reader, monkeypatch):
+    calls = []
+    post = reader._post
+    monkeypatch.setattr(reader, "_post", lambda *args: calls.append(args[0]) or post(*args))
+    assert api.get("/v1/live").json() == {"status": "alive"} and calls == []
+    ready = api.get("/v1/ready")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["served_version"] == VERSION and 0 <= body["pointer_age_seconds"] < 60
+    assert "feeds-" not in ready.text and "table" not in body
+    for _ in range(5):
+        api.get("/v1/ready")
+    assert "DescribeTable" not in calls and len(calls) <= 1      # through the pointer cache
 
 
 def test_nothing_served_is_503(reader):
     api = TestClient(create_app(client=reader, prefix=f"empty{uuid.uuid4().hex[:8]}-"))
-    health = api.get("/v1/health")
-    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    ready = api.get("/v1/ready")
+    assert ready.status_code == 503 and ready.json()["status"] == "not ready"
+    assert ready.json()["error"] == "nothing served yet"
     assert_error(api.get("/v1/members/m-000123/feeds/brands"), 503, "nothing served yet")
+    assert api.get("/v1/live").status_code == 200
 
 
 def test_missing_served_table_is_503(dynamodb_endpoint, reader):
@@ -157,9 +168,32 @@ def test_missing_served_table_is_503(dynamodb_endpoint, reader):
     control.flip(client, prefix, VERSION, "m", expected_version=None)
     client.delete_table(TableName=table)      # by hand: retention never deletes the served table
     api = TestClient(create_app(client=reader, prefix=prefix))
-    health = api.get("/v1/health")
-    assert health.status_code == 503 and health.json()["error"] == "served table missing"
-    assert_error(api.get("/v1/members/m-000123/feeds/brands"), 503, "serving store unavailable")
+    response = api.get("/v1/members/m-000123/feeds/brands")
+    assert_error(response, 503, "serving store unavailable")
+    assert "ResourceNotFoundException" in response.json()["detail"]
+
+
+def test_a_malformed_experiment_in_the_control_item_is_503_not_500(dynamodb_endpoint, reader):
+    client = tables.dynamodb_client(dynamodb_endpoint)
+    prefix = f"badexp{uuid.uuid4().hex[:8]}-"
+    tables.ensure_feeds_table(client, tables.feeds_table(VERSION, prefix))
+    control.mark_loaded(client, prefix, VERSION, 0, "m", experiment={"name": "x", "variants": "not a list"})
+    control.flip(client, prefix, VERSION, "m", expected_version=None)
+    api = TestClient(create_app(client=reader, prefix=prefix))
+    response = api.get("/v1/members/m-000123/feeds/brands")
+    assert_error(response, 503, "serving store unavailable")
+    assert "experiment" in response.json()["detail"] and "malformed" in response.json()["detail"]
+    assert api.get("/v1/ready").status_code == 503
+
+
+def test_a_reader_without_credentials_is_503_not_500(served, monkeypatch):
+    _, prefix = served
+    monkeypatch.setattr("botocore.session.Session.get_credentials", lambda self: None)
+    monkeypatch.setenv(tables.ENDPOINT_ENV, "https://dynamodb.us-east-1.amazonaws.com")
+    api = TestClient(create_app(prefix=prefix))            # the reader is made on first use
+    response = api.get("/v1/members/m-000123/feeds/brands")
+    assert_error(response, 503, "serving store unavailable")
+    assert "no AWS credentials" in response.json()["detail"]
 
 
 def test_because_is_a_member_feed_of_one_variant(api):
@@ -181,8 +215,16 @@ def test_division_hint_picks_the_divisions_fallback_and_falls_back_to_the_global
     assert own.content == MEMBER_LINE.encode() and "x-feed-fallback" not in own.headers
     assert api.get("/v1/members/m-999999/feeds/products", params={"division": "all"}).headers[
         "x-feed-fallback"] == "all"
-    for bad in ("wo men", "x" * 33, "wömen", "9women"):
+    for bad in ("wo#men", "x" * 65, "_women", " women", "中文"):
         assert_error(api.get("/v1/members/m-999999/feeds/products", params={"division": bad}), 400, "invalid division")
+
+
+def test_a_division_is_found_by_its_key_or_its_name(api):
+    expected = women_fallback_line("products", "card", "womens_apparel")
+    for hint in ("womens_apparel", "Women's Apparel", "WOMEN’S  APPAREL", "womens-apparel"):
+        response = api.get("/v1/members/m-999999/feeds/products", params={"division": hint})
+        assert response.status_code == 200 and response.text == expected, hint
+        assert response.headers["x-feed-fallback"] == "womens_apparel"
 
 
 def test_related_and_bought_together_of_a_product_verbatim(api):
@@ -198,10 +240,10 @@ def test_related_and_bought_together_of_a_product_verbatim(api):
 def test_each_request_is_one_dynamodb_read(served, reader, monkeypatch):
     _, prefix = served
     app = TestClient(create_app(client=reader, prefix=prefix))
-    app.get("/v1/health")             # reads the served pointer (and caches it)
+    app.get("/v1/ready")              # reads the served pointer (and caches it)
     calls = []
     post = reader._post
-    monkeypatch.setattr(reader, "_post", lambda operation, body: calls.append(operation) or post(operation, body))
+    monkeypatch.setattr(reader, "_post", lambda *args: calls.append(args[0]) or post(*args))
     app.get("/v1/styles/s-1/related")
     app.get("/v1/styles/s-1/bought-together")
     app.get("/v1/members/m-000123/feeds/because")
@@ -209,6 +251,8 @@ def test_each_request_is_one_dynamodb_read(served, reader, monkeypatch):
     assert calls == ["GetItem", "GetItem", "GetItem", "GetItem"]
     app.get("/v1/members/m-999999/feeds/products", params={"division": "women"})    # unknown: her fallbacks
     assert calls[4:] == ["GetItem", "BatchGetItem"]
+    app.get("/v1/members/m-888888/feeds/products", params={"division": "women"})    # the fallback is cached
+    assert calls[6:] == ["GetItem"]
 
 
 def test_an_unreachable_store_is_503(served):
@@ -249,11 +293,15 @@ def test_openapi_declares_every_endpoint_its_payload_headers_and_errors(api):
     assert member_params["feed"]["enum"] == ["products", "brands", "categories", "because"]
     assert member_params["variant"]["enum"] == ["card", "full"] and member_params["variant"]["default"] == "card"
     assert member_params["member_id"]["pattern"] == "^[A-Za-z0-9_.:-]{1,64}$"
-    assert member_params["division"]["anyOf"][0]["pattern"] == "^[A-Za-z][A-Za-z0-9_-]{0,31}$"
+    assert member_params["division"]["anyOf"][0]["pattern"] == DIVISION_REGEX
     style_params = paths["/v1/styles/{style_id}/related"]["get"]["parameters"]
     assert style_params[0]["schema"]["pattern"] == "^[A-Za-z0-9_.:-]{1,64}$"
     assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "detail"}
-    assert "/v1/health" in paths
+    assert {"/v1/live", "/v1/ready"} <= set(paths) and "/v1/health" not in paths
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {"type": "apiKey", "in": "header",
+                                                                     "name": "X-API-Key",
+                                                                     "description": "required only when the "
+                                                                                    "deployment sets API keys"}
 
 
 # --- the OpenAPI document is the API: schemathesis, all checks, against the running server ----
@@ -292,3 +340,42 @@ def test_schemathesis_finds_nothing_with_all_checks(api_server, tmp_path):
                "--seed", "7", "--workers", "1", "--max-failures", "20"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+
+
+# --- access: optional API keys, docs switch -----------------------------------------------------
+
+KEY = "k3y-" + "a" * 28
+
+
+def test_api_keys_guard_the_feeds_but_not_the_probes(served, reader):
+    _, prefix = served
+    api = TestClient(create_app(client=reader, prefix=prefix, api_keys=ApiKeys([KEY, "other-" + "b" * 20])))
+    path = "/v1/members/m-000123/feeds/brands"
+    assert_error(api.get(path), 401, "missing or invalid API key")
+    assert_error(api.get(path, headers={"X-API-Key": KEY[:-1]}), 401, "missing or invalid API key")
+    assert_error(api.get("/v1/styles/s-1/related"), 401, "missing or invalid API key")
+    assert api.get(path, headers={"X-API-Key": KEY}).content == MEMBER_LINE.encode()
+    assert api.get(path, headers={"X-API-Key": "other-" + "b" * 20}).status_code == 200
+    assert api.get("/v1/live").status_code == 200 and api.get("/v1/ready").status_code == 200
+
+
+def test_api_keys_come_from_the_environment_and_a_file(tmp_path):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# rotated 2026-12-01\n" + "f" * 32 + "\n\n")
+    keys = ApiKeys.from_environment({"FLASHFEED_API_KEYS": f" {KEY} ,", "FLASHFEED_API_KEYS_FILE": str(keys_file)})
+    assert keys.enabled and keys.allows(KEY) and keys.allows("f" * 32)
+    assert not keys.allows("# rotated 2026-12-01") and not keys.allows("") and not keys.allows(None)
+    assert not ApiKeys.from_environment({}).enabled
+    with pytest.raises(SystemExit, match="shorter than 16"):
+        ApiKeys.from_environment({"FLASHFEED_API_KEYS": "secret"})
+    with pytest.raises(SystemExit, match="cannot be read"):
+        ApiKeys.from_environment({"FLASHFEED_API_KEYS_FILE": str(tmp_path / "missing")})
+
+
+def test_docs_can_be_switched_off(served, reader, serving_config):
+    _, prefix = served
+    serving_config({"api_docs: true": "api_docs: false"})
+    api = TestClient(create_app(client=reader, prefix=prefix))
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert api.get(path).status_code == 404
+    assert api.get("/v1/members/m-000123/feeds/brands").status_code == 200
