@@ -122,7 +122,7 @@ def wait_for_api(port: int, process: subprocess.Popen) -> None:
             raise RuntimeError(f"the API exited with code {process.returncode} before answering")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v1/health")
+            conn.request("GET", "/v1/ready")
             status = conn.getresponse().status
             conn.close()
             if status == 200:
@@ -130,7 +130,7 @@ def wait_for_api(port: int, process: subprocess.Popen) -> None:
         except OSError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"the API did not answer /v1/health within {API_START_TIMEOUT:.0f} s")
+    raise RuntimeError(f"the API did not answer /v1/ready within {API_START_TIMEOUT:.0f} s")
 
 
 def run_level(port: int, members: int, requests: int, concurrency: int) -> dict:

@@ -101,8 +101,8 @@ def show_member(member_id: str, feed: str = "products", variant: str = "card") -
                 raise SystemExit(f"the read API did not start on {base}; run `make api` to see why")
             time.sleep(0.2)
     try:
-        status, _, body = _get(f"{base}/v1/health")
-        print(f"GET /v1/health -> {status}\n{body}")
+        status, _, body = _get(f"{base}/v1/ready")
+        print(f"GET /v1/ready -> {status}\n{body}")
         status, headers, body = _get(f"{base}/v1/members/{member_id}/feeds/{feed}?variant={variant}")
         print(f"GET /v1/members/{member_id}/feeds/{feed}?variant={variant} -> {status} "
               f"(X-Feed-Version: {headers.get('x-feed-version') or headers.get('X-Feed-Version')})")
