@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 
 from flashfeed.core import lake
 from flashfeed.core.lake import FALLBACK_DATA_SET, feed_folder
+from flashfeed.serving import pacing
 from flashfeed.serving.control import EXPERIMENT, clear_loaded, mark_loaded, served_version
 from flashfeed.serving.errors import LoadError, VerificationError
 from flashfeed.serving.manifests import (
@@ -359,7 +360,10 @@ def refresh_served(client, prefix: str | None, refresh_dir: str, manifest: dict,
     The served pointer is read before every batch of 25 items: when V is not served (a flip or
     a rollback happened, or V was never served) nothing more is written and the newer version
     wins; at most the batch in flight when the pointer moved lands in V's table, which is then
-    no longer served. Items are puts on the table's keys: a re-run rewrites the same items.
+    no longer served. Items are puts on the table's keys: a re-run rewrites the same items. A
+    provisioned table is written no faster than its write capacity (raised to
+    `serving.provisioned.serving_write_capacity` first if it is below), with bounded retries on
+    throttling (`pacing`).
     `before_batch(n)` is called before the n-th batch (tests use it to flip mid-way)."""
     version = manifest["version"]
     check_manifest(manifest, f"{refresh_dir}/{MANIFEST_FILE}")
@@ -374,7 +378,10 @@ def refresh_served(client, prefix: str | None, refresh_dir: str, manifest: dict,
         return RefreshResult(version, 0, 0, "nothing to refresh", version)
     verify_checksums(refresh_dir, manifest, log)
     table, counters = feeds_table(version, prefix), _Counters()
-    for number, batch in enumerate(_batches(iter_items(refresh_dir, manifest)), start=1):
+    pacer = pacing.WritePacer(pacing.refresh_rate(client, table, log))
+    pacing.log_plan(table, manifest, pacer.units_per_second, log)
+    paced = pacing.paced_batches(iter_items(refresh_dir, manifest), pacer.units_per_second, BATCH_SIZE)
+    for number, (batch, units) in enumerate(paced, start=1):
         if before_batch is not None:
             before_batch(number)
         now = served_version(client, prefix)
@@ -383,6 +390,8 @@ def refresh_served(client, prefix: str | None, refresh_dir: str, manifest: dict,
                         "rest of this refresh is dropped", version, counters.written, now and now["version"])
             return RefreshResult(version, counters.written, members, "flipped during the refresh",
                                  now and now["version"])
-        _write_batch(client, table, batch, counters)
-    log.info("Refreshed %s: %d items of %d members rewritten in %s", version, counters.written, members, table)
+        pacing.write_batch(client, table, batch, units, pacer, counters)
+    log.info("Refreshed %s: %d items of %d members rewritten in %s (%d write units in %d batches, %d retried "
+             "after throttling; %.1f s waited for capacity)", version, counters.written, members, table,
+             pacer.units, counters.batches, counters.retries, pacer.waited)
     return RefreshResult(version, counters.written, members, "refreshed", version)

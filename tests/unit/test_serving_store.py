@@ -306,7 +306,7 @@ class CapacityProbe:
 
 PROVISIONED = {"billing_mode: PAY_PER_REQUEST": "billing_mode: PROVISIONED",
                "load_write_capacity: 1000": "load_write_capacity: 400",
-               "serving_write_capacity: 1 ": "serving_write_capacity: 2 ",
+               "serving_write_capacity: 25 ": "serving_write_capacity: 2 ",
                "read_capacity: 100": "read_capacity: 30"}
 
 
