@@ -506,16 +506,18 @@ def add_error_handlers(app: FastAPI) -> None:
         return _error(422, "invalid request", problems)
 
 
-def require_api_key(keys: ApiKeys) -> Callable[..., None]:
-    """A route dependency: 401 unless `X-API-Key` is one of `keys` (no check when none are set)."""
-    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
-                          description="required only when the deployment sets API keys")
+def api_key_dependencies(keys: ApiKeys) -> list:
+    """The feed routes' dependencies: none when no keys are set (and the OpenAPI document declares
+    no security), else a check of `X-API-Key` (401 unless it is one of `keys`)."""
+    if not keys.enabled:
+        return []
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="one of the deployment's API keys")
 
     def check(given: str | None = Security(header)) -> None:   # `header` is local: not in an annotation
-        if keys.enabled and not keys.allows(given):
+        if not keys.allows(given):
             raise ApiError(401, "missing or invalid API key",
                            f"send a valid key in the {API_KEY_HEADER} header; ask the team that runs the API")
-    return check
+    return [Depends(check)]
 
 
 def create_app(client=None, prefix: str | None = None, api_keys: ApiKeys | None = None) -> FastAPI:
@@ -532,7 +534,7 @@ def create_app(client=None, prefix: str | None = None, api_keys: ApiKeys | None 
                   openapi_url="/openapi.json" if docs else None)
     app.state.store = store
     add_error_handlers(app)
-    feed_route = {"dependencies": [Depends(require_api_key(keys))]}
+    feed_route = {"dependencies": api_key_dependencies(keys)}
 
     @app.get("/v1/members/{member_id}/feeds/{feed}", response_class=Response, responses={
         200: {"model": MemberPayload, "description": "the member's payload, or a fallback payload, verbatim",

@@ -298,10 +298,7 @@ def test_openapi_declares_every_endpoint_its_payload_headers_and_errors(api):
     assert style_params[0]["schema"]["pattern"] == "^[A-Za-z0-9_.:-]{1,64}$"
     assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "detail"}
     assert {"/v1/live", "/v1/ready"} <= set(paths) and "/v1/health" not in paths
-    assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {"type": "apiKey", "in": "header",
-                                                                     "name": "X-API-Key",
-                                                                     "description": "required only when the "
-                                                                                    "deployment sets API keys"}
+    assert "securitySchemes" not in spec.get("components", {})          # no keys set: no security declared
 
 
 # --- the OpenAPI document is the API: schemathesis, all checks, against the running server ----
@@ -357,6 +354,11 @@ def test_api_keys_guard_the_feeds_but_not_the_probes(served, reader):
     assert api.get(path, headers={"X-API-Key": KEY}).content == MEMBER_LINE.encode()
     assert api.get(path, headers={"X-API-Key": "other-" + "b" * 20}).status_code == 200
     assert api.get("/v1/live").status_code == 200 and api.get("/v1/ready").status_code == 200
+    spec = api.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {
+        "type": "apiKey", "in": "header", "name": "X-API-Key", "description": "one of the deployment's API keys"}
+    assert spec["paths"]["/v1/styles/{style_id}/related"]["get"]["security"] == [{"APIKeyHeader": []}]
+    assert "security" not in spec["paths"]["/v1/ready"]["get"]
 
 
 def test_api_keys_come_from_the_environment_and_a_file(tmp_path):
