@@ -114,7 +114,9 @@ def run_clients(port: int, members: int, dynalite_pid: int, args) -> dict:
     # Recovery: from SIGCONT until each client's last non-200 answer sent after it has come back.
     after = [(sent - args.stall, latency, outcome) for sent, latency, outcome in records if sent >= args.stall]
     last_bad = max((sent + latency for sent, latency, outcome in after if outcome != "200"), default=0.0)
-    return {"requests": len(stalled), "statuses": statuses,
+    late = sorted((round(sent, 2), round(latency * 1000), outcome) for sent, latency, outcome in after
+                  if outcome != "200")
+    return {"requests": len(stalled), "statuses": statuses, "late_failures": late,
             "p50": percentile(stalled, 0.5) * 1000 if stalled else float("nan"),
             "p90": percentile(stalled, 0.9) * 1000 if stalled else float("nan"),
             "p99": percentile(stalled, 0.99) * 1000 if stalled else float("nan"),
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=float, default=5.0, help="seconds watched after SIGCONT")
     parser.add_argument("--think", type=float, default=0.05, help="each client's pause between requests")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--verbose", action="store_true", help="list the answers after SIGCONT that were not 200")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="flashfeed-stall-"))
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             codes = ", ".join(f"{code}: {n}" for code, n in sorted(row["statuses"].items()))
             print(f"  {run:>3} {row['requests']:>11} {row['p50']:>8.0f} {row['p90']:>8.0f} {row['p99']:>8.0f} "
                   f"{row['max']:>8.0f} {row['recovered_s']:>11.2f}  {codes}; {row['after_ok']}/{row['after_total']}")
+            if args.verbose and row["late_failures"]:
+                print(f"      after SIGCONT, not 200 (sent s, ms, outcome): {row['late_failures']}")
         medians = {key: statistics.median(row[key] for row in rows)
                    for key in ("requests", "p50", "p90", "p99", "max", "recovered_s")}
         print(f"  {'med':>3} {medians['requests']:>11.0f} {medians['p50']:>8.0f} {medians['p90']:>8.0f} "
