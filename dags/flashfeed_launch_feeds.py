@@ -21,12 +21,17 @@ group per stage:
 
 **Params**: `launch` forces a slot of the run's day; `dry_run` loads and verifies without
 flipping; `allow_low_coverage` flips even when the coverage check fails (logged with the
-figures); `allow_older_version` serves a slot older than the served version.
+figures); `allow_older_version` serves a slot older than the served version;
+`reload_served_version` reloads the slot that is served right now (refused without it) into a
+new table `<prefix>feeds-<version>-r<N>` and switches the live version to it once verified.
 
 **Backfills** (`airflow backfill create`, or Backfill in the UI) rebuild each slot's feeds from
 that day's data, byte for byte as the first time. A slot older than the served version is
 neither loaded nor flipped (those tasks are skipped, saying why) unless `allow_older_version`
-is set. Re-running a slot overwrites that slot's partitions and reloads its table.
+is set. Flips run one at a time (`max_active_tis_per_dag=1` and the control item's lease), and
+the flip's conditional write refuses to replace a newer served version, so a late run of an
+older slot never overtakes a newer one. Re-running a slot overwrites that slot's partitions and
+reloads its table from empty (deleting the version's old table first).
 
 **Alerts**: a task that fails for good is logged and posted to FLASHFEED_ALERT_WEBHOOK;
 `flashfeed_launch_watch` alerts when a launch is not flipped 15 minutes before it goes live.
@@ -80,6 +85,11 @@ with DAG(
             False, type="boolean", title="Allow an older version",
             description="Load and serve this slot even if it is older than the served version (e.g. to "
                         "serve a backfilled day again). Off: an older slot is built in the lake only.",
+        ),
+        "reload_served_version": Param(
+            False, type="boolean", title="Reload the served version",
+            description="Reload this slot even though it is the version served right now: into a new table "
+                        "(<prefix>feeds-<version>-r<N>), switched to once verified. Off: such a load is refused.",
         ),
     },
     tags=["flashfeed", "feeds", "spark", "dynamodb"],
@@ -152,12 +162,16 @@ fallback payloads, `related` and `bought_together` per product on sale, and `man
 
         load_feeds = LoadFeedsOperator(
             task_id="load_feeds", feeds_uri=f"{{{{ {PLAN}['feeds'] }}}}", version=f"{{{{ {PLAN}['version'] }}}}",
-            allow_older_version="{{ params.allow_older_version }}", execution_timeout=LOAD_TIMEOUT,
+            allow_older_version="{{ params.allow_older_version }}",
+            reload_served_version="{{ params.reload_served_version }}", dry_run="{{ params.dry_run }}",
+            execution_timeout=LOAD_TIMEOUT,
             doc_md="""
 **Reads** `feeds/dt=D/launch=HHMM` (manifest and files). **Writes** the DynamoDB table
-`<prefix>feeds-<version>` (batch writes, retried with backoff), then verifies item count and a
-byte-for-byte sample and marks the version loaded. Skipped for a slot older than the served
-version unless `allow_older_version`. **Re-run**: clear it; it rewrites the same keys.
+`<prefix>feeds-<version>` from empty (the version's old tables deleted first; batch writes,
+retried with backoff), then verifies the table's own item count and a byte-for-byte sample and
+marks the version loaded. Skipped for a slot older than the served version unless
+`allow_older_version`. The served version is refused unless `reload_served_version`: then a new
+table `-r<N>` is loaded and switched to once verified. **Re-run**: clear it; it starts from empty.
 """,
         )
         flip_served_version = FlipServedVersionOperator(
@@ -168,10 +182,12 @@ version unless `allow_older_version`. **Re-run**: clear it; it rewrites the same
             allow_low_coverage="{{ params.allow_low_coverage }}",
             allow_older_version="{{ params.allow_older_version }}",
             retries=NO_RETRIES,  # a lost race or a refused flip needs a person, not a retry
+            max_active_tis_per_dag=1,  # backfills: one flip at a time (besides the control item's lease)
             doc_md="""
-One conditional write on the control item makes the API serve this version. Refuses an
-unloaded version, a coverage drop (param `allow_low_coverage`) and an older version than the
-served one (param `allow_older_version`); `dry_run` only logs. **Re-run**: clear it; flipping
+One conditional write on the control item, under its lease, makes the API serve this version.
+Refuses an unloaded version, a coverage drop (param `allow_low_coverage`) and an older version
+than the served one (param `allow_older_version`; checked in the write itself, so a late run
+never overtakes a newer one: then it is skipped); `dry_run` only logs. **Re-run**: clear it; flipping
 to the served version is a no-op. Roll back with `flashfeed_rollback`.
 """,
         )

@@ -56,3 +56,19 @@ class RollbackError(ServingStoreError):
 
 class CoverageError(ServingStoreError):
     """The new version covers too few members compared with the served one: refuse to flip."""
+
+
+class OlderVersionError(FlipConflictError):
+    """The flip would serve a version older than the one served (allow_older_version not set)."""
+
+
+class ServedVersionReloadError(ServingStoreError):
+    """A load of the version served right now, without reload_served_version: refused."""
+
+
+class LeaseError(ServingStoreError):
+    """The control item's lease (flips, rollbacks, retention) stayed held by another holder."""
+
+    def __init__(self, message: str, holder: str | None):
+        super().__init__(message)
+        self.holder = holder

@@ -1,12 +1,21 @@
 """Loading a launch's feeds into its feeds table, verifying it, and refreshing the served one.
 
-Load (restartable): checksums of every file against the manifest first, then the version's
-`loaded` mark is removed, then BatchWriteItem in batches of 25 from a thread pool, retrying
-UnprocessedItems and throttling with exponential backoff and full jitter. Writes are puts on
-the table's key, so re-running a load into a table left by a failed attempt overwrites, never
-duplicates. `verify_load` then checks the count and a sample read back byte for byte, and
-only when they pass writes the `loaded` mark. With `serving.billing_mode: PROVISIONED` the
-table's write capacity is raised for the load and lowered after it.
+Load: checksums of every file against the manifest first. Then a table that will hold exactly
+this export, nothing left from an earlier one:
+- the version is not served: its `loaded` mark is removed (a conditional write: refused if it
+  became served meanwhile), every existing table of the version (an earlier attempt, a reload)
+  is deleted and waited for, and `<prefix>feeds-<version>` is created afresh;
+- the version is served (a re-run of the live slot): refused unless `reload_served`
+  (param reload_served_version); then a new table `<prefix>feeds-<version>-r<N>` is loaded beside
+  the live one, which keeps serving untouched.
+BatchWriteItem in batches of 25 from a thread pool, retrying UnprocessedItems and throttling
+with exponential backoff and full jitter. `verify_load` then counts the table's own items (a
+consistent Scan, Select=COUNT, parallel segments) against the manifest's total_payloads and
+reads a sample back byte for byte; only when both pass does it write the `loaded` mark (or, for
+a reload of the served version, switch the served table to the new one in one conditional
+write). A re-run after a failure starts again from an empty table. With
+`serving.billing_mode: PROVISIONED` the table's write capacity is raised for the load and
+lowered after it.
 
 Refresh (freshness): some members' payloads of the served version rewritten in its table, only
 while it is still served.
@@ -25,8 +34,8 @@ from typing import Callable, Iterator
 from flashfeed.core import lake
 from flashfeed.core.lake import FALLBACK_DATA_SET, feed_folder
 from flashfeed.serving import pacing
-from flashfeed.serving.control import EXPERIMENT, clear_loaded, mark_loaded, served_version
-from flashfeed.serving.errors import LoadError, VerificationError
+from flashfeed.serving.control import EXPERIMENT, clear_loaded, mark_loaded, served_version, switch_served_table
+from flashfeed.serving.errors import LoadError, ServedVersionReloadError, VerificationError
 from flashfeed.serving.manifests import (
     MANIFEST_FILE,
     check_manifest,
@@ -41,9 +50,12 @@ from flashfeed.serving.tables import (
     THROTTLING_ERRORS,
     backoff_seconds,
     control_table,
+    drop_table,
     ensure_feeds_table,
     error_code,
     feeds_table,
+    feeds_tables,
+    next_reload,
     provisioned_capacity,
     serving_config,
     set_write_capacity,
@@ -72,6 +84,7 @@ class LoadResult:
     retried_batches: int    # BatchWriteItem calls repeated for UnprocessedItems or throttling
     seconds: float
     created_table: bool
+    replaces: str | None = None   # the served table a reload of the served version will replace
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -151,30 +164,61 @@ def _log_progress(log, table: str, written: int, expected: int, started: float) 
 
 # --- load --------------------------------------------------------------------------------------
 
-def load_feeds(client, feeds_dir: str, manifest: dict, prefix: str | None = None, *,
-               threads: int | None = None, log: Log = logger) -> LoadResult:
-    """Load every payload listed in `manifest` from `feeds_dir` into `<prefix>feeds-<version>`
-    (created if missing).
+def _fresh_table(client, prefix: str | None, version: str, reload_served: bool, log: Log) -> tuple[str, str | None]:
+    """(the empty table this load writes, the served table it will replace or None).
 
-    Checksums are verified first; the version's `loaded` mark is removed before the first
-    write (it comes back only from `verify_load`); items are checked (shape, data set,
-    400 KB) before they are written. Idempotent: keys are (member, feed#variant), so a re-run
-    overwrites. Provisioned tables get `load_write_capacity` for the load and
+    Not served: the version's loaded mark goes first (conditionally), then every table of the
+    version, so the new `<prefix>feeds-<version>` holds exactly the new export. Served: refused
+    unless `reload_served`, then a new `-r<N>` table beside the live one."""
+    served = served_version(client, prefix)
+    existing = feeds_tables(client, prefix).get(version, [])
+    if served and served["version"] == version:
+        if not reload_served:
+            raise ServedVersionReloadError(
+                f"refusing to reload {version}: it is served right now (from {served['table']}), and rewriting "
+                "the live table would serve a mix of the old and the new export. Nothing was changed. Next step: "
+                "if the live version must be reloaded, re-run with reload_served_version=true (it loads a new "
+                "table beside the live one and switches to it once verified); otherwise leave it as it is")
+        table = feeds_table(version, prefix, next_reload(existing, prefix))
+        log.warning("Version %s is served right now from %s: loading a new table %s beside it "
+                    "(reload_served_version=true); the served version switches to it only once it is verified",
+                    version, served["table"], table)
+        return table, served["table"]
+    clear_loaded(client, prefix, version, log=log)   # conditional: refused if it became served meanwhile
+    if served and served.get("previous") == version:
+        log.warning("%s is the previous served version: a rollback to it is refused until this load is verified",
+                    version)
+    if existing:
+        log.info("Deleting %d existing table(s) of %s (%s) so that the new table holds exactly this export",
+                 len(existing), version, ", ".join(existing))
+        for name in existing:
+            drop_table(client, name, log=log)
+    return feeds_table(version, prefix), None
+
+
+def load_feeds(client, feeds_dir: str, manifest: dict, prefix: str | None = None, *,
+               threads: int | None = None, reload_served: bool = False, log: Log = logger) -> LoadResult:
+    """Load every payload listed in `manifest` from `feeds_dir` into a new, empty table:
+    `<prefix>feeds-<version>`, or `<prefix>feeds-<version>-r<N>` when the version is served and
+    `reload_served` (ServedVersionReloadError without it).
+
+    Checksums are verified first; the version's `loaded` mark is removed (unless it is the
+    served version, whose live table stays untouched) and its old tables deleted before the
+    first write (the mark comes back only from `verify_load`); items are checked (shape, data
+    set, 400 KB) before they are written. A re-run starts again from an empty table, so no item
+    of an earlier export survives. Provisioned tables get `load_write_capacity` for the load and
     `serving_write_capacity` after it, also when it fails.
     """
     check_manifest(manifest)
     threads = threads or serving_config()["load_threads"]
     version = manifest["version"]
-    table = feeds_table(version, prefix)
     expected = int(manifest["total_payloads"])
     capacity = provisioned_capacity()
     started = time.monotonic()
 
     verify_checksums(feeds_dir, manifest, log)
-    clear_loaded(client, prefix, version, log=log)
+    table, replaces = _fresh_table(client, prefix, version, reload_served, log)
     created = ensure_feeds_table(client, table, log=log)
-    if not created:
-        log.warning("Table %s already exists (earlier attempt?): rewriting every item, same keys overwrite", table)
     try:
         if capacity:
             set_write_capacity(client, table, capacity["load_write_capacity"], "for the load", log)
@@ -185,7 +229,7 @@ def load_feeds(client, feeds_dir: str, manifest: dict, prefix: str | None = None
     seconds = time.monotonic() - started
     result = LoadResult(table=table, version=version, written=counters.written, expected=expected,
                         batches=counters.batches, retried_batches=counters.retries,
-                        seconds=round(seconds, 3), created_table=created)
+                        seconds=round(seconds, 3), created_table=created, replaces=replaces)
     log.info("Loaded %s: %s payloads written (manifest: %s) in %d batches, %d retried, "
              "%s total, %s items/s", table, f"{result.written:,}", f"{expected:,}",
              result.batches, result.retried_batches, _duration(seconds), f"{counters.rate:,.0f}")
@@ -300,24 +344,69 @@ def _sample_problems(client, table: str, samples: list[tuple[str, bytes]]) -> li
     return problems
 
 
-def verify_load(client, prefix: str | None, manifest: dict, feeds_dir: str, written: int,
-                sample_members: int | None = None, seed=None, log: Log = logger) -> int:
-    """Refuse a table whose count or sample disagrees with the manifest; returns items checked.
+def count_items(client, table: str, segments: int = 1, log: Log = logger) -> int:
+    """The table's own item count: a Scan with Select=COUNT and ConsistentRead, paginated, in
+    `segments` parallel segments, with progress logged every PROGRESS_LOG_SECONDS.
+    (DescribeTable's ItemCount is refreshed only about every 6 hours on AWS: not usable here.)"""
+    counted = _Counters()
+    started = time.monotonic()
+    last_log = [started]
+
+    def count_segment(segment: int) -> None:
+        kwargs: dict = {"TableName": table, "Select": "COUNT", "ConsistentRead": True}
+        if segments > 1:
+            kwargs.update(Segment=segment, TotalSegments=segments)
+        while True:
+            page = client.scan(**kwargs)
+            counted.add(written=int(page["Count"]))
+            now = time.monotonic()
+            if now - last_log[0] >= PROGRESS_LOG_SECONDS:
+                last_log[0] = now
+                log.info("Counting the items of %s: %s so far (%s s)", table, f"{counted.written:,}",
+                         f"{now - started:.0f}")
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    if segments > 1:
+        with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="feeds-count") as pool:
+            for future in [pool.submit(count_segment, segment) for segment in range(segments)]:
+                future.result()
+    else:
+        count_segment(0)
+    return counted.written
+
+
+def verify_table(client, table: str, manifest: dict, feeds_dir: str, written: int,
+                 sample_members: int | None = None, seed=None, log: Log = logger, segments: int | None = None) -> int:
+    """Refuse `table` when it disagrees with the manifest (VerificationError); returns the items
+    read back. Marks nothing (`verify_load` does).
 
     - the loader's own count of written items equals the manifest's total_payloads;
+    - the table's own item count (`count_items`) equals it too: an item left from an earlier
+      export, or one missing, fails;
     - `sample_members` payloads drawn at random (seeded: the same sample for the same seed,
       default the version) plus every fallback payload, read back with a consistent GetItem,
       equal the lake's line byte for byte.
-    When both pass, the version gets its `loaded` mark: from then on it may be flipped to.
     """
     expected = int(manifest["total_payloads"])
     version = manifest["version"]
-    table = feeds_table(version, prefix)
     if written != expected:
         raise VerificationError(
             f"table {table} is not safe to serve: the loader wrote {written:,} payloads but the "
             f"manifest of {version} lists {expected:,}; do not flip. Re-run the load task"
         )
+    segments = serving_config()["load_threads"] if segments is None else segments
+    counting = time.monotonic()
+    in_table = count_items(client, table, segments, log)
+    if in_table != expected:
+        raise VerificationError(
+            f"table {table} is not safe to serve: it holds {in_table:,} items but the manifest of {version} lists "
+            f"{expected:,} ({'items of another export in it' if in_table > expected else 'items missing'}); do "
+            "not flip. Re-run the load task: it starts again from an empty table"
+        )
+    log.info("Counted %s items in %s (consistent scan, %d segments, %.1f s): equals the manifest",
+             f"{in_table:,}", table, segments, time.monotonic() - counting)
     sample_members = serving_config()["verify_sample_members"] if sample_members is None else sample_members
     seed = version if seed is None else seed
     samples = _sample_lines(feeds_dir, manifest, sample_members, seed)
@@ -334,11 +423,40 @@ def verify_load(client, prefix: str | None, manifest: dict, feeds_dir: str, writ
     if GLOBAL_FALLBACK_MEMBER not in fallback_keys:
         log.warning("No %s payloads in %s: members unknown to the model will get 404 from the API",
                     GLOBAL_FALLBACK_MEMBER, version)
-    log.info("Verified %s: count %s equals the manifest, %d sampled payloads (seed %r) and all "
-             "fallback payloads match the lake byte for byte", table, f"{written:,}", len(samples), seed)
-    mark_loaded(client, prefix, version, written, join_uri(feeds_dir, MANIFEST_FILE), manifest.get(EXPERIMENT))
-    log.info("Marked %s as loaded and verified in %s: it may be flipped to", version, control_table(prefix))
+    log.info("Verified %s: %s items, as the loader wrote and the manifest lists; %d sampled payloads (seed %r) "
+             "and all fallback payloads match the lake byte for byte", table, f"{in_table:,}", len(samples), seed)
     return len(samples)
+
+
+def verify_load(client, prefix: str | None, manifest: dict, feeds_dir: str, written: int,
+                sample_members: int | None = None, seed=None, log: Log = logger, *, table: str | None = None,
+                replaces: str | None = None, dry_run: bool = False) -> int:
+    """`verify_table` on the loaded `table` (default `<prefix>feeds-<version>`), then make it
+    servable; returns the items read back.
+
+    - a normal load: the version gets its `loaded` mark (recording `table`): from then on it
+      may be flipped to;
+    - a reload of the served version (`replaces`: the live table, `LoadResult.replaces`): the
+      served table switches from `replaces` to `table` in one conditional write
+      (`control.switch_served_table`); with `dry_run`, it is verified but not switched.
+    """
+    version = manifest["version"]
+    table = table or feeds_table(version, prefix)
+    checked = verify_table(client, table, manifest, feeds_dir, written, sample_members, seed, log)
+    manifest_uri = join_uri(feeds_dir, MANIFEST_FILE)
+    if replaces is None:
+        mark_loaded(client, prefix, version, written, manifest_uri, manifest.get(EXPERIMENT), table=table)
+        log.info("Marked %s as loaded and verified in %s (table %s): it may be flipped to", version,
+                 control_table(prefix), table)
+    elif dry_run:
+        log.info("DRY RUN: %s is verified; a real run would switch the served version %s from %s to it. Not "
+                 "switching (retention deletes %s with its version)", table, version, replaces, table)
+    else:
+        switch_served_table(client, prefix, version, replaces, table, written, manifest_uri,
+                            manifest.get(EXPERIMENT), log=log)
+        log.info("The served version %s now reads the reloaded table %s; %s, no longer read, is kept until "
+                 "retention deletes it with its version", version, table, replaces)
+    return checked
 
 
 # --- freshness: rewriting some members' payloads in the served table ---------------------------
@@ -348,22 +466,23 @@ class RefreshResult:
     version: str
     written: int            # items written into the served table
     members: int            # members whose payloads were rewritten
-    outcome: str            # "refreshed", "nothing to refresh", "not served", "flipped during the refresh"
+    outcome: str            # "refreshed", "nothing to refresh", "not served", "flipped during the refresh",
+                            # "reloaded during the refresh"
     served: str | None      # the version served when the refresh ended
 
 
 def refresh_served(client, prefix: str | None, refresh_dir: str, manifest: dict, *,
                    before_batch: Callable[[int], None] | None = None, log: Log = logger) -> RefreshResult:
     """Write a freshness refresh (spark_jobs/refresh_feeds.py: some members' payloads of version
-    V) into V's table, only while V is served.
+    V) into V's served table, only while V is served from it.
 
     The served pointer is read before every batch of 25 items: when V is not served (a flip or
     a rollback happened, or V was never served) nothing more is written and the newer version
     wins; at most the batch in flight when the pointer moved lands in V's table, which is then
-    no longer served. Items are puts on the table's keys: a re-run rewrites the same items. A
-    provisioned table is written no faster than its write capacity (raised to
-    `serving.provisioned.serving_write_capacity` first if it is below), with bounded retries on
-    throttling (`pacing`).
+    no longer served; the same when V's table is switched by a reload of V. Items are puts on the
+    table's keys: a re-run rewrites the same items. A provisioned table is written no faster
+    than its write capacity (raised to `serving.provisioned.serving_write_capacity` first if it
+    is below), with bounded retries on throttling (`pacing`).
     `before_batch(n)` is called before the n-th batch (tests use it to flip mid-way)."""
     version = manifest["version"]
     check_manifest(manifest, f"{refresh_dir}/{MANIFEST_FILE}")
@@ -377,7 +496,7 @@ def refresh_served(client, prefix: str | None, refresh_dir: str, manifest: dict,
         log.info("Refresh of %s: no payload to rewrite (nobody the model knows acted)", version)
         return RefreshResult(version, 0, 0, "nothing to refresh", version)
     verify_checksums(refresh_dir, manifest, log)
-    table, counters = feeds_table(version, prefix), _Counters()
+    table, counters = served["table"], _Counters()     # the served table: a reload's -r<N> too
     pacer = pacing.WritePacer(pacing.refresh_rate(client, table, log))
     pacing.log_plan(table, manifest, pacer.units_per_second, log)
     paced = pacing.paced_batches(iter_items(refresh_dir, manifest), pacer.units_per_second, BATCH_SIZE)
@@ -385,6 +504,11 @@ def refresh_served(client, prefix: str | None, refresh_dir: str, manifest: dict,
         if before_batch is not None:
             before_batch(number)
         now = served_version(client, prefix)
+        if now is not None and now["version"] == version and now["table"] != table:
+            log.warning("Refresh of %s stopped after %d items: the version was reloaded into %s meanwhile, which "
+                        "is served now from the launch's export; the rest of this refresh is dropped", version,
+                        counters.written, now["table"])
+            return RefreshResult(version, counters.written, members, "reloaded during the refresh", version)
         if now is None or now["version"] != version:
             log.warning("Refresh of %s stopped after %d items: %s was flipped to meanwhile, which wins; the "
                         "rest of this refresh is dropped", version, counters.written, now and now["version"])

@@ -3,6 +3,14 @@
 Each is a pure policy on plain data, with no I/O (`retention_plan`, `rollback_target_version`,
 `check_rollback_target`), and a thin function that reads the control item and the tables, calls
 the policy and applies it (`apply_retention`, `rollback_target`, `rollback`).
+
+Both hold the control item's lease (`control.control_lease`) while they read the pointer and
+write the control item, so a rollback, a flip and retention never interleave. Retention removes
+a version's loaded mark with a conditional write (`control.retire_loaded`: only a version older
+than the served one and not the previous one), and deletes the version's tables (the first and
+any `-r<N>` reloads) only after that write succeeded, after giving the lease back: without its
+mark no flip or rollback can serve it any more. A version's table replaced by a reload of it
+stays until retention deletes the version.
 """
 from __future__ import annotations
 
@@ -10,13 +18,14 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from flashfeed.serving.control import clear_loaded, flip, loaded_versions, served_version
+from flashfeed.serving.control import TABLE, control_lease, flip, loaded_versions, retire_loaded, served_version
 from flashfeed.serving.errors import FlipConflictError, NotLoadedError, RollbackError, TableNotFoundError
 from flashfeed.serving.tables import (
     VERSION_PATTERN,
     delete_table,
     describe_table,
     feeds_table,
+    feeds_tables,
     feeds_versions,
     table_exists,
 )
@@ -98,49 +107,60 @@ def _log_plan(plan: RetentionPlan, versions: list[str], log: Log) -> None:
              ", ".join(plan.delete) or "nothing")
 
 
-def _delete_version(client, prefix: str | None, version: str, keep: int, log: Log) -> bool:
-    """Delete a version's feeds table, its loaded mark first; False when it was already going."""
-    table = feeds_table(version, prefix)
-    description = describe_table(client, table)
-    if description is None or description.get("TableStatus") == "DELETING":
-        log.info("Retention: %s is already gone or being deleted; skipped", table)
-        return False
-    clear_loaded(client, prefix, version, log=log)   # first: never a mark without its table
-    skipped = delete_table(client, table)
-    if skipped:
-        log.info("Retention: %s is already gone or busy (%s); skipped", table, skipped)
-        return False
-    log.info("Retention: deleted %s (older than the last %d served versions)", table, keep)
-    return True
+def _delete_tables(tables: list[str], client, keep: int, log: Log) -> list[str]:
+    """Start deleting a retired version's tables; the names of those it deleted."""
+    deleted = []
+    for table in tables:
+        description = describe_table(client, table)
+        if description is None or description.get("TableStatus") == "DELETING":
+            log.info("Retention: %s is already gone or being deleted; skipped", table)
+            continue
+        skipped = delete_table(client, table)
+        if skipped:
+            log.info("Retention: %s is already gone or busy (%s); skipped", table, skipped)
+            continue
+        log.info("Retention: deleted %s (older than the last %d served versions)", table, keep)
+        deleted.append(table)
+    return deleted
 
 
 def apply_retention(client, prefix: str | None, keep: int, log: Log = logger) -> list[str]:
-    """Delete `<prefix>feeds-*` tables except the last `keep` served versions; returns deleted tables.
+    """Delete the feeds tables of versions older than the last `keep` served ones; returns the
+    deleted tables.
 
     Never deleted, whatever `keep` is: the served and the previous version (control item), and
     any table newer than the served version (loaded but not flipped yet, e.g. a dry run or a
     load in progress). "Last served" = the distinct versions of the control item's `history`,
-    newest flip first. The control item is re-read before every delete; if a flip happened
-    meanwhile, retention stops without deleting more.
+    newest flip first. Under the control item's lease: the plan, then per version a re-read of
+    the pointer (retention stops if it changed) and the conditional removal of its loaded mark
+    (`control.retire_loaded`); a version whose removal is refused (it became served or previous)
+    is kept. Then, with the lease given back, the retired versions' tables are deleted.
     """
     keep = check_keep(keep)
-    served = served_version(client, prefix)
-    if served is None:
-        log.info("Retention: nothing is served yet; no table is deleted")
-        return []
-    versions = feeds_versions(client, prefix)
-    plan = retention_plan(keep, served["version"], served.get("previous"), served.get("history") or [], versions)
-    _log_plan(plan, versions, log)
+    with control_lease(client, prefix, "retention", log=log):
+        served = served_version(client, prefix)
+        if served is None:
+            log.info("Retention: nothing is served yet; no table is deleted")
+            return []
+        tables_by_version = feeds_tables(client, prefix)
+        versions = list(tables_by_version)
+        plan = retention_plan(keep, served["version"], served.get("previous"), served.get("history") or [], versions)
+        _log_plan(plan, versions, log)
+        retired = []
+        for version in plan.delete:
+            now = served_version(client, prefix)
+            if not pointer_unchanged(plan, now):
+                log.warning("Retention stopped: the served version changed from %s to %s while deleting; "
+                            "%d old versions left for the next run", plan.served, now and now["version"],
+                            len(plan.delete) - len(retired))
+                break
+            if retire_loaded(client, prefix, version, log):
+                retired.append(version)
     deleted = []
-    for version in plan.delete:
-        now = served_version(client, prefix)
-        if not pointer_unchanged(plan, now):
-            log.warning("Retention stopped: the served version changed from %s to %s while deleting; "
-                        "%d old tables left for the next run", plan.served, now and now["version"],
-                        len(plan.delete) - len(deleted))
-            break
-        if _delete_version(client, prefix, version, keep, log):
-            deleted.append(feeds_table(version, prefix))
+    for version in retired:        # no loaded mark any more: nothing can serve them
+        deleted.extend(_delete_tables(tables_by_version[version], client, keep, log))
+    if retired:
+        log.info("Retention: %d tables of %d versions deleted (%s)", len(deleted), len(retired), ", ".join(retired))
     return deleted
 
 
@@ -197,8 +217,8 @@ def rollback_target(client, prefix: str | None, target_version: str | None = Non
     target = rollback_target_version(served, target_version, retained)
     if target == served["version"]:
         return served, target, None
-    table = feeds_table(target, prefix)
     marks = loaded_versions(client, prefix)
+    table = marks[target][TABLE] if target in marks else feeds_table(target, prefix)
     check_rollback_target(target, table, table_exists(client, table), marks, retained)
     return served, target, marks[target]
 
@@ -209,27 +229,30 @@ def rollback(client, prefix: str | None, target_version: str | None = None, *,
     `rollback_target`.
 
     When the target is already served, changes nothing and returns `flipped: False` (so a
-    retried rollback task is a no-op). Otherwise the same conditional write as `flip`,
-    expecting the version served now (or `expected_version` when the caller read it earlier: a
-    flip in between then wins and this raises FlipConflictError). Manifest recorded:
-    `manifest_uri`, else the one of the target's `loaded` mark.
+    retried rollback task is a no-op). Otherwise the same conditional write as `flip` (an older
+    version allowed), expecting the version served now (or `expected_version` when the caller
+    read it earlier: a flip in between then wins and this raises FlipConflictError). Manifest
+    recorded: `manifest_uri`, else the one of the target's `loaded` mark. The check and the flip
+    hold the control item's lease, so retention cannot retire the target in between.
     """
-    served, target, mark = rollback_target(client, prefix, target_version)
-    current = served["version"]
-    if target == current:
-        log.info("Version %s is already served (flipped at %s); nothing to roll back", target, served.get("flipped_at"))
-        return {"version": target, "previous": served.get("previous"), "flipped": False,
-                "table": feeds_table(target, prefix), "manifest": served.get("manifest")}
-    if expected_version is not None and expected_version != current:
-        raise FlipConflictError(
-            f"rollback refused: expected {expected_version} to be served, but {current} is served now "
-            "(a flip happened since the rollback was planned). Nothing was changed; re-trigger the rollback",
-            served_version=current,
-        )
-    manifest_uri = manifest_uri or mark["manifest"]
-    log.info("Rolling back served version %s -> %s (table %s, manifest %s)", current, target,
-             feeds_table(target, prefix), manifest_uri)
-    result = flip(client, prefix, target, manifest_uri, expected_version=current)
+    with control_lease(client, prefix, f"rollback to {target_version or 'the previous version'}", log=log):
+        served, target, mark = rollback_target(client, prefix, target_version)
+        current = served["version"]
+        if target == current:
+            log.info("Version %s is already served (flipped at %s); nothing to roll back", target,
+                     served.get("flipped_at"))
+            return {"version": target, "previous": served.get("previous"), "flipped": False,
+                    "table": served["table"], "manifest": served.get("manifest")}
+        if expected_version is not None and expected_version != current:
+            raise FlipConflictError(
+                f"rollback refused: expected {expected_version} to be served, but {current} is served now "
+                "(a flip happened since the rollback was planned). Nothing was changed; re-trigger the rollback",
+                served_version=current,
+            )
+        manifest_uri = manifest_uri or mark["manifest"]
+        log.info("Rolling back served version %s -> %s (table %s, manifest %s)", current, target,
+                 mark[TABLE], manifest_uri)
+        result = flip(client, prefix, target, manifest_uri, expected_version=current, allow_older=True, log=log)
     result["flipped"] = True
     log.info("Served version is now %s again (was %s, flipped at %s)", target, current, result["flipped_at"])
     return result

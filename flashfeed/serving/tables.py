@@ -2,7 +2,8 @@
 
 boto3 only (no Airflow), so the Airflow operators, the read API and the command line share it.
 
-- `<prefix>feeds-<version>`: one per launch version, e.g. `flashfeed-feeds-20261122t1100`. Key
+- `<prefix>feeds-<version>`: one per launch version, e.g. `flashfeed-feeds-20261122t1100`
+  (`<prefix>feeds-<version>-r<N>` for the N-th reload of a version while it was served). Key
   `member_id` (S, hash) + `feed` (S, range); the item format is in `payloads`. On-demand, or
   provisioned with config `serving.provisioned` (write capacity raised for a load, lowered after).
 - `<prefix>control`: the control item (`control`), always on-demand.
@@ -26,6 +27,8 @@ ENDPOINT_ENV = "FLASHFEED_DYNAMODB_ENDPOINT"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 DUMMY_CREDENTIALS = {"aws_access_key_id": "flashfeed-local", "aws_secret_access_key": "flashfeed-local"}
 VERSION_PATTERN = re.compile(r"^[0-9]{8}t[0-9]{4}$")     # YYYYMMDDtHHMM: sorts chronologically
+RELOAD_SUFFIX = "-r"                                     # <prefix>feeds-<version>-r<N>: a served version reloaded
+FEEDS_TABLE_SUFFIX = re.compile(rf"^(?P<version>[0-9]{{8}}t[0-9]{{4}})(?:{RELOAD_SUFFIX}(?P<reload>[1-9][0-9]*))?$")
 
 # botocore client settings: a connection per loader thread plus some for readers.
 CONNECTIONS_PER_LOAD_THREAD = 2
@@ -118,24 +121,47 @@ def table_prefix(prefix: str | None) -> str:
     return serving_config()["table_prefix"] if prefix is None else prefix
 
 
-def feeds_table(version: str, prefix: str | None = None) -> str:
-    """`<prefix>feeds-<version>`, e.g. `flashfeed-feeds-20261122t1100`."""
-    return f"{table_prefix(prefix)}feeds-{version}"
+def feeds_table(version: str, prefix: str | None = None, reload: int = 0) -> str:
+    """`<prefix>feeds-<version>`, e.g. `flashfeed-feeds-20261122t1100` (DESIGN.md section 6);
+    with `reload` N >= 1, `<prefix>feeds-<version>-r<N>`: the N-th reload of a version while it
+    was served, loaded beside the live table and switched to once verified (loader)."""
+    if reload < 0:
+        raise ValueError(f"reload number must be >= 0, got {reload}")
+    suffix = f"{RELOAD_SUFFIX}{reload}" if reload else ""
+    return f"{table_prefix(prefix)}feeds-{version}{suffix}"
+
+
+def parse_feeds_table(name: str, prefix: str | None = None) -> tuple[str, int] | None:
+    """(version, reload number) of a feeds table name (`feeds_table`'s inverse), None for any
+    other table: `flashfeed-feeds-20261122t1100-r2` -> ("20261122t1100", 2)."""
+    start = f"{table_prefix(prefix)}feeds-"
+    if not name.startswith(start):
+        return None
+    match = FEEDS_TABLE_SUFFIX.match(name[len(start):])
+    if not match:
+        return None
+    return match["version"], int(match["reload"] or 0)
 
 
 def control_table(prefix: str | None = None) -> str:
     return f"{table_prefix(prefix)}control"
 
 
-def feeds_versions(client, prefix: str | None = None) -> list[str]:
-    """Versions that have a `<prefix>feeds-<version>` table (in any status), oldest first."""
-    start = f"{table_prefix(prefix)}feeds-"
-    versions = []
+def feeds_tables(client, prefix: str | None = None) -> dict[str, list[str]]:
+    """version -> its feeds tables (in any status; `<prefix>feeds-<version>` first, then its
+    reloads `-r1`, `-r2`, ... in order), versions oldest first."""
+    found: dict[str, list[tuple[int, str]]] = {}
     for page in client.get_paginator("list_tables").paginate():
         for name in page.get("TableNames", []):
-            if name.startswith(start) and VERSION_PATTERN.match(name[len(start):]):
-                versions.append(name[len(start):])
-    return sorted(versions)
+            parsed = parse_feeds_table(name, prefix)
+            if parsed:
+                found.setdefault(parsed[0], []).append((parsed[1], name))
+    return {version: [name for _, name in sorted(found[version])] for version in sorted(found)}
+
+
+def feeds_versions(client, prefix: str | None = None) -> list[str]:
+    """Versions that have at least one feeds table (in any status), oldest first."""
+    return list(feeds_tables(client, prefix))
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -273,3 +299,29 @@ def delete_table(client, table: str) -> str | None:
             raise
         return code
     return None
+
+
+def drop_table(client, table: str, timeout: float = TABLE_ACTIVE_TIMEOUT_SECONDS, log: Log = logger) -> bool:
+    """Delete `table` and wait until it is gone (DeleteTable is asynchronous; a table being
+    created or updated is deleted once it can be); False when it did not exist."""
+    started = time.monotonic()
+    existed = False
+    while (description := describe_table(client, table)) is not None:
+        existed = True
+        if description.get("TableStatus") != "DELETING":
+            delete_table(client, table)
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            raise ServingStoreError(f"table {table} is still {description.get('TableStatus')} after {waited:.0f} s "
+                                    "of deleting it; check the DynamoDB console, then clear this task")
+        time.sleep(TABLE_POLL_SECONDS)
+    if existed:
+        log.info("Deleted table %s (%.1f s)", table, time.monotonic() - started)
+    return existed
+
+
+def next_reload(tables_of_version: list[str], prefix: str | None = None) -> int:
+    """The reload number of a new table for a served version: one more than the highest among
+    its existing tables (`feeds_table(..., reload=N)`), 1 when it has only its first table."""
+    numbers = [parsed[1] for parsed in (parse_feeds_table(name, prefix) for name in tables_of_version) if parsed]
+    return max(numbers, default=0) + 1

@@ -55,22 +55,31 @@ class LoadFeedsOperator(BaseOperator):
     versioned table `<prefix>feeds-<version>` and verify it against the manifest.
 
     Returns (XCom) `{"table": ..., "written": ..., "version": ...}`. Restartable: a retry
-    rewrites the same keys. The version is marked loaded (and so may be flipped to) only after
-    its verification passes; the mark is removed as soon as a load of it starts. Never flips;
-    `FlipServedVersionOperator` does that afterwards. Skipped for a version older than the
-    served one unless `allow_older_version` (nothing would serve it).
+    deletes the version's tables and loads a new one, so nothing of an earlier export survives;
+    verification counts the table's own items. The version is marked loaded (and so may be
+    flipped to) only after its verification passes; the mark is removed as soon as a load of it
+    starts. Never flips; `FlipServedVersionOperator` does that afterwards. Skipped for a version
+    older than the served one unless `allow_older_version` (nothing would serve it).
+
+    The served version itself is refused unless `reload_served_version`: then it is loaded into
+    a new table `<prefix>feeds-<version>-r<N>` and, once verified, the served table switches to
+    it in one conditional write (not with `dry_run`: verified only).
     """
 
-    template_fields: Sequence[str] = ("feeds_uri", "version", "allow_older_version")
+    template_fields: Sequence[str] = ("feeds_uri", "version", "allow_older_version", "reload_served_version",
+                                      "dry_run")
     ui_color = "#d9f0ff"
 
     def __init__(self, *, feeds_uri: str, version: str, allow_older_version: bool | str = False,
+                 reload_served_version: bool | str = False, dry_run: bool | str = False,
                  aws_conn_id: str | None = DEFAULT_AWS_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.aws_conn_id = aws_conn_id
         self.feeds_uri = feeds_uri
         self.version = version
         self.allow_older_version = allow_older_version
+        self.reload_served_version = reload_served_version
+        self.dry_run = dry_run
 
     def execute(self, context: Any) -> dict:
         from flashfeed.core.config import load_config
@@ -91,18 +100,18 @@ class LoadFeedsOperator(BaseOperator):
                             _as_bool(self.allow_older_version, "allow_older_version"), self.log, "Loading")
         data_sets = ", ".join(f"{name} {int(ds['payloads']):,}" for name, ds in manifest["data_sets"].items())
         self.log.info(
-            "Loading version %s into %s: %s payloads for %s members (%s) from %s",
-            self.version, table, f"{int(manifest['total_payloads']):,}",
+            "Loading version %s: %s payloads for %s members (%s) from %s",
+            self.version, f"{int(manifest['total_payloads']):,}",
             f"{int(manifest.get('members', 0)):,}" if "members" in manifest else "?", data_sets, self.feeds_uri,
         )
         try:
-            if served and served["version"] == self.version:
-                self.log.warning("Version %s is served right now: this load rewrites the live table in place",
-                                 self.version)
-            result = loader.load_feeds(client, self.feeds_uri, manifest,
-                                      threads=config["load_threads"], log=self.log)
+            result = loader.load_feeds(client, self.feeds_uri, manifest, threads=config["load_threads"],
+                                       reload_served=_as_bool(self.reload_served_version, "reload_served_version"),
+                                       log=self.log)
+            table = result.table
             loader.verify_load(client, None, manifest, self.feeds_uri, result.written,
-                              config["verify_sample_members"], seed=self.version, log=self.log)
+                               config["verify_sample_members"], seed=self.version, log=self.log, table=result.table,
+                               replaces=result.replaces, dry_run=_as_bool(self.dry_run, "dry_run"))
         except errors.ServingStoreError as error:
             self.log.error("Load of %s into %s FAILED, nothing was flipped: %s", self.version, table, error)
             raise
@@ -114,7 +123,11 @@ class LoadFeedsOperator(BaseOperator):
                 self.aws_conn_id,
             )
             raise
-        self.log.info("Version %s is loaded and verified in %s; ready to flip", self.version, table)
+        if result.replaces is None:
+            self.log.info("Version %s is loaded and verified in %s; ready to flip", self.version, table)
+        elif not _as_bool(self.dry_run, "dry_run"):
+            self.log.info("Served version %s reloaded: served from %s now (was %s)", self.version, table,
+                          result.replaces)
         return {"table": table, "written": result.written, "version": self.version}
 
 
@@ -183,24 +196,25 @@ class FlipServedVersionOperator(BaseOperator):
 
         dry_run = _as_bool(self.dry_run, "dry_run")
         allow_low_coverage = _as_bool(self.allow_low_coverage, "allow_low_coverage")
+        allow_older = _as_bool(self.allow_older_version, "allow_older_version")
         client = dynamodb_client(self.aws_conn_id)
-        table = tables.feeds_table(self.version)
         served = control.served_version(client)
         current = served["version"] if served else None
         outcome = {"version": self.version, "previous": current, "dry_run": dry_run, "flipped": False}
 
         if current == self.version:
-            self.log.info("Version %s is already served (flipped at %s); nothing to do",
-                          self.version, served.get("flipped_at"))
+            self.log.info("Version %s is already served (flipped at %s, table %s); nothing to do",
+                          self.version, served.get("flipped_at"), served["table"])
             return outcome
-        _skip_older_version(self.version, served,
-                            _as_bool(self.allow_older_version, "allow_older_version"), self.log, "Flipping to")
+        _skip_older_version(self.version, served, allow_older, self.log, "Flipping to")
+        marks = control.loaded_versions(client)
+        table = marks[self.version]["table"] if self.version in marks else tables.feeds_table(self.version)
         if not tables.table_exists(client, table):
             message = (f"cannot flip to {self.version}: table {table} does not exist or is not ACTIVE. "
                        "Next step: run (or clear) the load task for this version first")
             self.log.error(message)
             raise errors.TableNotFoundError(message)
-        if self.version not in control.loaded_versions(client):
+        if self.version not in marks:
             message = (f"cannot flip to {self.version}: table {table} exists but is not marked loaded and "
                        "verified (its load failed, is still running, or was never verified). "
                        "Next step: clear the load task for this version; it rewrites and verifies the table")
@@ -215,7 +229,10 @@ class FlipServedVersionOperator(BaseOperator):
         self.log.info("Flipping served version %s -> %s (table %s, manifest %s)",
                       current or "nothing", self.version, table, self.manifest_uri)
         try:
-            result = control.flip(client, None, self.version, self.manifest_uri, expected_version=current)
+            result = control.flip(client, None, self.version, self.manifest_uri, expected_version=current,
+                                  allow_older=allow_older, log=self.log)
+        except errors.OlderVersionError as error:   # a newer run (e.g. of the same backfill) flipped meanwhile
+            raise AirflowSkipException(f"not flipping: {error}") from None
         except errors.FlipConflictError as error:
             self.log.error("%s. Next step: if %s should still be served, check the control item "
                            "(%s) and clear this task", error, self.version, tables.control_table())
@@ -235,11 +252,11 @@ def plan_rollback(target_version: str | None = None, log: Any = None,
     now, the target (default: the previous one), checked to still be servable."""
     import logging
 
-    from flashfeed.serving import retention, tables
+    from flashfeed.serving import retention
 
     log = log or logging.getLogger(__name__)
-    served, target, _ = retention.rollback_target(dynamodb_client(aws_conn_id), None, target_version)
-    table = tables.feeds_table(target)
+    served, target, mark = retention.rollback_target(dynamodb_client(aws_conn_id), None, target_version)
+    table = mark["table"] if mark else served["table"]
     log.info("Rollback plan: served %s -> %s (table %s)", served["version"], target, table)
     return {"served": served["version"], "target": target, "table": table}
 

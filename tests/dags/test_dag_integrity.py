@@ -160,12 +160,17 @@ def test_launch_feeds_shape(dagbag):
         assert dag.get_task(upstream).task_id in _ancestors(dag, downstream)
     assert {"inputs.wait_for_affinity", "inputs.wait_for_related", "inputs.wait_for_sale_calendar"} <= \
         dag.get_task("build.score_products").upstream_task_ids
-    assert set(dag.params.keys()) == {"launch", "dry_run", "allow_low_coverage", "allow_older_version"}
+    assert set(dag.params.keys()) == {"launch", "dry_run", "allow_low_coverage", "allow_older_version",
+                                      "reload_served_version"}
     assert dag.params["allow_low_coverage"] is False and dag.params["allow_older_version"] is False
+    assert dag.params["reload_served_version"] is False      # reloading the live version is asked for, per run
     flip = dag.get_task("serve.flip_served_version")
+    load = dag.get_task("serve.load_feeds")
     assert flip.allow_low_coverage == "{{ params.allow_low_coverage }}"
-    assert flip.allow_older_version == dag.get_task("serve.load_feeds").allow_older_version \
-        == "{{ params.allow_older_version }}"
+    assert flip.allow_older_version == load.allow_older_version == "{{ params.allow_older_version }}"
+    assert load.reload_served_version == "{{ params.reload_served_version }}"
+    assert load.dry_run == flip.dry_run == "{{ params.dry_run }}"
+    assert flip.max_active_tis_per_dag == 1                  # backfills flip one run at a time
     retention = dag.get_task("serve.apply_retention")
     assert retention.upstream_task_ids == {"serve.flip_served_version"} and not retention.downstream_task_ids
     assert retention.dry_run == "{{ params.dry_run }}"   # skipped on a dry run

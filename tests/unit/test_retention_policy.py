@@ -126,3 +126,35 @@ def test_a_target_needs_an_active_table_and_a_loaded_mark():
         check_rollback_target(V1, "t-feeds-" + V1, True, {V2: {}, V0: {}}, [V0, V1, V2])
     with pytest.raises(errors.NotLoadedError, match="Loaded versions: none"):
         check_rollback_target(V1, "t-feeds-" + V1, True, {}, [V1])
+
+
+# --- table names of reloads, the lease's backoff (pure) ----------------------------------------
+
+def test_feeds_table_names_of_reloads_and_their_inverse():
+    from flashfeed.serving.tables import feeds_table, next_reload, parse_feeds_table
+
+    assert feeds_table(V0, "p-") == f"p-feeds-{V0}"                 # DESIGN.md's name: the normal one
+    assert feeds_table(V0, "p-", reload=2) == f"p-feeds-{V0}-r2"
+    assert parse_feeds_table(f"p-feeds-{V0}", "p-") == (V0, 0)
+    assert parse_feeds_table(f"p-feeds-{V0}-r12", "p-") == (V0, 12)
+    for other in (f"p-feeds-{V0}-r0", f"p-feeds-{V0}-r", f"p-feeds-{V0}-x1", "p-feeds-not-a-version",
+                  f"q-feeds-{V0}", "p-control"):
+        assert parse_feeds_table(other, "p-") is None, other
+    # The next reload is one more than the highest present, gaps included.
+    assert next_reload([], "p-") == 1
+    assert next_reload([f"p-feeds-{V0}"], "p-") == 1
+    assert next_reload([f"p-feeds-{V0}", f"p-feeds-{V0}-r1", f"p-feeds-{V0}-r3"], "p-") == 4
+
+
+def test_lease_retry_delays_double_up_to_the_cap_and_add_up_to_the_wait():
+    from flashfeed.serving.control import lease_retry_delays
+
+    # 0.1 + 0.2 + 0.4 + 0.8 = 1.5; the cap (0.8) would come next, only 0.5 is left.
+    assert lease_retry_delays(2.0, base=0.1, cap=0.8) == pytest.approx([0.1, 0.2, 0.4, 0.8, 0.5])
+    assert lease_retry_delays(0.25, base=0.1, cap=0.8) == pytest.approx([0.1, 0.15])
+    assert lease_retry_delays(0) == []
+    # The defaults (0.05 doubling, cap 2 s) over the config's 120 s: 0.05 .. 1.6 add up to 3.15,
+    # then 58 pauses of 2 s (116) and a last one of 0.85.
+    delays = lease_retry_delays(120)
+    assert len(delays) == 6 + 58 + 1 and max(delays) == 2.0
+    assert delays[-1] == pytest.approx(0.85) and sum(delays) == pytest.approx(120)

@@ -112,9 +112,9 @@ def test_load_verify_and_idempotent_reload(tmp_path, client, prefix, caplog):
         payload_line("__fallback__#all", "products", "full")
     assert payloads.get_payload(client, table, "m-999999", "brands", "card") is None
 
-    # A restarted load into the existing table overwrites: same count, no duplicates.
+    # A re-run deletes the version's table and loads a new one: same count, nothing left over.
     again = loader.load_feeds(client, str(tmp_path), manifest, prefix, threads=2)
-    assert not again.created_table
+    assert again.created_table and again.table == table and again.replaces is None
     assert again.written == manifest["total_payloads"]
     assert count_items(client, table) == manifest["total_payloads"]
 
@@ -325,10 +325,10 @@ def test_provisioned_tables_get_load_capacity_for_the_load_only(tmp_path, client
     assert (throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"]) == (30, 2)
     assert "provisioned, 30 read / 400 write units" in caplog.text
 
-    # A re-run finds the table at serving capacity: raised for the load, lowered again.
+    # A re-run deletes the table and creates it again at load capacity, lowered after the load.
     again = CapacityProbe(client)
     loader.load_feeds(again, str(tmp_path), manifest, prefix, threads=2)
-    assert again.capacity_while_writing == 400 and again.updates == [400, 2]
+    assert again.capacity_while_writing == 400 and again.updates == [2]
 
     # The control table stays on-demand whatever the feeds tables use.
     control_table = tables.describe_table(client, tables.control_table(prefix))
@@ -392,8 +392,12 @@ def test_flip_is_conditional_and_the_loser_names_the_winner(client, prefix):
         control.flip(client, prefix, "20261122t2000", "m3", expected_version=None)
     assert control.served_version(client, prefix)["version"] == "20261122t1500"
 
-    # Rollback is a flip back to a retained version.
-    control.flip(client, prefix, "20261122t1100", "m1", expected_version="20261122t1500")
+    # A flip never serves an older version than the served one (a late run of an older slot) ...
+    with pytest.raises(errors.OlderVersionError, match="older than 20261122t1500, which is served now"):
+        control.flip(client, prefix, "20261122t1100", "m1", expected_version="20261122t1500")
+    assert control.served_version(client, prefix)["version"] == "20261122t1500"
+    # ... unless asked: a rollback is a flip back to a retained version.
+    control.flip(client, prefix, "20261122t1100", "m1", expected_version="20261122t1500", allow_older=True)
     assert control.served_version(client, prefix)["version"] == "20261122t1100"
 
 
