@@ -72,6 +72,21 @@ class FeaturesSettings(Section):
     history_half_life_days: Annotated[Real, Field(gt=0)]
     division_codes: dict[str, Annotated[int, Field(ge=1, le=9)]]
 
+    @field_validator("division_codes")
+    @classmethod
+    def keyed_by_division_keys(cls, codes: dict[str, int]) -> dict[str, int]:
+        from flashfeed.core.divisions import division_key, is_division_key
+
+        for name in codes:
+            if not is_division_key(name):
+                try:
+                    hint = f"write it as its key {division_key(name)!r}"
+                except ValueError:
+                    hint = "a key has letters or digits"
+                raise ValueError(f"{name!r} is not a division key (lower-case letters and digits joined by single "
+                                 f"'_', as flashfeed import stores divisions): {hint}")
+        return codes
+
 
 class ALSSettings(Section):
     rank: Positive

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from flashfeed.core.divisions import division_key_column
+
 HIERARCHY = ("division", "department", "class", "subclass")
 # ALS needs integer item ids; a hash of the normalised leaf + brand is stable across runs
 # (the same leaf and brand always gets the same key) without a lookup table to maintain.
@@ -11,6 +13,12 @@ _INT31 = 0x7FFFFFFF
 
 
 def _norm(column: str):
+    """A level of the hierarchy (or the brand) as keys compare it: trimmed, lower case; the
+    division as its division key (flashfeed.core.divisions), which is the same text for a key
+    ("women") and makes an older import's free text ("Women's Apparel") and today's key
+    (`womens_apparel`) one division, with the same subclass-brand ids."""
+    if column == "division":
+        return division_key_column(column)
     return F.lower(F.trim(F.col(column)))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from flashfeed.core.divisions import division_key_column
 from flashfeed.core.lake import FALLBACK_MEMBER_PREFIX
 
 FALLBACK_ALL = "all"
@@ -33,9 +34,13 @@ def fallback_affinity(products: DataFrame) -> DataFrame:
     """Affinity rows for the fallback 'members': one per division and one global.
 
     Without a model, a subclass-brand is as relevant as its best-scored product on sale,
-    scaled to [0, 1] within the division (or overall for the global fallback).
+    scaled to [0, 1] within the division (or overall for the global fallback). A division's
+    fallback is `__fallback__#<division key>` (flashfeed.core.divisions: what the import stores
+    and the API looks up), also for a lake whose catalogue still holds free-text names; a
+    division without a key (no letter or digit) gets none, its products count in the global one.
     """
-    best = products.groupBy("subclass_brand_id", "division", "subclass_key", "class_key").agg(
+    keyed = products.withColumn("division", division_key_column("division"))
+    best = keyed.groupBy("subclass_brand_id", "division", "subclass_key", "class_key").agg(
         F.max("score").alias("score")
     )
 
@@ -47,7 +52,8 @@ def fallback_affinity(products: DataFrame) -> DataFrame:
             member_id.alias("member_id"), "subclass_brand_id", "subclass_key", "class_key", affinity.alias("affinity")
         )
 
-    per_division = scaled(best, F.concat(F.lit(FALLBACK_MEMBER_PREFIX), F.lower("division")), ["division"])
+    per_division = scaled(best.where(F.col("division").isNotNull()),
+                          F.concat(F.lit(FALLBACK_MEMBER_PREFIX), F.col("division")), ["division"])
     overall = scaled(best, F.lit(FALLBACK_MEMBER_PREFIX + FALLBACK_ALL), [])
     return per_division.unionByName(overall).withColumn("boost", F.lit(0.0))
 

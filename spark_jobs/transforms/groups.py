@@ -1,7 +1,8 @@
 """Member groups: primary division x spend bucket; one ALS model is trained per group.
 
 Rules (also in the README):
-- primary division: the division with the largest implicit rating sum (ties: alphabetical);
+- primary division: the division (by its key, flashfeed.core.divisions) with the largest implicit
+  rating sum (ties: alphabetical);
 - price level: the configured percentile (default 90th) of the member's purchase prices, so a
   single once-in-a-decade purchase does not define the member; members without purchases
   take the same percentile of the prices they viewed or carted; members without any price
@@ -18,12 +19,23 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from flashfeed.core.divisions import division_key, division_key_column
+
+
+def _key_or_none(name: str | None) -> str | None:
+    try:
+        return division_key(name) if name is not None else None
+    except ValueError:          # no letter or digit: no division
+        return None
+
 
 def division_codes(configured: dict[str, int], divisions_in_data: list[str]) -> dict[str, int]:
-    """Configured codes first; divisions the config does not know get the next codes, sorted."""
-    codes = {k.lower(): int(v) for k, v in configured.items()}
+    """{division key: code}: configured codes first (config keys are division keys); divisions the
+    config does not know get the next codes, in key order. Names are keyed
+    (flashfeed.core.divisions), so "Women" and `women` are one division."""
+    codes = {division_key(k): int(v) for k, v in configured.items()}
     next_code = max(codes.values(), default=0) + 1
-    for division in sorted({d.lower() for d in divisions_in_data} - set(codes)):
+    for division in sorted({_key_or_none(d) for d in divisions_in_data} - set(codes) - {None}):
         codes[division] = next_code
         next_code += 1
     return codes
@@ -109,7 +121,7 @@ def merge_small_groups(counts: dict[tuple[int, int], int], min_members: int,
 def assign_groups(profiles: DataFrame, codes: dict[str, int], min_members: int, buckets: int) -> tuple[DataFrame, dict]:
     """Add `group` to member profiles; returns (members, {"merged": {...}, "sizes": {...}})."""
     code_map = F.create_map(*[x for k, v in codes.items() for x in (F.lit(k), F.lit(v))])
-    coded = profiles.withColumn("division_code", code_map[F.lower(F.col("division"))])
+    coded = profiles.withColumn("division_code", code_map[division_key_column("division")])
     counts = {
         (int(r["division_code"]), int(r["spend_bucket"])): int(r["count"])
         for r in coded.groupBy("division_code", "spend_bucket").count().collect()
@@ -130,13 +142,15 @@ def member_groups(rated: DataFrame, events: DataFrame, names: DataFrame, feats: 
     """(members: member_id, division, price_level, spend_bucket, group, member_sk; grouping
     {merged, sizes}; division codes) from implicit ratings, the clean events they came from and
     the subclass-brand names (for divisions). `feats`: config section `features`."""
-    by_division = rated.join(names.select("subclass_brand_id", "division"), "subclass_brand_id")
+    # Divisions by key: an older import's free-text names key as today's import stores them.
+    keyed_names = names.select("subclass_brand_id", division_key_column("division").alias("division"))
+    by_division = rated.join(keyed_names, "subclass_brand_id")
     # Cached: assign_groups counts the profiles, then joins them (two passes over one result).
     profiles = member_profiles(
         by_division, events.select("member_id", "event_type", "price"),
         feats["spend_percentile"], feats["spend_buckets"],
     ).persist()
-    divisions = [r["division"] for r in names.select("division").distinct().collect()]
+    divisions = [r["division"] for r in keyed_names.select("division").distinct().collect() if r["division"]]
     codes = division_codes(feats["division_codes"], divisions)
     members, grouping = assign_groups(profiles, codes, feats["min_group_members"], feats["spend_buckets"])
     return with_member_sk(members), grouping, codes

@@ -63,3 +63,72 @@ def test_the_spark_expression_equals_division_key(spark):
     # The documented limit: translate maps one character to one, so the column drops a character
     # that folds to several; the import, which stores keys, is where names become canonical.
     assert (division_key(ligature), keyed[ligature]) == ("fine", "ne")
+
+
+# --- the jobs key divisions the same way (tiny Spark frames) ----------------------------------
+
+def test_fallbacks_are_keyed_by_division_key_also_for_free_text_names(spark):
+    from spark_jobs.transforms.collections import fallback_affinity
+
+    products = spark.createDataFrame(
+        [(1, "Women's Apparel", "k1", "c1", 2.0), (2, "womens apparel", "k2", "c2", 4.0),   # one division
+         (3, "Home & Decor", "k3", "c3", 1.0), (4, "&&", "k4", "c4", 5.0)],                 # "&&": no key
+        "subclass_brand_id int, division string, subclass_key string, class_key string, score double")
+    rows = {(r.member_id, r.subclass_brand_id): r.affinity for r in fallback_affinity(products).collect()}
+    assert {member for member, _ in rows} == {"__fallback__#womens_apparel", "__fallback__#home_decor",
+                                              "__fallback__#all"}
+    assert (rows[("__fallback__#womens_apparel", 1)], rows[("__fallback__#womens_apparel", 2)]) == (0.0, 1.0)
+    assert rows[("__fallback__#home_decor", 3)] == 1.0
+    assert rows[("__fallback__#all", 4)] == 1.0              # a keyless division's products stay in the global one
+
+
+def test_member_groups_and_codes_are_keyed_by_division_key(spark):
+    from spark_jobs.transforms.groups import division_codes, member_groups
+
+    names = spark.createDataFrame([(1, "Women's Apparel"), (2, "womens apparel"), (3, "Home & Decor")],
+                                  "subclass_brand_id int, division string")
+    # m-1 rates the two spellings of womens_apparel 30 + 30 = 60 and home_decor 50: womens_apparel
+    # is her primary division only because both spellings are one division.
+    rated = spark.createDataFrame([("m-1", 1, 30.0), ("m-1", 2, 30.0), ("m-1", 3, 50.0), ("m-2", 3, 10.0)],
+                                  "member_id string, subclass_brand_id int, rating double")
+    events = spark.createDataFrame([("m-1", "purchase", 10.0), ("m-2", "purchase", 20.0)],
+                                   "member_id string, event_type string, price double")
+    feats = {"spend_percentile": 0.9, "spend_buckets": 1, "min_group_members": 1,
+             "division_codes": {"womens_apparel": 1}}
+    members, _, codes = member_groups(rated, events, names, feats)
+    assert codes == {"womens_apparel": 1, "home_decor": 2}
+    assert {r.member_id: (r.division, r.group) for r in members.collect()} == {
+        "m-1": ("womens_apparel", "11"), "m-2": ("home_decor", "21")}
+    assert division_codes({"women": 1}, ["Women", "Home & Decor", "home_decor", "&&"]) == {"women": 1, "home_decor": 2}
+
+
+def test_subclass_brand_ids_are_the_same_for_a_division_name_and_its_key(spark):
+    from pyspark.sql import functions as F
+
+    from spark_jobs.transforms.catalog import with_subclass_brand
+
+    catalog = spark.createDataFrame(
+        [("s1", "Gracia", "Women's Apparel", "Dresses", "Day", "Midi"),
+         ("s2", "Gracia", "womens_apparel", "Dresses", "Day", "Midi"),      # today's import: the key
+         ("s3", "Gracia", " Women ", "Dresses", "Day", "Midi")],
+        "style_id string, brand string, division string, department string, class string, subclass string")
+    rows = {r.style_id: r for r in with_subclass_brand(catalog).collect()}
+    assert rows["s1"].subclass_brand_id == rows["s2"].subclass_brand_id
+    assert rows["s1"].subclass_key == "womens_apparel>dresses>day>midi"
+    # A division that is already a key keeps the id it always had (lower(trim(...)) of each level).
+    before = spark.range(1).select(F.xxhash64(*[F.lit(v) for v in ("women", "dresses", "day", "midi", "gracia")])
+                                   .bitwiseAND(F.lit(0x7FFFFFFF).cast("bigint")).cast("int").alias("id")).first().id
+    assert rows["s3"].subclass_brand_id == before
+
+
+def test_the_configs_division_codes_are_keyed_by_division_keys(tmp_path):
+    from flashfeed.core.config import load_config
+    from flashfeed.core.settings import ConfigError
+    from tests.unit.test_config import write_config
+
+    path = write_config(tmp_path, lambda c: c["features"]["division_codes"].update({"Women's Apparel": 6}))
+    with pytest.raises(ConfigError, match=r"features\.division_codes: \"Women's Apparel\" is not a "
+                                          r"division key .*write it as its key 'womens_apparel'"):
+        load_config(path)
+    path = write_config(tmp_path, lambda c: c["features"]["division_codes"].update({"womens_apparel": 6}))
+    assert load_config(path)["features"]["division_codes"]["womens_apparel"] == 6
