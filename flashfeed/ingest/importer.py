@@ -24,6 +24,15 @@ Input files: comma-separated, UTF-8, header on the first line, columns in any or
   with other attributes is a bad row (the first listing wins); listed again identically, it
   is counted and ignored.
 
+  ``division`` is any text; the import stores its **division key**
+  (``flashfeed.core.divisions.division_key``): accents folded to ASCII, lower case, apostrophes
+  dropped, every other run of non-letters and non-digits one ``_``, at most 64 characters. So
+  "Women's Apparel" is stored as ``womens_apparel`` and "Home & Décor" as ``home_decor``: the
+  fallbacks (``__fallback__#womens_apparel``), the config's ``features.division_codes`` and the
+  read API's ``?division=`` use that key (the API also accepts the name). Two names with the same
+  key ("Women's Apparel", "womens apparel") are one division: the summary and the report say so
+  (``division_names``, ``merged_divisions``). A division without a letter or digit is a bad row.
+
 What it writes under the lake root (DESIGN.md section 5; the Parquet schemas are
 ``flashfeed.core.schemas.SCHEMAS``), for model date D (default: the day after the last event's
 UTC date; ``--dt`` sets it):
@@ -84,6 +93,7 @@ import pyarrow.compute as pc
 
 from flashfeed.core import calendar, lake
 from flashfeed.core.config import load_config
+from flashfeed.core.divisions import division_key
 from flashfeed.core.schemas import SCHEMAS
 from flashfeed.core.settings import ImportSettings
 
@@ -95,6 +105,7 @@ REPORT_FILE = "import_report.json"         # under raw/ of the lake root
 EVENT_COLUMNS = ("member_id", "item_id", "event_type", "occurred_at")
 EVENT_OPTIONAL_COLUMNS = ("price", "event_id")
 ITEM_ATTRIBUTES = ("brand", "division", "department", "class", "subclass")
+DIVISION = ITEM_ATTRIBUTES.index("division")     # stored as its division key
 ITEM_COLUMNS = ("item_id", *ITEM_ATTRIBUTES)
 ITEM_OPTIONAL_COLUMNS = ("list_price",)
 
@@ -291,9 +302,18 @@ def _check_header(header: list[str], name: str, required: tuple[str, ...],
 
 @dataclass(frozen=True)
 class Item:
-    attributes: tuple[str, ...]    # ITEM_ATTRIBUTES, in that order
+    attributes: tuple[str, ...]    # ITEM_ATTRIBUTES, in that order; the division as its key
     list_price: float | None
     line: int
+    division_name: str = ""        # the division as items.csv wrote it
+
+
+def _division(name: str) -> str:
+    try:
+        return division_key(name)
+    except ValueError:
+        raise BadRow("bad division", f"{name!r} has no letter or digit, so it has no division key (e.g. "
+                                     "\"Women's Apparel\" -> womens_apparel)") from None
 
 
 def read_items(path: Path, tally: FileTally) -> dict[str, Item]:
@@ -306,6 +326,8 @@ def read_items(path: Path, tally: FileTally) -> dict[str, Item]:
             for column, value in zip(ITEM_ATTRIBUTES, attributes):
                 if not value:
                     raise BadRow(f"{column} missing")
+            division_name = attributes[DIVISION]
+            attributes = (*attributes[:DIVISION], _division(division_name), *attributes[DIVISION + 1:])
             list_price = _positive_number(row.get("list_price", ""), "list_price")
             first = items.get(item_id)
             if first is not None:
@@ -317,7 +339,7 @@ def read_items(path: Path, tally: FileTally) -> dict[str, Item]:
         except BadRow as problem:
             tally.record_bad(line, problem)
             continue
-        items[item_id] = Item(attributes, list_price, line)
+        items[item_id] = Item(attributes, list_price, line, division_name)
         tally.kept += 1
     return items
 
@@ -536,7 +558,9 @@ def _write_raw_partitions(raw: RawPartitions, root: str, qty_on_hand: int, repor
 def _summary(raw: RawPartitions, root: str, settings: dict, config: dict) -> dict:
     """The report's account of what was written and what the pipeline will make of it."""
     events, items, model_date = raw.events, raw.items, raw.model_date
-    divisions = sorted({items[i].attributes[ITEM_ATTRIBUTES.index("division")] for i in items})
+    names: dict[str, set[str]] = {}                   # division key -> the names items.csv gave it
+    for item in items.values():
+        names.setdefault(item.attributes[DIVISION], set()).add(item.division_name)
     written = {"events": raw.history, "returns": raw.history,
                "catalog": [model_date], "sale_calendar": [model_date]}
     return {
@@ -546,7 +570,9 @@ def _summary(raw: RawPartitions, root: str, settings: dict, config: dict) -> dic
         "members": pc.count_distinct(events["member_id"]).as_py(),
         "items": len(items),
         "items_with_events": len(raw.item_first_micros),
-        "divisions": divisions,
+        "divisions": sorted(names),
+        "division_names": {key: sorted(names[key]) for key in sorted(names)},
+        "merged_divisions": {key: sorted(names[key]) for key in sorted(names) if len(names[key]) > 1},
         "event_types": dict(sorted(zip(*events.group_by("event_type").aggregate(
             [("event_type", "count")]).to_pydict().values()))),
         # What the pipeline's cleaning will drop as duplicates (it keeps one of each).
@@ -702,7 +728,7 @@ def format_summary(report: dict) -> str:
     lines += [
         f"  members {report['members']:,}, items {report['items']:,} "
         f"({report['items_with_events']:,} with events), divisions "
-        f"{len(report['divisions'])} ({', '.join(report['divisions'])})",
+        f"{len(report['divisions'])} ({_division_list(report['division_names'])})",
         f"  events by type: {', '.join(f'{k} {v:,}' for k, v in report['event_types'].items())}",
         f"  raw/events and raw/returns: {len(history)} dates, {history[0]} .. {history[-1]} "
         f"({report['empty_event_dates']} without events; returns are empty)",
@@ -721,6 +747,9 @@ def format_summary(report: dict) -> str:
             "type and time; the daily model keeps one of each and rejects the rest as "
             "duplicates (it fails above cleaning.max_reject_share, "
             f"{report['max_reject_share']:.0%}).")
+    for key, merged in report["merged_divisions"].items():
+        lines.append(f"  note: the division names {_quoted(merged)} have the same key {key}: they were merged into "
+                     "one division.")
     if report["events_on_or_after_model_date"]:
         lines.append(f"  note: {report['events_on_or_after_model_date']:,} events are on or "
                      f"after the model date {report['model_date']}: written, but not read by "
@@ -733,6 +762,16 @@ def format_summary(report: dict) -> str:
     lines.append("next: run the pipeline on it")
     lines += [f"  {command}" for command in report["next_steps"]]
     return "\n".join(lines)
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(json.dumps(name, ensure_ascii=False) for name in names)
+
+
+def _division_list(division_names: dict[str, list[str]]) -> str:
+    """`home, womens_apparel <- "Women's Apparel"`: each key, with the names it came from when
+    they differ from it."""
+    return ", ".join(key if names == [key] else f"{key} <- {_quoted(names)}" for key, names in division_names.items())
 
 
 def build_parser() -> argparse.ArgumentParser:

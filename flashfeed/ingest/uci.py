@@ -39,7 +39,7 @@ same on every run):
   alphabetically first), with runs of spaces collapsed;
 * ``division`` (and ``department``, the same): the first rule of :data:`DIVISION_RULES` with a
   keyword among the description's words (a keyword also matches its plural in S or ES), else
-  ``home-decor``;
+  ``home_decor`` (the names are division keys, as `flashfeed import` stores them);
 * ``class`` and ``subclass``: the product noun: the last word of the cleaned description
   (letters only, trailing colour, size and pattern words of :data:`QUALIFIER_WORDS` dropped:
   "LUNCH BAG RED RETROSPOT" -> ``bag``), lower-cased; ``other`` when no word is left;
@@ -73,7 +73,7 @@ PRODUCT_LINE_DIGITS = 3                            # brand = the stock code's fi
 DATE_FORMATS = ("%m/%d/%Y %H:%M",)                 # the original file's format (ISO is tried first)
 WORD = re.compile(r"[A-Z]+(?:['-][A-Z]+)*")        # CHILDREN'S and T-LIGHT are one word
 OTHER_NOUN = "other"
-DEFAULT_DIVISION = "home-decor"
+DEFAULT_DIVISION = "home_decor"
 PRICE_DECIMALS = 4                                 # medians of two prices need more than cents
 
 # Skip reasons, in the order they are checked.
@@ -90,22 +90,22 @@ DIVISION_RULES: tuple[tuple[str, frozenset[str]], ...] = (
                              "BAUBLE", "SNOWFLAKE", "SNOWMAN"})),
     ("bags", frozenset({"BAG", "SHOPPER", "TOTE", "PURSE", "WALLET", "HANDBAG", "BACKPACK",
                         "RUCKSACK"})),
-    ("kitchen-dining", frozenset({"MUG", "CUP", "SAUCER", "BOWL", "PLATE", "DISH", "CAKE",
+    ("kitchen_dining", frozenset({"MUG", "CUP", "SAUCER", "BOWL", "PLATE", "DISH", "CAKE",
                                   "CAKESTAND", "BAKING", "TEA", "TEACUP", "TEAPOT", "COFFEE",
                                   "KITCHEN", "JAR", "CUTLERY", "SPOON", "TRAY", "APRON",
                                   "NAPKIN", "JAM", "RECIPE", "BREAKFAST", "SNACK", "LUNCH",
                                   "TUMBLER", "EGG", "BISCUIT", "PANTRY", "CHOPSTICK", "OVEN",
                                   "PICNIC", "STRAW", "JUG", "BEAKER", "COASTER", "TEATOWEL",
                                   "PLACEMAT"})),
-    ("stationery-cards", frozenset({"CARD", "PENCIL", "PEN", "NOTEBOOK", "SKETCHBOOK", "WRAP",
+    ("stationery_cards", frozenset({"CARD", "PENCIL", "PEN", "NOTEBOOK", "SKETCHBOOK", "WRAP",
                                     "STICKER", "TAPE", "ENVELOPE", "PAPER", "STATIONERY",
                                     "ERASER", "RIBBON", "DIARY", "CALENDAR", "BOOK", "JOURNAL",
                                     "TAG", "STAMP", "NOTEPAD", "NOTELET"})),
-    ("jewellery-accessories", frozenset({"NECKLACE", "BRACELET", "EARRING",
+    ("jewellery_accessories", frozenset({"NECKLACE", "BRACELET", "EARRING",
                                          "EARRINGS", "CHARM", "BROOCH", "HAIRCLIP", "HAIRBAND",
                                          "HAIR", "UMBRELLA", "SCARF", "RING", "DIAMANTE",
                                          "BEAD"})),
-    ("toys-kids", frozenset({"TOY", "GAME", "JIGSAW", "DOLL", "DOLLY", "SPACEBOY", "CHILDRENS",
+    ("toys_kids", frozenset({"TOY", "GAME", "JIGSAW", "DOLL", "DOLLY", "SPACEBOY", "CHILDRENS",
                              "CHILDREN'S", "CHILDS", "KIDS", "BABY", "BALLOON", "DINOSAUR",
                              "PUZZLE", "PLAYHOUSE", "SKIPPING", "DOMINOES", "MARBLES",
                              "TEDDY", "CRAYON", "COLOURING", "SOLDIER", "FELTCRAFT"})),

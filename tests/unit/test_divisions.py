@@ -132,3 +132,62 @@ def test_the_configs_division_codes_are_keyed_by_division_keys(tmp_path):
         load_config(path)
     path = write_config(tmp_path, lambda c: c["features"]["division_codes"].update({"womens_apparel": 6}))
     assert load_config(path)["features"]["division_codes"]["womens_apparel"] == 6
+
+
+# --- flashfeed import stores the key; its fallbacks follow -------------------------------------
+
+NAMED_ITEMS = """\
+item_id,brand,division,department,class,subclass,list_price
+s1,Gracia,Women's Apparel,Clothing,Dresses,Day Dresses,99.5
+s2,Velora,Home & Decor,Kitchen,Dining,Glassware,
+s3,Velora,Home & Decor,Kitchen,Dining,Glassware,12
+s9,Gracia,womens apparel,Clothing,Dresses,Midi Dresses,40
+s7,Lumen,&&,Decor,Lighting,Table Lamps,40
+"""
+
+
+def test_an_import_stores_division_keys_and_its_fallbacks_use_them(tmp_path, spark, capsys):
+    import pyarrow.parquet as pq
+
+    from flashfeed.ingest import importer
+    from spark_jobs.transforms.collections import fallback_affinity
+    from tests.unit.test_import import EVENTS, LENIENT, MODEL_DAY, _write
+
+    lake = tmp_path / "lake"
+    events, items = _write(tmp_path, "events.csv", EVENTS), _write(tmp_path, "items.csv", NAMED_ITEMS)
+    report = importer.import_csv(events, items, str(lake), settings=LENIENT)
+    assert report["divisions"] == ["home_decor", "womens_apparel"]
+    assert report["division_names"] == {"home_decor": ["Home & Decor"],
+                                        "womens_apparel": ["Women's Apparel", "womens apparel"]}
+    assert report["merged_divisions"] == {"womens_apparel": ["Women's Apparel", "womens apparel"]}
+    assert report["files"]["items"]["bad_by_reason"] == {"bad division": 1}      # "&&" has no key
+    catalog = pq.read_table(lake / "raw" / "catalog" / f"dt={MODEL_DAY}").to_pylist()
+    assert {row["style_id"]: row["division"] for row in catalog} == {
+        "s1": "womens_apparel", "s2": "home_decor", "s3": "home_decor", "s9": "womens_apparel"}
+
+    # The summary shows where each key came from and says which names were merged.
+    assert importer.main(["--events", str(events), "--items", str(items), "--lake", str(lake)]) == 1  # strict: 1/5 bad
+    importer.main(["--events", str(events), "--items", str(_write(tmp_path, "ok.csv", NAMED_ITEMS.replace(
+        "s7,Lumen,&&,Decor,Lighting,Table Lamps,40\n", ""))), "--lake", str(lake)])
+    out = capsys.readouterr().out
+    assert ("divisions 2 (home_decor <- \"Home & Decor\", womens_apparel <- \"Women's Apparel\", "
+            "\"womens apparel\")") in out
+    assert ("note: the division names \"Women's Apparel\", \"womens apparel\" have the same key womens_apparel: "
+            "they were merged into one division.") in out
+
+    # The fallbacks built from that catalogue (a launch's products carry its division).
+    products = spark.createDataFrame([(k, row["division"], f"k{k}", f"c{k}", float(k))
+                                      for k, row in enumerate(catalog, start=1)],
+                                     "subclass_brand_id int, division string, subclass_key string, class_key string, "
+                                     "score double")
+    fallbacks = {row.member_id for row in fallback_affinity(products).collect()}
+    assert fallbacks == {"__fallback__#womens_apparel", "__fallback__#home_decor", "__fallback__#all"}
+
+
+def test_the_demo_worlds_and_the_uci_converters_divisions_are_keys():
+    from flashfeed.demo.generator import DIVISION_PRODUCT_SHARE, MEMBER_PRIMARY_DIVISION_SHARE, TAXONOMY
+    from flashfeed.ingest import uci
+
+    names = {*TAXONOMY, *DIVISION_PRODUCT_SHARE, *MEMBER_PRIMARY_DIVISION_SHARE, uci.DEFAULT_DIVISION,
+             *(division for division, _ in uci.DIVISION_RULES)}
+    assert all(is_division_key(name) for name in names), sorted(n for n in names if not is_division_key(n))

@@ -363,7 +363,7 @@ def test_command_line_prints_the_summary_and_the_next_command(tmp_path, capsys):
 def test_uci_rules_on_typical_descriptions():
     assert uci.division_of("PAPER CHAIN KIT 50'S CHRISTMAS ") == "christmas"
     assert uci.division_of("LUNCH BAG RED RETROSPOT") == "bags"
-    assert uci.division_of("SET OF 3 CAKE TINS PANTRY DESIGN") == "kitchen-dining"
+    assert uci.division_of("SET OF 3 CAKE TINS PANTRY DESIGN") == "kitchen_dining"
     assert uci.division_of("SILVER FABRIC MIRROR") == uci.DEFAULT_DIVISION
     assert uci.product_noun("LUNCH BAG RED RETROSPOT") == "bag"
     assert uci.product_noun("NATURAL SLATE HEART CHALKBOARD ") == "chalkboard"
