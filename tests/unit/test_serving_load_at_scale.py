@@ -76,7 +76,7 @@ def test_load_killed_half_way_is_rerun_to_a_complete_verified_table(tmp_path, cl
     assert VERSION not in control.loaded_versions(client, prefix)
 
     result = loader.load_feeds(client, str(tmp_path), manifest, prefix)   # the retried task
-    assert not result.created_table
+    assert result.created_table          # the half-written table was deleted: it starts from empty
     assert result.written == manifest["total_payloads"] == count_items(client, table)  # no duplicates
     loader.verify_load(client, prefix, manifest, str(tmp_path), result.written, sample_members=50)
     control.flip(client, prefix, VERSION, "m", expected_version=None)
