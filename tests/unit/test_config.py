@@ -126,6 +126,11 @@ def test_validated_values_are_exactly_the_file_s_with_their_types():
     (lambda c: c["collections"].pop("boost"), r"collections\.boost: missing"),
     (lambda c: c["serving"].update(billing_mode="ON_DEMAND"), r"serving\.billing_mode: Input should be "
                                                                r"'PAY_PER_REQUEST' or 'PROVISIONED'"),
+    (lambda c: c["serving"].update(lease_seconds=0), r"serving\.lease_seconds: Input should be greater than 0"),
+    (lambda c: c["serving"].update(lease_seconds=901, lease_wait_seconds=1000),
+     r"serving\.lease_seconds: Input should be less than or equal to 900"),
+    (lambda c: c["serving"].update(lease_wait_seconds=30), r"serving: lease_wait_seconds \(30\) must be "
+                                                            r"at least lease_seconds \(60\)"),
     (lambda c: c["calendar"].update(timezone="Mars/Base"), r"calendar\.timezone: unknown time zone 'Mars/Base'"),
     (lambda c: c["calendar"].update(launch_times=["11:00", "25:00"]), r"calendar\.launch_times\.1: String should "
                                                                        r"match pattern"),
