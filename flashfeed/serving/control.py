@@ -72,6 +72,7 @@ LEASE_UNTIL = "lease_until"        # ... until when (epoch seconds, the holder's
 LEASE_PURPOSE = "lease_purpose"    # ... and for what ("retention", "flip to 20261122t1500")
 LEASE_BACKOFF_BASE_SECONDS = 0.05  # a contender's first pause; doubled each attempt ...
 LEASE_BACKOFF_CAP_SECONDS = 2.0    # ... up to this
+WAIT_ROUNDING_SECONDS = 1e-9       # float sums of the pauses: a remainder below this is no pause
 
 Log = logging.Logger | logging.LoggerAdapter
 
@@ -240,7 +241,7 @@ def lease_retry_delays(wait_seconds: float, base: float = LEASE_BACKOFF_BASE_SEC
     `cap`, the last one shortened so that they add up to `wait_seconds` (the bounded wait)."""
     delays: list[float] = []
     total, delay = 0.0, base
-    while wait_seconds - total > 1e-9:
+    while wait_seconds - total > WAIT_ROUNDING_SECONDS:
         step = min(delay, cap, wait_seconds - total)
         delays.append(step)
         total += step
