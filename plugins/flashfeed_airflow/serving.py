@@ -132,11 +132,13 @@ class LoadFeedsOperator(BaseOperator):
 
 
 class FlipServedVersionOperator(BaseOperator):
-    """Serve `version`: one conditional write on the control item, expecting the version that
-    is served now (read first). Also the rollback: give a retained older version.
+    """Serve `version`: one conditional write on the control item, under its lease, expecting
+    the version that is served now (read first). Also the rollback: give a retained older version.
 
     With `dry_run` it only logs what it would do (and checks the target table exists). A version
-    older than the served one is skipped unless `allow_older_version`.
+    older than the served one is skipped unless `allow_older_version`, also when a newer one was
+    flipped after this task read the pointer (the write's own condition: a late run of a
+    backfill never overtakes a newer one).
     Returns (XCom) `{"version", "previous", "dry_run", "flipped"}`.
     """
 
@@ -322,6 +324,8 @@ class RollbackServedVersionOperator(BaseOperator):
 class ApplyRetentionOperator(BaseOperator):
     """Delete old feeds tables: keep the last `keep` served versions (default config
     `serving.retain_versions`), never the served, the previous, or a not-yet-flipped newer one.
+    Under the control item's lease, each version's loaded mark is removed with a conditional
+    write first; its tables (reloads included) are deleted after.
 
     Skipped (not failed) when `dry_run` is true: a dry run changes nothing in DynamoDB.
     Returns (XCom) the deleted table names.
