@@ -346,18 +346,35 @@ def _sample_problems(client, table: str, samples: list[tuple[str, bytes]]) -> li
 
 def count_items(client, table: str, segments: int = 1, log: Log = logger) -> int:
     """The table's own item count: a Scan with Select=COUNT and ConsistentRead, paginated, in
-    `segments` parallel segments, with progress logged every PROGRESS_LOG_SECONDS.
-    (DescribeTable's ItemCount is refreshed only about every 6 hours on AWS: not usable here.)"""
+    `segments` parallel segments, with progress logged every PROGRESS_LOG_SECONDS. A throttled
+    page (a provisioned table's read capacity) is asked again with backoff, MAX_BATCH_ATTEMPTS
+    times at most. (DescribeTable's ItemCount is refreshed only about every 6 hours on AWS: not
+    usable here.)"""
     counted = _Counters()
     started = time.monotonic()
     last_log = [started]
+
+    def scan_page(kwargs: dict) -> dict:
+        for attempt in range(MAX_BATCH_ATTEMPTS):
+            if attempt:
+                counted.add(retries=1)
+                time.sleep(backoff_seconds(attempt))
+            try:
+                return client.scan(**kwargs)
+            except Exception as error:
+                if error_code(error) not in THROTTLING_ERRORS:
+                    raise
+        raise VerificationError(
+            f"counting the items of {table} was throttled {MAX_BATCH_ATTEMPTS} times in a row; nothing was "
+            "marked loaded. Next step: with PROVISIONED billing give the table more read capacity "
+            "(serving.provisioned.read_capacity) and re-run the load task")
 
     def count_segment(segment: int) -> None:
         kwargs: dict = {"TableName": table, "Select": "COUNT", "ConsistentRead": True}
         if segments > 1:
             kwargs.update(Segment=segment, TotalSegments=segments)
         while True:
-            page = client.scan(**kwargs)
+            page = scan_page(kwargs)
             counted.add(written=int(page["Count"]))
             now = time.monotonic()
             if now - last_log[0] >= PROGRESS_LOG_SECONDS:

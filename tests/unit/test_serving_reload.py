@@ -208,3 +208,34 @@ def test_load_operator_reloads_the_served_version_only_when_asked(tmp_path, oper
     assert control.served_version(client, prefix)["table"] == done["table"]
     flip = operators.FlipServedVersionOperator(task_id="flip", version=VERSION, manifest_uri=f"{new_dir}/manifest.json")
     assert flip.execute({})["flipped"] is False                                   # already served: nothing to do
+
+
+class ThrottledScans:
+    """The real client, whose first `throttled` Scan calls fail as a provisioned table's do."""
+
+    def __init__(self, client, throttled: int):
+        self._client, self.throttled, self.scans = client, throttled, 0
+
+    def scan(self, **kwargs):
+        self.scans += 1
+        if self.scans <= self.throttled:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                              "Scan")
+        return self._client.scan(**kwargs)
+
+
+def test_the_count_asks_a_throttled_page_again_and_gives_up_with_a_clear_error(tmp_path, client, prefix,
+                                                                                monkeypatch):
+    monkeypatch.setattr(tables, "BACKOFF_BASE_SECONDS", 0.001)
+    (old_dir, old), _ = exports(tmp_path)
+    serve_in_order(client, prefix, V[:1])
+    load(client, prefix, old_dir, old)
+    table = tables.feeds_table(VERSION, prefix)
+    throttled = ThrottledScans(client, throttled=3)
+    assert loader.count_items(throttled, table) == old["total_payloads"]        # one segment: 3 retries, then ok
+    assert throttled.scans == 4
+    attempts = tables.MAX_BATCH_ATTEMPTS
+    with pytest.raises(errors.VerificationError, match=f"throttled {attempts} times in a row.*read_capacity"):
+        loader.count_items(ThrottledScans(client, throttled=attempts), table)
