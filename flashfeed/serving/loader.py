@@ -49,6 +49,7 @@ from flashfeed.serving.tables import (
     MAX_BATCH_ATTEMPTS,
     THROTTLING_ERRORS,
     backoff_seconds,
+    batch_write,
     control_table,
     drop_table,
     ensure_feeds_table,
@@ -107,23 +108,10 @@ class _Counters:
 
 def _write_batch(client, table: str, items: list[dict], counters: _Counters) -> None:
     """Put up to 25 items; retries what DynamoDB leaves unprocessed or throttles, bounded."""
-    requests = [{"PutRequest": {"Item": item}} for item in items]
-    for attempt in range(MAX_BATCH_ATTEMPTS):
-        if attempt:
-            counters.add(retries=1)
-            time.sleep(backoff_seconds(attempt))
-        try:
-            response = client.batch_write_item(RequestItems={table: requests})
-        except Exception as error:
-            if error_code(error) in THROTTLING_ERRORS:
-                continue
-            raise
-        unprocessed = (response.get("UnprocessedItems") or {}).get(table) or []
-        counters.add(written=len(requests) - len(unprocessed))
-        if not unprocessed:
-            counters.add(batches=1)
-            return
-        requests = unprocessed
+    requests, _ = batch_write(client, table, items, counters, MAX_BATCH_ATTEMPTS,
+                              lambda _unwritten, attempt: time.sleep(backoff_seconds(attempt)))
+    if not requests:
+        return
     first = requests[0]["PutRequest"]["Item"]
     raise LoadError(
         f"{len(requests)} items still unwritten to {table} after {MAX_BATCH_ATTEMPTS} attempts "

@@ -31,10 +31,9 @@ from flashfeed.core.lake import QUARTER_MINUTES
 from flashfeed.serving.errors import LoadError
 from flashfeed.serving.payloads import item_size
 from flashfeed.serving.tables import (
-    THROTTLING_ERRORS,
     backoff_seconds,
+    batch_write,
     describe_table,
-    error_code,
     provisioned_capacity,
     set_write_capacity,
 )
@@ -124,25 +123,12 @@ def write_batch(client, table: str, items: list[dict], units: int, pacer: WriteP
     """Put the batch (of `units` write units) when the pacer allows; retry throttling and
     unprocessed items at most MAX_ATTEMPTS times in all. `counters.add(written=, batches=, retries=)`."""
     pacer.spend(units)
-    requests = [{"PutRequest": {"Item": item}} for item in items]
-    cause = "throttled"
-    for attempt in range(MAX_ATTEMPTS):
-        if attempt:
-            counters.add(retries=1)
-            pacer.throttled(sum(write_units(r["PutRequest"]["Item"]) for r in requests), attempt)
-        try:
-            response = client.batch_write_item(RequestItems={table: requests})
-        except Exception as error:
-            if error_code(error) in THROTTLING_ERRORS:
-                cause = f"throttled ({error_code(error)})"
-                continue
-            raise
-        unprocessed = (response.get("UnprocessedItems") or {}).get(table) or []
-        counters.add(written=len(requests) - len(unprocessed))
-        if not unprocessed:
-            counters.add(batches=1)
-            return
-        requests, cause = unprocessed, "left unprocessed by DynamoDB"
+    requests, cause = batch_write(
+        client, table, items, counters, MAX_ATTEMPTS,
+        lambda unwritten, attempt: pacer.throttled(sum(write_units(r["PutRequest"]["Item"]) for r in unwritten),
+                                                   attempt))
+    if not requests:
+        return
     first = requests[0]["PutRequest"]["Item"]
     rate = pacer.units_per_second
     raise LoadError(

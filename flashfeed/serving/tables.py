@@ -15,7 +15,7 @@ import os
 import random
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from flashfeed.core.config import load_config
@@ -112,6 +112,35 @@ def error_code(error: Exception) -> str | None:
 def backoff_seconds(attempt: int) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)] spreads retrying threads apart."""
     return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2 ** attempt)))
+
+
+def batch_write(client, table: str, items: list[dict], counters, attempts: int,
+                before_retry: Callable[[list[dict], int], object]) -> tuple[list[dict], str]:
+    """BatchWriteItem puts of `items` (at most 25), asking again for what DynamoDB throttles or
+    leaves unprocessed, `attempts` calls in all; `before_retry(unwritten requests, attempt)` waits
+    before each retry (the loader's backoff, or the refresh's pacing). Counts on `counters.add(
+    written=, batches=, retries=)`. Returns ([], "") when everything was written, else the
+    unwritten put requests and why: the caller raises its LoadError with its own next step."""
+    requests = [{"PutRequest": {"Item": item}} for item in items]
+    cause = "throttled"
+    for attempt in range(attempts):
+        if attempt:
+            counters.add(retries=1)
+            before_retry(requests, attempt)
+        try:
+            response = client.batch_write_item(RequestItems={table: requests})
+        except Exception as error:
+            if error_code(error) in THROTTLING_ERRORS:
+                cause = f"throttled ({error_code(error)})"
+                continue
+            raise
+        unprocessed = (response.get("UnprocessedItems") or {}).get(table) or []
+        counters.add(written=len(requests) - len(unprocessed))
+        if not unprocessed:
+            counters.add(batches=1)
+            return [], ""
+        requests, cause = unprocessed, "left unprocessed by DynamoDB"
+    return requests, cause
 
 
 # --- names -------------------------------------------------------------------------------------
