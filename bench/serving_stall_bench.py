@@ -7,7 +7,7 @@ runs on 127.0.0.1 in a temporary folder and stops by itself.
 1. starts its own dynalite on a free port, writes and loads a small served version
    (`serving_bench.write_feeds`, `loader.load_feeds`, `control.flip`);
 2. starts the read API as shipped (`python -m flashfeed.serving.api`, `serving.api_workers`
-   workers) and waits until a member's `products` card answers 200;
+   workers) and waits until `/v1/ready` answers 200;
 3. `--clients` threads each ask, in a closed loop with `--think` seconds between requests, for a
    random member's `products` card: `--before` seconds normally, then the dynalite process is
    paused with SIGSTOP for `--stall` seconds, then resumed with SIGCONT and watched for
@@ -44,23 +44,6 @@ from flashfeed.local import dynamodb as local_dynamodb  # noqa: E402
 from flashfeed.serving import control, loader, manifests, tables  # noqa: E402
 
 CLIENT_TIMEOUT_SECONDS = 120.0      # long enough to see how long a stalled request really takes
-READY_TIMEOUT_SECONDS = 30.0
-
-
-def wait_for_member_feed(port: int) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v1/members/m-0000000/feeds/products?variant=card")
-            status = conn.getresponse().status
-            conn.close()
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the API did not serve a member's feed within {READY_TIMEOUT_SECONDS:.0f} s")
 
 
 def run_clients(port: int, members: int, dynalite_pid: int, args) -> dict:
@@ -165,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
             api = start_api([sys.executable, "-m", "flashfeed.serving.api", "--host", "127.0.0.1",
                              "--port", str(port), "--endpoint", endpoint], port, work, f"run{run}")
             try:
-                wait_for_member_feed(port)
                 row = run_clients(port, int(manifest["members"]), dynalite_pid, args)
             finally:
                 os.kill(dynalite_pid, signal.SIGCONT)      # never leave the store paused
