@@ -13,12 +13,7 @@ _INT31 = 0x7FFFFFFF
 
 
 def _norm(column: str):
-    """A level of the hierarchy (or the brand) as keys compare it: trimmed, lower case; the
-    division as its division key (flashfeed.core.divisions), which is the same text for a key
-    ("women") and makes an older import's free text ("Women's Apparel") and today's key
-    (`womens_apparel`) one division, with the same subclass-brand ids."""
-    if column == "division":
-        return division_key_column(column)
+    """A level of the hierarchy (or the brand) as keys compare it: trimmed, lower case."""
     return F.lower(F.trim(F.col(column)))
 
 
@@ -27,9 +22,14 @@ def subclass_brand_id(*columns: str):
 
 
 def with_subclass_brand(catalog: DataFrame) -> DataFrame:
-    """Add `subclass_brand_id`, `subclass_key` (hierarchy leaf) and `class_key` to a catalog."""
+    """Add `subclass_brand_id`, `subclass_key` (hierarchy leaf) and `class_key` to a catalog, with
+    `division` as its division key (flashfeed.core.divisions; null without a letter or digit).
+    Every job reads the catalogue through here, so groups, scores and fallbacks see keys only: an
+    older import's free text ("Women's Apparel") and today's key (`womens_apparel`) are one
+    division, with the same subclass-brand ids, and a key ("women") keeps the id it always had."""
     return (
-        catalog.withColumn("subclass_brand_id", subclass_brand_id(*HIERARCHY, "brand"))
+        catalog.withColumn("division", division_key_column("division"))
+        .withColumn("subclass_brand_id", subclass_brand_id(*HIERARCHY, "brand"))
         .withColumn("subclass_key", F.concat_ws(">", *[_norm(c) for c in HIERARCHY]))
         .withColumn("class_key", F.concat_ws(">", *[_norm(c) for c in HIERARCHY[:3]]))
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from flashfeed.core.divisions import division_key_column
 from flashfeed.core.lake import FALLBACK_MEMBER_PREFIX
 
 FALLBACK_ALL = "all"
@@ -35,12 +34,11 @@ def fallback_affinity(products: DataFrame) -> DataFrame:
 
     Without a model, a subclass-brand is as relevant as its best-scored product on sale,
     scaled to [0, 1] within the division (or overall for the global fallback). A division's
-    fallback is `__fallback__#<division key>` (flashfeed.core.divisions: what the import stores
-    and the API looks up), also for a lake whose catalogue still holds free-text names; a
-    division without a key (no letter or digit) gets none, its products count in the global one.
+    fallback is `__fallback__#<division key>`: `division` is the key the catalogue was read with
+    (`catalog.with_subclass_brand`), what the import stores and the API looks up; a division
+    without a key (null: no letter or digit) gets none, its products count in the global one.
     """
-    keyed = products.withColumn("division", division_key_column("division"))
-    best = keyed.groupBy("subclass_brand_id", "division", "subclass_key", "class_key").agg(
+    best = products.groupBy("subclass_brand_id", "division", "subclass_key", "class_key").agg(
         F.max("score").alias("score")
     )
 

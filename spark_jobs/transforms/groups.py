@@ -19,7 +19,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from flashfeed.core.divisions import division_key, division_key_column
+from flashfeed.core.divisions import division_key
 
 
 def _key_or_none(name: str | None) -> str | None:
@@ -121,7 +121,7 @@ def merge_small_groups(counts: dict[tuple[int, int], int], min_members: int,
 def assign_groups(profiles: DataFrame, codes: dict[str, int], min_members: int, buckets: int) -> tuple[DataFrame, dict]:
     """Add `group` to member profiles; returns (members, {"merged": {...}, "sizes": {...}})."""
     code_map = F.create_map(*[x for k, v in codes.items() for x in (F.lit(k), F.lit(v))])
-    coded = profiles.withColumn("division_code", code_map[division_key_column("division")])
+    coded = profiles.withColumn("division_code", code_map[F.col("division")])
     counts = {
         (int(r["division_code"]), int(r["spend_bucket"])): int(r["count"])
         for r in coded.groupBy("division_code", "spend_bucket").count().collect()
@@ -141,16 +141,15 @@ def assign_groups(profiles: DataFrame, codes: dict[str, int], min_members: int, 
 def member_groups(rated: DataFrame, events: DataFrame, names: DataFrame, feats: dict) -> tuple[DataFrame, dict, dict]:
     """(members: member_id, division, price_level, spend_bucket, group, member_sk; grouping
     {merged, sizes}; division codes) from implicit ratings, the clean events they came from and
-    the subclass-brand names (for divisions). `feats`: config section `features`."""
-    # Divisions by key: an older import's free-text names key as today's import stores them.
-    keyed_names = names.select("subclass_brand_id", division_key_column("division").alias("division"))
-    by_division = rated.join(keyed_names, "subclass_brand_id")
+    the subclass-brand names (for divisions: keys, `catalog.with_subclass_brand`). `feats`:
+    config section `features`."""
+    by_division = rated.join(names.select("subclass_brand_id", "division"), "subclass_brand_id")
     # Cached: assign_groups counts the profiles, then joins them (two passes over one result).
     profiles = member_profiles(
         by_division, events.select("member_id", "event_type", "price"),
         feats["spend_percentile"], feats["spend_buckets"],
     ).persist()
-    divisions = [r["division"] for r in keyed_names.select("division").distinct().collect() if r["division"]]
+    divisions = [r["division"] for r in names.select("division").distinct().collect() if r["division"]]
     codes = division_codes(feats["division_codes"], divisions)
     members, grouping = assign_groups(profiles, codes, feats["min_group_members"], feats["spend_buckets"])
     return with_member_sk(members), grouping, codes

@@ -73,7 +73,8 @@ def test_fallbacks_are_keyed_by_division_key_also_for_free_text_names(spark):
     products = spark.createDataFrame(
         [(1, "Women's Apparel", "k1", "c1", 2.0), (2, "womens apparel", "k2", "c2", 4.0),   # one division
          (3, "Home & Decor", "k3", "c3", 1.0), (4, "&&", "k4", "c4", 5.0)],                 # "&&": no key
-        "subclass_brand_id int, division string, subclass_key string, class_key string, score double")
+        "subclass_brand_id int, division string, subclass_key string, class_key string, score double",
+    ).withColumn("division", division_key_column("division"))      # as every job reads the catalogue
     rows = {(r.member_id, r.subclass_brand_id): r.affinity for r in fallback_affinity(products).collect()}
     assert {member for member, _ in rows} == {"__fallback__#womens_apparel", "__fallback__#home_decor",
                                               "__fallback__#all"}
@@ -86,7 +87,8 @@ def test_member_groups_and_codes_are_keyed_by_division_key(spark):
     from spark_jobs.transforms.groups import division_codes, member_groups
 
     names = spark.createDataFrame([(1, "Women's Apparel"), (2, "womens apparel"), (3, "Home & Decor")],
-                                  "subclass_brand_id int, division string")
+                                  "subclass_brand_id int, division string",
+                                  ).withColumn("division", division_key_column("division"))   # as read
     # m-1 rates the two spellings of womens_apparel 30 + 30 = 60 and home_decor 50: womens_apparel
     # is her primary division only because both spellings are one division.
     rated = spark.createDataFrame([("m-1", 1, 30.0), ("m-1", 2, 30.0), ("m-1", 3, 50.0), ("m-2", 3, 10.0)],
