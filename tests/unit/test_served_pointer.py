@@ -39,6 +39,13 @@ def until(seconds: float) -> float:
     return time.monotonic() + seconds
 
 
+def wait_for(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
 def test_a_fresh_pointer_is_served_from_the_cache():
     table = ControlTable(V1)
     pointer = ServedPointer(table.read, ttl=60, max_stale=120, read_budget=0.1)
@@ -64,7 +71,7 @@ def test_a_stale_pointer_is_served_at_once_while_one_background_refresh_reads():
         thread.start()
     for thread in threads:
         thread.join()
-    assert answers == [V1] * 8 and max(waited) < 0.05          # nobody waited for the hanging read
+    assert answers == [V1] * 8 and max(waited) < 0.5           # nobody waited for the hanging read (held until below)
     assert table.calls == 2                                    # the first read and one refresh, not eight
     table.gate.set()
     deadline = time.monotonic() + 2
@@ -81,8 +88,8 @@ def test_a_failed_refresh_keeps_the_last_good_pointer_until_max_stale_then_503(c
     table.fail = True
     time.sleep(0.03)
     assert pointer.get(until(0.1)) == V1                       # stale, within max_stale: served, refresh fails
-    time.sleep(0.05)
-    assert "Served-pointer refresh failed" in caplog.text and "still serving 20261122t1100" in caplog.text
+    wait_for(lambda: "Served-pointer refresh failed" in caplog.text)
+    assert "still serving 20261122t1100" in caplog.text
     calls = table.calls
     for _ in range(20):                                        # within RETRY_SECONDS: no new read per request
         assert pointer.get(until(0.1)) == V1
@@ -91,7 +98,7 @@ def test_a_failed_refresh_keeps_the_last_good_pointer_until_max_stale_then_503(c
     started = time.monotonic()
     with pytest.raises(ServedPointerUnavailable, match="max_stale"):
         pointer.get(until(0.1))
-    assert time.monotonic() - started < 0.15
+    assert time.monotonic() - started < 0.5                  # not the 5 s of a default call
     table.fail = False
     time.sleep(ServedPointer.RETRY_SECONDS)
     assert pointer.get(until(0.5)) == V1                       # the store is back: served again
@@ -115,12 +122,12 @@ def test_before_any_good_read_requests_wait_only_until_their_deadline():
     threads = [threading.Thread(target=request) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(0.2)
+    time.sleep(1.0)
     table.gate.set()                                           # the one reader comes back late
     for thread in threads:
         thread.join()
     assert table.calls == 1                                    # one read at a time, the others waited for it
-    assert len(errors) == 3 and max(t for t in took) < 0.5     # the waiters gave up at their deadline
+    assert len(errors) == 3 and sorted(took)[2] < 0.6          # the waiters gave up at their deadline, not at 1 s
     assert pointer.get(until(0.1)) == V1                       # the late read still filled the cache
 
 
