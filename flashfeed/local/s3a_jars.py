@@ -20,6 +20,7 @@ writes `s3a://`. Two sources:
 - **Maven Central through Spark's own resolver** (`--from-maven`, for the Docker images, built
   where Maven Central is reachable): `org.apache.hadoop:hadoop-aws` of exactly pyspark's Hadoop
   version and what it depends on (the AWS SDK v2 bundle), checksums checked by the resolver.
+  FLASHFEED_IVY_SETTINGS names an Ivy settings file to use instead (a Maven mirror).
 
 The record (`RECORD_NAME`, next to the jars) says which pyspark and Hadoop the connector was
 chosen for, where it came from, and each jar's sha256. pip leaves it and the connector jars
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -59,6 +61,9 @@ SDK_SERVICES_KEPT = {"s3", "dynamodbv2", "securitytoken", "kms"}   # what s3a's 
 PYPI_CONNECTOR_TRIED_ON = {"3.5.0"}
 
 MAVEN_ARTIFACT = "org.apache.hadoop:hadoop-aws"
+# An Ivy settings file whose resolvers replace Spark's defaults (Maven Central), e.g. a company's
+# Maven mirror; the tests point it at a repository in a tmp folder.
+IVY_SETTINGS_ENV = "FLASHFEED_IVY_SETTINGS"
 
 # A source puts the connector's jars into a work folder: (spark version, hadoop version, work
 # folder) -> (where they came from, the jar files).
@@ -222,8 +227,10 @@ def fetch_from_maven(spark: str, hadoop: str, work: Path) -> tuple[str, list[Pat
     empty_application.write_text("")
     ivy = work / "ivy"
     spark_submit = jars_dir().parent / "bin" / "spark-submit"
+    settings = os.environ.get(IVY_SETTINGS_ENV)
+    mirror = ["--conf", f"spark.jars.ivySettings={settings}"] if settings else []
     subprocess.run([str(spark_submit), "--master", "local[1]", "--packages", coordinate,
-                    "--conf", f"spark.jars.ivy={ivy}", str(empty_application)], check=True)
+                    "--conf", f"spark.jars.ivy={ivy}", *mirror, str(empty_application)], check=True)
     resolved = sorted((ivy / "jars").glob("*.jar"))
     if not any(MAVEN_ARTIFACT.split(":")[1] in jar.name for jar in resolved):
         raise ConnectorError(f"Spark's resolver left no hadoop-aws jar for {coordinate} in {ivy / 'jars'}")

@@ -6,6 +6,9 @@ tmp folder; nothing is downloaded (the sources are replaced by fakes).
 """
 from __future__ import annotations
 
+import hashlib
+import zipfile
+
 import pytest
 
 from flashfeed.local import s3a_jars
@@ -139,3 +142,44 @@ def test_maven_jars_that_pyspark_already_ships_are_not_added_twice(tmp_path):
 def test_this_environment_connector_matches_its_pyspark():
     """What `make install` left in this venv (nothing, or a connector recorded for this pyspark)."""
     assert s3a_jars.problems() == [], s3a_jars.mismatch_message(s3a_jars.problems())
+
+
+def maven_artifact(repository, group, artifact, version, dependencies=()):
+    """A jar and its pom in a Maven repository layout, with the .sha1 files Central publishes."""
+    folder = repository.joinpath(*group.split("."), artifact, version)
+    folder.mkdir(parents=True)
+    jar = folder / f"{artifact}-{version}.jar"
+    with zipfile.ZipFile(jar, "w") as archive:
+        archive.writestr(f"{artifact}.txt", f"{group}:{artifact}:{version}")
+    deps = "".join(f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version>"
+                   "<scope>compile</scope></dependency>" for g, a, v in dependencies)
+    pom = folder / f"{artifact}-{version}.pom"
+    pom.write_text(f'<?xml version="1.0"?><project><modelVersion>4.0.0</modelVersion><groupId>{group}</groupId>'
+                   f"<artifactId>{artifact}</artifactId><version>{version}</version>"
+                   f"<dependencies>{deps}</dependencies></project>")
+    for path in (jar, pom):
+        path.with_name(path.name + ".sha1").write_text(hashlib.sha1(path.read_bytes()).hexdigest())
+
+
+@pytest.mark.slow
+def test_from_maven_installs_hadoop_aws_of_pyspark_hadoop_and_its_sdk(tmp_path, monkeypatch):
+    """The Docker images' path, for real: spark-submit resolves hadoop-aws of the folder's Hadoop
+    version and the SDK bundle it depends on (from a repository in tmp_path instead of Maven
+    Central, through FLASHFEED_IVY_SETTINGS), and they land in the jars folder, recorded."""
+    repository = tmp_path / "maven"
+    sdk = ("software.amazon.awssdk", "bundle", "2.99.1")
+    maven_artifact(repository, "org.apache.hadoop", "hadoop-aws", HADOOP, dependencies=[sdk])
+    maven_artifact(repository, *sdk)
+    settings = tmp_path / "ivysettings.xml"
+    settings.write_text(f'<ivysettings><settings defaultResolver="local-maven"/><resolvers>'
+                        f'<ibiblio name="local-maven" m2compatible="true" root="{repository.as_uri()}/"/>'
+                        "</resolvers></ivysettings>")
+    monkeypatch.setenv(s3a_jars.IVY_SETTINGS_ENV, str(settings))
+    folder = pyspark_jars(tmp_path / "jars")
+
+    s3a_jars.install(folder, fetch=s3a_jars.fetch_from_maven)
+    record = s3a_jars.read_record(folder)
+    assert record["source"] == f"maven:org.apache.hadoop:hadoop-aws:{HADOOP}"
+    assert set(record["jars"]) == {f"org.apache.hadoop_hadoop-aws-{HADOOP}.jar",
+                                   "software.amazon.awssdk_bundle-2.99.1.jar"}
+    assert s3a_jars.problems(folder) == []
