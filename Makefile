@@ -77,4 +77,5 @@ dynamodb-stop: install
 
 clean:
 	-$(FLASHFEED) dynamodb stop
+	-$(FLASHFEED) postgres stop
 	rm -rf .flashfeed

@@ -3,6 +3,8 @@
     flashfeed demo                      the whole main job on the embedded defaults
     flashfeed demo-data [...]           generate the synthetic flash-sale world into the lake
     flashfeed dynamodb start|stop|status
+    flashfeed postgres start|stop|status
+                                        Airflow's metadata database (PostgreSQL on 127.0.0.1)
     flashfeed airflow ARGS...           the airflow CLI in the project's environment
     flashfeed airflow-init              Airflow's database and the flashfeed_spark pool (idempotent)
     flashfeed airflow-ui                Airflow UI + scheduler on 127.0.0.1:8080 (`make airflow`)
@@ -37,6 +39,7 @@ MODULE_COMMANDS = {
     "demo": "flashfeed.demo.run",
     "demo-data": "flashfeed.demo.generator",
     "dynamodb": "flashfeed.local.dynamodb",
+    "postgres": "flashfeed.local.postgres",
     "api": "flashfeed.serving.api",
     "spark-cluster": "flashfeed.local.spark_standalone",
     "import": "flashfeed.ingest.importer",
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.update(project_env())
     if command == "airflow":
+        from flashfeed.local import postgres
+
+        postgres.ensure_running()      # the project's PostgreSQL, unless Airflow has a database of its own
         os.execvp("airflow", ["airflow", *rest])  # replaces this process: never returns
     if command in MODULE_COMMANDS:
         import importlib

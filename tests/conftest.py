@@ -13,8 +13,11 @@ own table prefix.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,6 +87,18 @@ def start_on_free_port(home: Path) -> str:
         except local_dynamodb.LocalDynamoDBError:
             if attempt == PORT_ATTEMPTS - 1:
                 raise
+
+
+@contextlib.contextmanager
+def server_home():
+    """A FLASHFEED_HOME for a local PostgreSQL, outside pytest's own temporary folder: under root
+    the server runs as its own user, which must reach its data folder, and pytest keeps its
+    folder private (it resets its mode at the start of every session, e.g. a parallel one)."""
+    home = Path(tempfile.mkdtemp(prefix="flashfeed-postgres-"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def config_with_table_prefix(folder: Path, prefix: str, replacements: dict[str, str] | None = None) -> Path:

@@ -1,9 +1,15 @@
 """The main job on the embedded defaults: `make demo` runs `flashfeed demo`.
 
-Starts the local DynamoDB, prepares Airflow's database, generates the demo world, runs
-`flashfeed_daily_model` and then `flashfeed_launch_feeds` for one day and one launch through
-Airflow (`airflow dags test`), and prints one member's served payload from the read API.
-Every step is safe to repeat: a second run re-uses what is there and re-runs the DAGs.
+Starts the local DynamoDB and PostgreSQL, prepares Airflow's database, generates the demo world,
+starts Airflow as production runs it (API server, scheduler with the LocalExecutor, DAG
+processor, triggerer: flashfeed/local/airflow.py), triggers `flashfeed_daily_model` and then
+`flashfeed_launch_feeds` for one day and one launch, waits for each run and prints its tasks'
+states, start and end times and durations (independent tasks run side by side within the
+`flashfeed_spark` pool), then one member's served payload from the read API.
+
+Only the triggered runs run: the scheduler is started with `use_job_schedule` off, so unpausing
+the two DAGs creates no run for today's date, and they are paused again at the end. Every step
+is safe to repeat: a second run re-uses what is there and re-runs both DAG runs.
 """
 from __future__ import annotations
 
@@ -24,9 +30,15 @@ from zoneinfo import ZoneInfo
 
 from flashfeed.core import calendar, lake
 from flashfeed.core.config import flashfeed_home, lake_root
+from flashfeed.local.airflow import AirflowComponents, scheduler_environment
+from flashfeed.local.airflow_runs import AirflowAPI, AirflowRunError, format_task_table, most_at_once, task_rows
+from flashfeed.local.daemons import port_in_use
 
 log = logging.getLogger("flashfeed.demo.run")
 API_START_TIMEOUT_S = 60
+AIRFLOW_START_TIMEOUT_S = 300      # the DAG processor's first parse of every DAG on a busy machine
+RUN_TIMEOUT_S = 4 * 3600           # a demo of a million members runs for hours on two cores
+DEMO_DAGS = ("flashfeed_daily_model", "flashfeed_launch_feeds")
 DEFAULT_API_PORT = 8088
 DEMO_DATE, DEMO_LAUNCH, DEMO_MEMBERS, DEMO_DAYS, DEMO_SEED = "2026-11-22", "1100", 2000, 30, 7
 
@@ -41,29 +53,54 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def airflow_db_ready() -> None:
-    """`flashfeed airflow-init` is idempotent: it creates or upgrades the SQLite database and
-    the Spark pool."""
+    """`flashfeed airflow-init` is idempotent: it starts the local PostgreSQL when needed, creates
+    or upgrades Airflow's database and sets the Spark pool."""
     _run(["flashfeed", "airflow-init"], "preparing Airflow's database and pool")
 
 
-def run_dag(dag_id: str, logical_date: datetime, conf: dict | None = None) -> None:
-    """Run one DAG run in-process with `airflow dags test` and fail unless it succeeded."""
-    when = logical_date.astimezone(timezone.utc).isoformat()
-    cmd = ["airflow", "dags", "test", dag_id, when]
-    if conf:
-        cmd += ["--conf", json.dumps(conf)]
-    _run(cmd, f"running {dag_id} for {when}")
-    state = dag_run_state(dag_id, when)
-    if state != "success":
-        raise SystemExit(f"{dag_id} run {when} ended {state!r}: read its task logs under "
-                         f"{flashfeed_home() / 'airflow' / 'logs'}")
+def run_dag(api: AirflowAPI, airflow: AirflowComponents, dag_id: str, logical_date: datetime,
+            conf: dict | None = None) -> None:
+    """Trigger one run through the API, as the UI's Trigger button does, wait for it and print its
+    task table; fail with the failed tasks and where their logs are unless it succeeded."""
+    run_id = f"demo__{logical_date.astimezone(timezone.utc).strftime('%Y-%m-%dT%H%M')}"
+    log.info("triggering %s for %s (run %s): %s/dags/%s/runs/%s", dag_id, logical_date.isoformat(), run_id,
+             airflow.url, dag_id, run_id)
+    api.trigger(dag_id, run_id, logical_date, conf)
+    run = api.wait_for(dag_id, run_id, RUN_TIMEOUT_S, airflow.stopped)
+    rows = task_rows(api.task_instances(dag_id, run_id))
+    took = (datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])).total_seconds()
+    print(f"\n{dag_id} run {run_id}: {run['state']} in {took:.0f} s, at most {most_at_once(rows)} tasks at once\n"
+          f"{format_task_table(rows)}\n", flush=True)
+    if run["state"] != "success":
+        failed = [r["task"] for r in rows if r["state"] not in ("success", "skipped")]
+        raise SystemExit(f"{dag_id} run {run_id} ended {run['state']!r}; not successful: {', '.join(failed)}. "
+                         f"Read their logs in the UI ({airflow.url}/dags/{dag_id}/runs/{run_id}, while `make "
+                         f"airflow` runs) or under {flashfeed_home() / 'airflow' / 'logs'}")
 
 
-def dag_run_state(dag_id: str, when: str) -> str:
-    out = subprocess.run(["airflow", "dags", "state", dag_id, when], env=os.environ.copy(),
-                         capture_output=True, text=True)
-    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    return lines[-1].split(",")[0] if lines else f"unknown ({out.stderr.strip()[-300:]})"
+def start_airflow(dag_ids: tuple[str, ...]) -> tuple[AirflowComponents, AirflowAPI]:
+    """Airflow's components with the scheduler's own schedule off (only triggered runs run),
+    their logs under .flashfeed/airflow/components/; returns once the API lists `dag_ids`."""
+    port = os.environ.get("AIRFLOW__API__PORT", "8080")
+    if port_in_use("127.0.0.1", int(port), 1.0):
+        raise SystemExit(f"port {port} is in use (is `make airflow` running?): stop it, or set AIRFLOW__API__PORT")
+    env = scheduler_environment({**os.environ, "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
+    airflow = AirflowComponents(port, env, flashfeed_home() / "airflow" / "components").start()
+    api = AirflowAPI(airflow.url)
+    deadline = time.monotonic() + AIRFLOW_START_TIMEOUT_S
+    while True:
+        try:
+            if set(dag_ids) <= api.dag_ids():
+                return airflow, api
+        except (OSError, AirflowRunError):
+            pass
+        stopped = airflow.stopped()
+        if stopped or time.monotonic() > deadline:
+            airflow.stop()
+            raise SystemExit(f"Airflow did not list {', '.join(dag_ids)} within {AIRFLOW_START_TIMEOUT_S} s"
+                             f"{f' ({stopped} exited)' if stopped else ''}: see the logs in "
+                             f"{flashfeed_home() / 'airflow' / 'components'}")
+        time.sleep(1)
 
 
 def api_port() -> int:
@@ -165,12 +202,25 @@ def main(argv: list[str] | None = None) -> int:
     from flashfeed_airflow.schedules import LAUNCH_LEAD_MINUTES, TIMEZONE
 
     tz = ZoneInfo(TIMEZONE)
-    run_dag("flashfeed_daily_model", datetime.combine(day, dtime(5, 0), tz))
     slot = calendar.slot(day, args.launch)
-    # A second demo re-runs the slot it serves already: reloaded into a new table and switched to
-    # once verified (without the param, a load of the served version is refused).
-    run_dag("flashfeed_launch_feeds", slot.starts_at - timedelta(minutes=LAUNCH_LEAD_MINUTES),
-            conf={"reload_served_version": True})
+    airflow, api = start_airflow(DEMO_DAGS)
+    log.info("Airflow UI: %s (the runs are there while the demo runs; `make airflow` shows them later)",
+             airflow.url)
+    try:
+        for dag_id in DEMO_DAGS:
+            api.set_paused(dag_id, False)
+        run_dag(api, airflow, "flashfeed_daily_model", datetime.combine(day, dtime(5, 0), tz))
+        # A second demo re-runs the slot it serves already: reloaded into a new table and switched
+        # to once verified (without the param, a load of the served version is refused).
+        run_dag(api, airflow, "flashfeed_launch_feeds",
+                slot.starts_at - timedelta(minutes=LAUNCH_LEAD_MINUTES), conf={"reload_served_version": True})
+    finally:
+        try:
+            for dag_id in DEMO_DAGS:
+                api.set_paused(dag_id, True)
+        except (OSError, AirflowRunError) as error:
+            log.warning("could not pause %s again: %s", ", ".join(DEMO_DAGS), error)
+        airflow.stop()
 
     member = first_member(lake.feeds(day, args.launch))
     code = show_member(member)

@@ -16,9 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+from flashfeed.local import postgres
+
 log = logging.getLogger("flashfeed.airflow")
 STOP_TIMEOUT_S = 30
 POLL_S = 1.0
+LIGHT_TASK_SLOTS = 2
 
 
 def components(port: str) -> dict[str, list[str]]:
@@ -30,24 +33,73 @@ def components(port: str) -> dict[str, list[str]]:
     }
 
 
-def _stop(processes: dict[str, subprocess.Popen]) -> None:
-    for name, proc in processes.items():
-        if proc.poll() is None:
-            log.info("stopping %s (pid %d)", name, proc.pid)
-            os.killpg(proc.pid, signal.SIGINT)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for proc in processes.values():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+class AirflowComponents:
+    """The components of `components(port)`, each in its own process group, started with `env`
+    (default: this process's) and writing to `log_dir/<name>.log` when given (else to this
+    process's output); `stop()` ends each by its own process group."""
+
+    def __init__(self, port: str, env: dict[str, str] | None = None, log_dir: Path | None = None):
+        self.port, self.env, self.log_dir = port, env, log_dir
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> AirflowComponents:
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name, cmd in components(self.port).items():
+            output = None
+            if self.log_dir is not None:
+                output = open(self.log_dir / f"{name}.log", "ab")   # noqa: SIM115 - the child keeps it
+            try:
+                self.processes[name] = subprocess.Popen(cmd, env=self.env, start_new_session=True,
+                                                        stdout=output, stderr=subprocess.STDOUT if output else None)
+            finally:
+                if output is not None:
+                    output.close()
+            log.info("started %s (pid %d)", name, self.processes[name].pid)
+        return self
+
+    def stopped(self) -> str | None:
+        """The name of a component that has exited, with its exit code, if any."""
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                return f"{name} (exit {proc.returncode})"
+        return None
+
+    def stop(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is None:
+                log.info("stopping %s (pid %d)", name, proc.pid)
+                os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def scheduler_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The components' environment: the LocalExecutor runs as many task processes at once as the
+    Spark pool has slots plus LIGHT_TASK_SLOTS for sensors, planning and DynamoDB tasks (a Spark
+    task's process waits for its spark-submit, so it is light too; the pool bounds the JVMs)."""
+    from flashfeed.core.config import load_config
+
+    env = dict(os.environ if base is None else base)
+    env.setdefault("AIRFLOW__CORE__PARALLELISM",
+                   str(load_config()["airflow"]["spark_pool_slots"] + LIGHT_TASK_SLOTS))
+    return env
 
 
 def init_airflow() -> None:
     """`flashfeed airflow-init`: what Airflow needs before the DAGs can run, idempotent.
 
-    Migrates the metadata database and creates (or resizes) the pool that bounds concurrent
+    Starts the project's PostgreSQL when it is Airflow's database (flashfeed/local/postgres.py),
+    migrates the metadata database and creates (or resizes) the pool that bounds concurrent
     Spark applications; tasks of a pool that does not exist are never scheduled.
     """
     from flashfeed.core.config import load_config
@@ -56,6 +108,9 @@ def init_airflow() -> None:
     from flashfeed_airflow.schedules import SPARK_POOL
 
     slots = load_config()["airflow"]["spark_pool_slots"]
+    database = postgres.ensure_running()
+    if database:
+        log.info("Airflow's database: %s", database)
     subprocess.run(["airflow", "db", "migrate"], check=True)
     subprocess.run(["airflow", "pools", "set", SPARK_POOL, str(slots),
                     "Concurrent flashfeed Spark applications (config airflow.spark_pool_slots)"],
@@ -75,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
     port = os.environ.get("AIRFLOW__API__PORT", "8080")
     init_airflow()
-    processes: dict[str, subprocess.Popen] = {}
+    airflow = AirflowComponents(port, scheduler_environment())
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -84,20 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        for name, cmd in components(port).items():
-            processes[name] = subprocess.Popen(cmd, start_new_session=True)
-            log.info("started %s (pid %d)", name, processes[name].pid)
-        log.info("Airflow UI: http://127.0.0.1:%s (no login locally); Ctrl-C stops it", port)
+        airflow.start()
+        log.info("Airflow UI: %s (no login locally); Ctrl-C stops it", airflow.url)
         while True:
-            for name, proc in processes.items():
-                if proc.poll() is not None:
-                    log.error("%s exited with %s; stopping the others", name, proc.returncode)
-                    return 1
+            stopped = airflow.stopped()
+            if stopped:
+                log.error("%s exited; stopping the others", stopped)
+                return 1
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop(processes)
+        airflow.stop()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from flashfeed.core.config import REPO_ROOT, flashfeed_home
+from flashfeed.local import postgres as local_postgres
 
 DEFAULT_DYNAMODB_PORT = 8000
 LOCAL_SPARK_MASTER = "local[*]"
@@ -52,9 +53,11 @@ def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("AIRFLOW_CONN_AWS_DEFAULT", aws_connection(
         env["FLASHFEED_DYNAMODB_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
         env["AWS_DEFAULT_REGION"]))
-    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
-        # Concurrent writers wait for each other on SQLite (see flashfeed/local/airflow_sqlite.py).
-        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "flashfeed.local.airflow_sqlite.CONNECT_ARGS")
+    # Airflow's metadata: the project's PostgreSQL (flashfeed/local/postgres.py, started by the
+    # commands that run Airflow); its password is read from PGPASSFILE, never from the URL.
+    env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", local_postgres.sqlalchemy_url(
+        local_postgres.configured_port(env), env.get("FLASHFEED_POSTGRES_DATABASE", local_postgres.DATABASE)))
+    env.setdefault("PGPASSFILE", str(local_postgres.password_file(home)))
     # Task processes report to the api-server's execution API; Airflow's default URL assumes
     # port 8080, so follow the configured host and port.
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL",

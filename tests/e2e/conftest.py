@@ -7,6 +7,9 @@ generator `flashfeed demo-data` runs; its command line is tested in tests/unit/t
 and copied to every test that asks for it: the lake is the test's own to write to, and the copy
 is the same bytes as a fresh generation (the generator is deterministic for its parameters and
 writes no absolute paths).
+`airflow_postgres` (autouse): one PostgreSQL for the session, on a free 127.0.0.1 port, stopped
+by its PID at the end; each test home gets its own Airflow database on it (tests/e2e/helpers.py
+e2e_env), so tests do not see each other's runs and pay no server start-up each.
 `uci_csv`: the UCI Online Retail sample converted by `flashfeed uci-to-csv`, once per session
 (events.csv and items.csv); skipped where the sample is not on this machine.
 """
@@ -18,8 +21,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import UCI_SAMPLE
+from tests.conftest import UCI_SAMPLE, free_port, server_home
+from tests.e2e import helpers
 from tests.e2e.helpers import e2e_env, flashfeed
+
+
+@pytest.fixture(scope="session", autouse=True)
+def airflow_postgres():
+    from flashfeed.local import postgres
+
+    with server_home() as home:
+        port = free_port()
+        postgres.start(home, port)
+        helpers.POSTGRES.update({postgres.PORT_ENV: str(port), "PGPASSFILE": str(postgres.password_file(home))})
+        try:
+            yield helpers.POSTGRES
+        finally:
+            helpers.POSTGRES.clear()
+            postgres.stop(home)
 
 
 @pytest.fixture(scope="session")

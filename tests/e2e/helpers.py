@@ -9,6 +9,7 @@ sample as CSV) are in tests/e2e/conftest.py.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -36,10 +37,18 @@ POLL_S = 2
 
 # --- the project's environment and commands ---------------------------------------------------
 
+# The session's PostgreSQL (FLASHFEED_POSTGRES_PORT, PGPASSFILE), set by the autouse fixture
+# `airflow_postgres` in tests/e2e/conftest.py: one server, one Airflow database per test home.
+POSTGRES: dict[str, str] = {}
+
+
 def e2e_env(home: Path | str, **variables: str) -> dict[str, str]:
     """The project's environment (flashfeed.local.env.project_env) for FLASHFEED_HOME `home`, this
-    process's PATH and `variables` (e.g. FLASHFEED_DYNAMODB_ENDPOINT, FLASHFEED_CONFIG)."""
-    return project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home), **variables})
+    process's PATH and `variables` (e.g. FLASHFEED_DYNAMODB_ENDPOINT, FLASHFEED_CONFIG). Airflow's
+    database is the home's own on the session's PostgreSQL (`flashfeed airflow-init` creates it)."""
+    database = "airflow_" + hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    return project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home), **POSTGRES,
+                        "FLASHFEED_POSTGRES_DATABASE": database, **variables})
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: float = 1200) -> subprocess.CompletedProcess:
