@@ -5,7 +5,7 @@
 For every size and run, in a fresh FLASHFEED_HOME under `--work` (default /tmp/flashfeed-bench),
 it does what `make demo` does, step for step:
 1. starts the project's own DynamoDB (dynalite) for that home on a free 127.0.0.1 port;
-2. `flashfeed airflow-init` (Airflow on SQLite, the flashfeed_spark pool);
+2. `flashfeed airflow-init` (Airflow's PostgreSQL for that home on a free port, the flashfeed_spark pool);
 3. generates the demo world of N members (`flashfeed demo-data`, same days, date and seed as
    `make demo`; timed apart, not part of the pipeline's wall time);
 4. `airflow dags test flashfeed_daily_model` for 05:00 of the day, then
@@ -13,7 +13,7 @@ it does what `make demo` does, step for step:
    loads every payload into the local DynamoDB and flips the served version;
 5. checks the feeds contract of the end-to-end test on the result (every product of every
    payload on sale with stock in the window, none twice, the fallback present);
-6. stops dynalite by its PID and removes the home (`--keep` keeps it).
+6. stops dynalite and PostgreSQL by their PIDs and removes the home (`--keep` keeps it).
 
 Figures, read from Airflow's own metadata (task start and end), the task output and the lake:
 wall time per task (per group for the ALS tasks), the fixed start-up cost of every Spark task
@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ sys.path.insert(0, str(REPO))
 from flashfeed.core import calendar, lake  # noqa: E402
 from flashfeed.demo.run import DEMO_DATE, DEMO_DAYS, DEMO_LAUNCH, DEMO_SEED  # noqa: E402
 from flashfeed.local import dynamodb as local_dynamodb  # noqa: E402
+from flashfeed.local import postgres as local_postgres  # noqa: E402
 from flashfeed.local.env import project_env  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -138,18 +138,23 @@ def describe_command(argv: list[str]) -> str:
     return " ".join(Path(a).name if i < 2 else a for i, a in enumerate(argv[:3]))
 
 
-def task_times(airflow_db: Path, dag_id: str) -> list[dict]:
-    """Every task instance of the DAG's newest run: id, group (mapped ALS), state, seconds."""
-    with sqlite3.connect(airflow_db) as db:
-        run = db.execute("SELECT run_id, start_date, end_date, state FROM dag_run WHERE dag_id = ? "
-                         "ORDER BY id DESC LIMIT 1", (dag_id,)).fetchone()
+def task_times(env: dict, dag_id: str) -> list[dict]:
+    """Every task instance of the DAG's newest run, from Airflow's database (the home's
+    PostgreSQL): id, group (mapped ALS), state, seconds."""
+    import psycopg2
+
+    url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg2.connect(url, passfile=env["PGPASSFILE"]) as db, db.cursor() as cursor:
+        cursor.execute("SELECT run_id FROM dag_run WHERE dag_id = %s ORDER BY id DESC LIMIT 1", (dag_id,))
+        run = cursor.fetchone()
         if run is None:
             return []
-        rows = db.execute(
-            "SELECT task_id, map_index, rendered_map_index, state, start_date, end_date, duration "
-            "FROM task_instance WHERE dag_id = ? AND run_id = ? ORDER BY start_date", (dag_id, run[0])).fetchall()
+        cursor.execute("SELECT task_id, map_index, rendered_map_index, state, start_date, end_date, duration "
+                       "FROM task_instance WHERE dag_id = %s AND run_id = %s ORDER BY start_date", (dag_id, run[0]))
+        rows = cursor.fetchall()
     return [{"task": task, "group": (label or "").removeprefix("group ") or None if index >= 0 else None,
-             "state": state, "started": start, "seconds": round(duration, 2) if duration is not None else None}
+             "state": state, "started": start.isoformat() if start else None,
+             "seconds": round(duration, 2) if duration is not None else None}
             for task, index, label, state, start, _end, duration in rows]
 
 
@@ -265,7 +270,8 @@ def run_once(members: int, run: int, args) -> dict:
     home = Path(args.work) / f"members-{members}-run-{run}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home)})
+    env = project_env({"PATH": os.environ["PATH"], "FLASHFEED_HOME": str(home),
+                       local_postgres.PORT_ENV: str(free_port())})
     if args.spark_master:
         env["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": args.spark_master})
     day = date_of(args.date)
@@ -289,7 +295,7 @@ def run_once(members: int, run: int, args) -> dict:
                 finished, seconds, text = run_dag(dag_id, logical, env, home / f"{dag_id}.log", args.timeout)
                 output += text
                 result["dags"][dag_id] = {"finished": finished, "seconds": round(seconds, 1),
-                                          "tasks": task_times(home / "airflow" / "airflow.db", dag_id)}
+                                          "tasks": task_times(env, dag_id)}
                 print(f"  {dag_id}: {'succeeded' if finished else 'DID NOT FINISH'} in {seconds:.0f} s", flush=True)
                 if not finished:
                     break
@@ -308,6 +314,7 @@ def run_once(members: int, run: int, args) -> dict:
             print(f"  feeds contract holds: {result['feeds_contract']}", flush=True)
     finally:
         local_dynamodb.stop(home=home)
+        local_postgres.stop(home)
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
     return result
