@@ -40,7 +40,10 @@ RUN pip install --no-cache-dir --no-deps /opt/flashfeed
 RUN python -m flashfeed.local.s3a_jars --from-maven
 COPY --chown=airflow:root include/spark-conf/log4j2.properties docker/spark-conf/spark-defaults.conf /opt/flashfeed/spark-conf/
 
+# PYTHONPATH: `flashfeed airflow-init` imports the plugin (the pool's name) before Airflow has put
+# its plugins folder on sys.path, and looks for it next to the package only in a checkout.
 ENV FLASHFEED_CONFIG=/opt/flashfeed/include/flashfeed.yaml \
+    PYTHONPATH=/opt/flashfeed/plugins \
     SPARK_CONF_DIR=/opt/flashfeed/spark-conf \
     PYSPARK_PYTHON=python3 \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/flashfeed/dags \

@@ -25,10 +25,12 @@ RUN pip install --no-cache-dir -r /opt/flashfeed/requirements.txt \
     && pip install --no-cache-dir --no-deps --force-reinstall "$(grep '^pyspark==' /opt/flashfeed/requirements.txt)"
 
 # The project without dependencies, so executors can import flashfeed and spark_jobs even when a
-# job ships no copy of its own.
+# job ships no copy of its own (the whole project is copied, as pyproject.toml may package any of it).
 COPY pyproject.toml README.md /opt/flashfeed/
 COPY flashfeed /opt/flashfeed/flashfeed
 COPY spark_jobs /opt/flashfeed/spark_jobs
+COPY dags /opt/flashfeed/dags
+COPY plugins /opt/flashfeed/plugins
 COPY include /opt/flashfeed/include
 RUN pip install --no-cache-dir --no-deps /opt/flashfeed
 
