@@ -35,6 +35,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, task
 
+from flashfeed_airflow.defaults import default_args
 from flashfeed_airflow.schedules import (
     DAILY_MODEL_CRON,
     NO_RETRIES,
@@ -42,7 +43,6 @@ from flashfeed_airflow.schedules import (
     SPARK_POOL,
     START_DATE,
     TIMEZONE,
-    default_args,
     spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor

@@ -16,7 +16,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, task
 
-from flashfeed_airflow.schedules import NO_RETRIES, START_DATE, default_args
+from flashfeed_airflow.defaults import default_args
+from flashfeed_airflow.schedules import NO_RETRIES, START_DATE
 
 with DAG(
     dag_id="flashfeed_experiment",

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, CronTriggerTimetable, task
 
+from flashfeed_airflow.defaults import default_args
 from flashfeed_airflow.schedules import (
     FRESHNESS_CRON,
     NO_RETRIES,
@@ -35,7 +36,6 @@ from flashfeed_airflow.schedules import (
     SPARK_REFRESH_TIMEOUT,
     START_DATE,
     TIMEZONE,
-    default_args,
     spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, TaskGroup, task
 
+from flashfeed_airflow.defaults import default_args
 from flashfeed_airflow.schedules import (
     LOAD_TIMEOUT,
     NO_RETRIES,
@@ -51,7 +52,6 @@ from flashfeed_airflow.schedules import (
     SPARK_POOL,
     START_DATE,
     TIMEZONE,
-    default_args,
     launch_crons,
     launch_slot_param,
     spark_submit_conf,

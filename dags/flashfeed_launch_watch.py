@@ -20,14 +20,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, task
 
-from flashfeed_airflow.schedules import (
-    NO_RETRIES,
-    START_DATE,
-    TIMEZONE,
-    default_args,
-    launch_slot_param,
-    launch_watch_crons,
-)
+from flashfeed_airflow.defaults import default_args
+from flashfeed_airflow.schedules import NO_RETRIES, START_DATE, TIMEZONE, launch_slot_param, launch_watch_crons
 
 with DAG(
     dag_id="flashfeed_launch_watch",

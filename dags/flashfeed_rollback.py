@@ -21,7 +21,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, task
 
-from flashfeed_airflow.schedules import NO_RETRIES, START_DATE, default_args
+from flashfeed_airflow.defaults import default_args
+from flashfeed_airflow.schedules import NO_RETRIES, START_DATE
 from flashfeed_airflow.serving import ApplyRetentionOperator, RollbackServedVersionOperator
 
 PLAN = "ti.xcom_pull(task_ids='plan_rollback')"

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, CronTriggerTimetable, task
 
+from flashfeed_airflow.defaults import default_args
 from flashfeed_airflow.schedules import (
     NO_RETRIES,
     SPARK_POOL,
@@ -31,7 +32,6 @@ from flashfeed_airflow.schedules import (
     START_DATE,
     TIMEZONE,
     WEEKLY_TUNE_CRON,
-    default_args,
     spark_submit_conf,
 )
 from flashfeed_airflow.spark import LakeSparkSubmitOperator

@@ -46,7 +46,7 @@ MODULE_COMMANDS = {
     "uci-to-csv": "flashfeed.ingest.uci",
     "evaluate": "spark_jobs.evaluate",
     "tune": "spark_jobs.tune",
-    "experiment": "flashfeed.core.experiments",
+    "experiment": "flashfeed.quality.experiment_assignment",
 }
 
 

@@ -138,38 +138,3 @@ def variant_column(member_id, experiment: Experiment):
 def assignment(member_ids, experiment: Experiment) -> dict[str, str]:
     """{member_id: variant} for offline analysis (e.g. joining orders to variants)."""
     return {member_id: experiment.variant(member_id) for member_id in member_ids}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`flashfeed experiment assign`: each member's variant, as CSV, for reading an experiment offline."""
-    import argparse
-    import csv
-    import json
-    import sys
-
-    from flashfeed.core.config import load_config
-
-    parser = argparse.ArgumentParser(prog="flashfeed experiment", description=main.__doc__)
-    parser.add_argument("action", choices=["assign"])
-    parser.add_argument("--members", default="-", help="file of member ids, one per line (default: stdin)")
-    parser.add_argument("--manifest", default=None,
-                        help="a launch's manifest.json: its experiment (what was served), else the config's")
-    args = parser.parse_args(argv)
-    if args.manifest:
-        from flashfeed.core import lake
-
-        experiment = from_dict(lake.read_json(args.manifest).get("experiment"))
-    else:
-        experiment = from_config(load_config())
-    if experiment is None:
-        print("no experiment (config experiments.name is empty, or the manifest has none)", file=sys.stderr)
-        return 1
-    source = sys.stdin if args.members == "-" else open(args.members, encoding="utf-8")
-    writer = csv.writer(sys.stdout)
-    writer.writerow(["member_id", "experiment", "variant"])
-    with source:
-        for line in source:
-            if line.strip():
-                writer.writerow([line.strip(), experiment.name, experiment.variant(line.strip())])
-    print(json.dumps(experiment.as_dict()), file=sys.stderr)
-    return 0

@@ -14,6 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
+from flashfeed.core import experiments
+from flashfeed.core.divisions import division_key, is_division_key
+
 Count = Annotated[int, Field(ge=0)]                 # zero allowed
 Positive = Annotated[int, Field(ge=1)]
 Real = float                                        # a real number: 2 is read as 2.0
@@ -75,8 +78,6 @@ class FeaturesSettings(Section):
     @field_validator("division_codes")
     @classmethod
     def keyed_by_division_keys(cls, codes: dict[str, int]) -> dict[str, int]:
-        from flashfeed.core.divisions import division_key, is_division_key
-
         for name in codes:
             if not is_division_key(name):
                 try:
@@ -309,8 +310,7 @@ class Settings(Section):
             if set(types) - known:
                 raise ValueError(f"{where} names event types {sorted(set(types) - known)} that cleaning.event_types "
                                  f"does not keep ({sorted(known)})")
-        from flashfeed.core import experiments  # its own checks (also run on the DAG's params)
-
+        # The experiment's own checks (they also run on the DAG's params).
         try:
             experiments.from_dict(self.experiments.model_dump(), set(CollectionsSettings.model_fields))
         except experiments.ExperimentConfigError as error:

@@ -1,5 +1,6 @@
 """Schedules and shared task settings of the DAGs, in the retailer's time zone (DST handled by
-the timetables). Constants and a param factory only: DAG files import this at parse time."""
+the timetables). Constants and a param factory only: DAG files import this at parse time, and
+so do the modules above it (alerts, defaults)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -79,17 +80,3 @@ SPARK_TUNE_TIMEOUT = timedelta(hours=3)         # the weekly grid over every gro
 SPARK_LAUNCH_TIMEOUT = timedelta(minutes=20)    # scoring, collections: 45 min before launch in all
 SPARK_REFRESH_TIMEOUT = timedelta(minutes=10)   # one quarter hour's refresh: less than the next one's wait
 LOAD_TIMEOUT = timedelta(minutes=20)            # batch load + verification of one version
-
-
-def default_args(retry_delay: timedelta) -> dict:
-    from flashfeed_airflow.alerts import task_failed
-
-    return {
-        "owner": OWNER,
-        "retries": RETRIES,
-        "retry_delay": retry_delay,
-        "retry_exponential_backoff": 2.0,  # 2, 4, 8 ... x retry_delay
-        "max_retry_delay": timedelta(minutes=10),
-        "execution_timeout": TASK_TIMEOUT,
-        "on_failure_callback": task_failed,
-    }
