@@ -165,9 +165,9 @@ def copied_to(path: Path, source: str) -> str:
 
 
 def shell_commands(path: Path) -> list[str]:
-    """Every command of every RUN, split on `&&`."""
+    """Every command of every RUN, split on `&&`, `||` and `;`."""
     return [command.strip() for keyword, args in dockerfile_instructions(path) if keyword == "RUN"
-            for command in args.split("&&")]
+            for command in re.split(r"&&|\|\||;", args)]
 
 
 def pip_options(command: str) -> tuple[str, ...] | None:
