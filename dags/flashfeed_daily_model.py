@@ -31,7 +31,6 @@ backfill reads each day's own raw partitions. Param `groups` retrains only the l
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, task
 
@@ -46,9 +45,8 @@ from flashfeed_airflow.schedules import (
     spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
-from flashfeed_airflow.spark import LakeSparkSubmitOperator
+from flashfeed_airflow.spark import LakeSparkSubmitOperator, spark_job
 
-SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 RAW_INPUTS = ("events", "returns", "catalog", "sale_calendar")
 PLAN = "ti.xcom_pull(task_ids='plan_model_day')"
 
@@ -101,7 +99,7 @@ with DAG(
     with TaskGroup("features", tooltip="Cleaning, implicit ratings, member groups"):
         build_features = LakeSparkSubmitOperator(
             task_id="build_features",
-            application=str(SPARK_JOBS / "features.py"),
+            application=spark_job("features"),
             application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
             name="flashfeed-features",
             conn_id="spark_default", conf=spark_submit_conf("plan_model_day"),
@@ -129,7 +127,7 @@ overwrites `features/dt=D` only, then clear the train stage.
         groups = discover_groups(plan)
         train_global_als = LakeSparkSubmitOperator(
             task_id="train_global_als",
-            application=str(SPARK_JOBS / "train_global.py"),
+            application=spark_job("train_global"),
             application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
             name="flashfeed-als-global",
             conn_id="spark_default", conf=spark_submit_conf("plan_model_day"),
@@ -145,7 +143,7 @@ failed fit is recorded in its `metrics.json` and the groups judge their other ca
         )
         train_group_als = LakeSparkSubmitOperator.partial(
             task_id="train_group_als",
-            application=str(SPARK_JOBS / "train_group.py"),
+            application=spark_job("train_group"),
             name="flashfeed-als",
             conn_id="spark_default", conf=spark_submit_conf("plan_model_day"),
             pool=SPARK_POOL,
@@ -164,7 +162,7 @@ one map index to retrain one group, or trigger the DAG with param `groups`.
     with TaskGroup("related", tooltip="Item-to-item co-occurrence and bought-together rules"):
         related_items = LakeSparkSubmitOperator(
             task_id="related_items",
-            application=str(SPARK_JOBS / "related.py"),
+            application=spark_job("related"),
             application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}"],
             name="flashfeed-related",
             conn_id="spark_default", conf=spark_submit_conf("plan_model_day"),

@@ -24,7 +24,6 @@ quarter hour rewrites the same items; a launch after it serves its own, complete
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from airflow.sdk import DAG, CronTriggerTimetable, task
 
@@ -39,9 +38,8 @@ from flashfeed_airflow.schedules import (
     spark_submit_conf,
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
-from flashfeed_airflow.spark import LakeSparkSubmitOperator
+from flashfeed_airflow.spark import LakeSparkSubmitOperator, spark_job
 
-SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 PLAN = "ti.xcom_pull(task_ids='plan_refresh')"
 
 with DAG(
@@ -77,7 +75,7 @@ with DAG(
         soft_fail=True, retries=NO_RETRIES,
     )
     refresh_payloads = LakeSparkSubmitOperator(
-        task_id="refresh_payloads", application=str(SPARK_JOBS / "refresh_feeds.py"),
+        task_id="refresh_payloads", application=spark_job("refresh_feeds"),
         application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}", "--launch", f"{{{{ {PLAN}['launch'] }}}}",
                           "--quarter", f"{{{{ {PLAN}['quarter'] }}}}"],
         name="flashfeed-refresh", conn_id="spark_default", conf=spark_submit_conf("plan_refresh"),

@@ -40,7 +40,6 @@ Roll back with the `flashfeed_rollback` DAG.
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from airflow.sdk import DAG, MultipleCronTriggerTimetable, Param, TaskGroup, task
 
@@ -58,9 +57,8 @@ from flashfeed_airflow.schedules import (
 )
 from flashfeed_airflow.sensors import SuccessMarkerSensor
 from flashfeed_airflow.serving import ApplyRetentionOperator, FlipServedVersionOperator, LoadFeedsOperator
-from flashfeed_airflow.spark import LakeSparkSubmitOperator
+from flashfeed_airflow.spark import LakeSparkSubmitOperator, spark_job
 
-SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 PLAN = "ti.xcom_pull(task_ids='plan_launch')"
 SLOT_ARGS = ["--dt", f"{{{{ {PLAN}['dt'] }}}}", "--launch", f"{{{{ {PLAN}['launch'] }}}}"]
 
@@ -119,7 +117,7 @@ with DAG(
 
     with TaskGroup("build", tooltip="Score the products on sale, build six collections per member"):
         score_products = LakeSparkSubmitOperator(
-            task_id="score_products", application=str(SPARK_JOBS / "score_products.py"),
+            task_id="score_products", application=spark_job("score_products"),
             application_args=SLOT_ARGS, name="flashfeed-score-products", conn_id="spark_default",
             conf=spark_submit_conf("plan_launch"),
             pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,
@@ -131,7 +129,7 @@ in-stock products on sale in [launch, launch + 24 h) with their scores. **Re-run
 """,
         )
         build_collections = LakeSparkSubmitOperator(
-            task_id="build_collections", application=str(SPARK_JOBS / "build_collections.py"),
+            task_id="build_collections", application=spark_job("build_collections"),
             application_args=SLOT_ARGS, name="flashfeed-collections", conn_id="spark_default",
             conf=spark_submit_conf("plan_launch"),
             pool=SPARK_POOL, execution_timeout=SPARK_LAUNCH_TIMEOUT,

@@ -20,7 +20,6 @@ include/flashfeed.yaml's (its log and metrics.json say which). Re-running overwr
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from airflow.sdk import DAG, CronTriggerTimetable, task
 
@@ -34,9 +33,8 @@ from flashfeed_airflow.schedules import (
     WEEKLY_TUNE_CRON,
     spark_submit_conf,
 )
-from flashfeed_airflow.spark import LakeSparkSubmitOperator
+from flashfeed_airflow.spark import LakeSparkSubmitOperator, spark_job
 
-SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 PLAN = "ti.xcom_pull(task_ids='plan_tune_week')"
 
 with DAG(
@@ -61,7 +59,7 @@ with DAG(
 
     tune_groups = LakeSparkSubmitOperator(
         task_id="tune_groups",
-        application=str(SPARK_JOBS / "tune.py"),
+        application=spark_job("tune"),
         application_args=["--dt", f"{{{{ {PLAN}['dt'] }}}}",
                           "--out", f"{{{{ {PLAN}['tuning'] }}}}/results.csv",
                           "--settings-out", f"{{{{ {PLAN}['tuning'] }}}}/settings.json"],

@@ -21,15 +21,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
 from flashfeed.core import lake
-from flashfeed.core.config import lake_root, load_config
+from flashfeed.core.config import lake_root, load_config, project_path
 from flashfeed.core.schemas import SCHEMAS
+from spark_jobs import executor_code
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "include" / "sql"
+SQL_DIR = project_path("include", "sql")
 STAGING_SUFFIX = ".__staging"
 DIGEST_CHUNK_BYTES = 1 << 20
 DISK_FULL = "No space left on device"        # ENOSPC, in Java's IOException and Python's OSError alike
@@ -132,6 +132,8 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
         builder = builder.config(f"spark.hadoop.{key}", value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])
+    # A cluster's executors have no flashfeed of their own: they import the driver's.
+    code = executor_code.ship_to_executors(spark)
     # Shuffles start with at least two partitions per core of the cluster (8 on a laptop), and
     # AQE merges the small ones a small group or a demo day leaves behind.
     partitions = max(spark_cfg["shuffle_partitions"], 2 * spark.sparkContext.defaultParallelism)
@@ -141,6 +143,8 @@ def spark_session(app_name: str, config: dict) -> SparkSession:
     get_logger("spark").info(
         "Spark session %s ready on %s (driver heap %.1f GB)%s", app_name, spark.sparkContext.master, heap / 2**30,
         f", {startup:.1f} s after the driver JVM started (fixed cost before any work)" if startup is not None else "")
+    if code is not None:
+        get_logger("spark").info("executors import flashfeed and spark_jobs from %s", code)
     return spark
 
 

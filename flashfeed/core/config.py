@@ -17,13 +17,29 @@ import yaml
 
 from flashfeed.core.settings import Settings, validate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG_PATH = REPO_ROOT / "include" / "flashfeed.yaml"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]   # the `flashfeed` package
+REPO_ROOT = PACKAGE_DIR.parent                       # the repository, when flashfeed runs from a checkout
+# The wheel copies the checkout's folders that the code reads at run time, dags/ and include/,
+# into the package (pyproject.toml, [tool.setuptools]); plugins/flashfeed_airflow and spark_jobs/
+# are installed as packages of their own.
+INSTALLED_PROJECT = PACKAGE_DIR / "_project"
+IS_INSTALLED = INSTALLED_PROJECT.is_dir()
+PROJECT_ROOT = INSTALLED_PROJECT if IS_INSTALLED else REPO_ROOT
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "flashfeed.yaml"
+
+
+def project_path(*parts: str) -> Path:
+    """A file or folder of the project's layout, e.g. `project_path("include", "sql")`: the
+    checkout's when flashfeed runs from one (make install's editable install), else the copy
+    installed inside the package (`pip install flashfeed`). dags/ and include/ are in both."""
+    return PROJECT_ROOT.joinpath(*parts)
 
 
 def flashfeed_home() -> Path:
-    """All local state (lake, DynamoDB data, Airflow home, logs) lives here."""
-    return Path(os.environ.get("FLASHFEED_HOME", REPO_ROOT / ".flashfeed")).resolve()
+    """All local state (lake, DynamoDB data, Airflow home, logs) lives here: FLASHFEED_HOME, else
+    `.flashfeed/` of the checkout, or of the user's home for an installed package."""
+    default = Path.home() / ".flashfeed" if IS_INSTALLED else REPO_ROOT / ".flashfeed"
+    return Path(os.environ.get("FLASHFEED_HOME", default)).resolve()
 
 
 def lake_root() -> str:

@@ -1,11 +1,26 @@
-"""The DAGs' Spark applications: spark-submit with the lake's S3 settings from an Airflow connection."""
+"""The DAGs' Spark applications: spark-submit of an installed job file, with the lake's S3
+settings from an Airflow connection. Each job ships the project's Python code to the executors
+itself (spark_jobs/executor_code.py), so a cluster's workers need no checkout."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 from flashfeed_airflow.aws import DEFAULT_AWS_CONN_ID
+
+
+def spark_job(name: str) -> str:
+    """The file of the Spark application `spark_jobs/<name>.py` where the package spark_jobs is
+    (the checkout's, or site-packages'), for spark-submit's application. Found without importing
+    anything, so DAG files call it at parse time; a job that is not there fails the parse."""
+    package = importlib.util.find_spec("spark_jobs")
+    path = Path(package.origin).parent / f"{name}.py" if package and package.origin else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"no Spark job {name!r}: {path or 'the package spark_jobs'} is not installed")
+    return str(path)
 
 
 class LakeSparkSubmitOperator(SparkSubmitOperator):
