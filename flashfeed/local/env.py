@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from flashfeed.core.config import REPO_ROOT, flashfeed_home
+from flashfeed.core.config import flashfeed_home, project_path
 from flashfeed.local import postgres as local_postgres
 
 DEFAULT_DYNAMODB_PORT = 8000
@@ -27,8 +27,9 @@ def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "FLASHFEED_LAKE": str(home / "lake"),
         "FLASHFEED_DYNAMODB_ENDPOINT": f"http://127.0.0.1:{env.get('FLASHFEED_DYNAMODB_PORT', DEFAULT_DYNAMODB_PORT)}",
         "AIRFLOW_HOME": str(home / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(project_path("dags")),
+        # A checkout's plugins/; an installed package has none (flashfeed_airflow is a package there).
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(project_path("plugins")),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -37,7 +38,7 @@ def project_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "AIRFLOW__API__PORT": "8080",
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": LOCAL_SPARK_MASTER}),
         "SPARK_LOCAL_IP": "127.0.0.1",  # Spark's driver and UI listen on loopback only
-        "SPARK_CONF_DIR": str(REPO_ROOT / "include" / "spark-conf"),
+        "SPARK_CONF_DIR": str(project_path("include", "spark-conf")),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         # Local DynamoDB accepts any credentials; real AWS uses the deployment's own.
