@@ -46,20 +46,30 @@ browser:
 
 # Test tiers, by pytest marker (pyproject.toml; tests/conftest.py marks everything under
 # tests/e2e `e2e`, slower tests elsewhere are marked `slow`). `make test` runs them all.
+# Tests run in TEST_WORKERS processes (pytest-xdist), a module per process at a time (its
+# fixtures, e.g. one Airflow, stay together); tests marked `serial` (timing-sensitive) run
+# afterwards, alone. Most of an end-to-end test's time is a JVM starting or a scheduler
+# waiting, so two of them share two cores well.
 FAST_TIER := not e2e and not slow
+TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
 test: install browser
-	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -m "not serial" $(PARALLEL) $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -m serial $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest tests -q -m "$(FAST_TIER)" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -m "($(FAST_TIER)) and not serial" $(PARALLEL) $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -m "($(FAST_TIER)) and serial" $(PYTEST_ARGS)
 
 # What `make test` adds to the fast tier, in two parts.
 test-slow: install
-	$(PY) -m pytest tests -q -m "slow and not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -m "slow and not e2e and not serial" $(PARALLEL) $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -m "slow and not e2e and serial" $(PYTEST_ARGS)
 
 test-e2e: install browser
-	$(PY) -m pytest tests -q -m e2e $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -m "e2e and not serial" $(PARALLEL) $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -m "e2e and serial" $(PYTEST_ARGS)
 
 airflow: install
 	$(FLASHFEED) dynamodb start

@@ -35,8 +35,10 @@ POLL_S = 5
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory, dynamodb_endpoint, demo_world):
     home = tmp_path_factory.mktemp("backfill-home")
+    # Only the backfills' runs: unpausing creates no scheduled run for today (use_job_schedule off).
     env = e2e_env(home, AIRFLOW__API__PORT=str(free_port()), FLASHFEED_DYNAMODB_ENDPOINT=dynamodb_endpoint,
-                  FLASHFEED_CONFIG=str(config_with_table_prefix(home, PREFIX)))
+                  FLASHFEED_CONFIG=str(config_with_table_prefix(home, PREFIX)),
+                  AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False")
     demo_world(env["FLASHFEED_LAKE"], members=MEMBERS, days=DAYS, end_date=END_DATE, seed=SEED)
     with running_airflow(env, home / "airflow.log", {MODEL, LAUNCH}) as url:
         # Backfill runs are scheduled like any other run: only for unpaused DAGs.

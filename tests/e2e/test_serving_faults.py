@@ -22,6 +22,8 @@ from flashfeed.local import dynamodb as local_dynamodb
 from flashfeed.serving import control, loader, tables
 from tests.conftest import config_with_table_prefix, free_port
 
+pytestmark = pytest.mark.serial   # every answer within 4x the read budget: not beside other tests
+
 VERSION = "20261122t1100"
 MEMBERS = 40
 CLIENTS = 8

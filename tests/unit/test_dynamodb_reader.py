@@ -21,6 +21,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from flashfeed.serving import dynamodb_reader, payloads, tables
 from flashfeed.serving.errors import ServingStoreError
 
+pytestmark = pytest.mark.serial   # upper bounds on calls under a deadline: not beside other tests
+
 
 @pytest.fixture(scope="module")
 def table_with_items(dynamodb_endpoint):

@@ -13,6 +13,8 @@ import pytest
 from flashfeed.serving.api import ServedPointer, ServedPointerUnavailable
 from flashfeed.serving.errors import ServingStoreError
 
+pytestmark = pytest.mark.serial   # upper bounds on how long requests wait: not beside other tests
+
 V1 = {"version": "20261122t1100", "table": "t1"}
 V2 = {"version": "20261122t1500", "table": "t2"}
 
