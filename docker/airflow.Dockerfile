@@ -25,8 +25,8 @@ COPY --chown=airflow:root requirements.txt /opt/flashfeed/requirements.txt
 RUN pip install --no-cache-dir -r /opt/flashfeed/requirements.txt \
     && pip install --no-cache-dir --no-deps --force-reinstall "$(grep '^pyspark==' /opt/flashfeed/requirements.txt)"
 
-# The project itself, without dependencies (they are the pinned set above). Airflow reads the DAGs
-# and plugins from this folder; the DAGs start spark_jobs/*.py from it too.
+# The project itself, without dependencies (they are the pinned set above): flashfeed, spark_jobs
+# and the operators (flashfeed_airflow) as installed packages; Airflow reads the DAGs from here.
 COPY --chown=airflow:root pyproject.toml README.md /opt/flashfeed/
 COPY --chown=airflow:root flashfeed /opt/flashfeed/flashfeed
 COPY --chown=airflow:root spark_jobs /opt/flashfeed/spark_jobs
@@ -40,10 +40,7 @@ RUN pip install --no-cache-dir --no-deps /opt/flashfeed
 RUN python -m flashfeed.local.s3a_jars --from-maven
 COPY --chown=airflow:root include/spark-conf/log4j2.properties docker/spark-conf/spark-defaults.conf /opt/flashfeed/spark-conf/
 
-# PYTHONPATH: `flashfeed airflow-init` imports the plugin (the pool's name) before Airflow has put
-# its plugins folder on sys.path, and looks for it next to the package only in a checkout.
 ENV FLASHFEED_CONFIG=/opt/flashfeed/include/flashfeed.yaml \
-    PYTHONPATH=/opt/flashfeed/plugins \
     SPARK_CONF_DIR=/opt/flashfeed/spark-conf \
     PYSPARK_PYTHON=python3 \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/flashfeed/dags \
