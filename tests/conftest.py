@@ -10,6 +10,8 @@ test session, on a free 127.0.0.1 port with its data in a temporary folder; stop
 PID at the end (`dynamodb_server` also gives its folder). Tests isolate themselves with their
 own table prefix.
 `alert_inbox`: a webhook on 127.0.0.1 to point FLASHFEED_ALERT_WEBHOOK at.
+`pinned_environment`, `installed_flashfeed`: fresh venvs outside the checkout, the pinned set
+without and with the wheel, built once per session (tests/installed_package.py).
 """
 from __future__ import annotations
 
@@ -183,3 +185,22 @@ def dynamodb_server(tmp_path_factory: pytest.TempPathFactory) -> DynaliteServer:
 @pytest.fixture(scope="session")
 def dynamodb_endpoint(dynamodb_server: DynaliteServer) -> str:
     return dynamodb_server.endpoint
+
+
+@pytest.fixture(scope="session")
+def pinned_environment(tmp_path_factory):
+    """A venv with requirements.txt's pinned set and no flashfeed, as a Spark worker has it
+    (tests/installed_package.py)."""
+    from tests import installed_package
+
+    return installed_package.pinned_environment(tmp_path_factory.mktemp("pinned") / "venv")
+
+
+@pytest.fixture(scope="session")
+def installed_flashfeed(tmp_path_factory):
+    """A venv with the pinned set and the wheel built from this checkout, as an Airflow worker
+    has it (tests/installed_package.py); built once per session."""
+    from tests import installed_package
+
+    work = tmp_path_factory.mktemp("wheel")
+    return installed_package.installed_environment(work / "venv", installed_package.build_wheel(work))

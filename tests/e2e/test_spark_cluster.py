@@ -9,14 +9,19 @@ master lists them as finished applications, and the worker's executors ran their
 in local mode; every group's ALS and the global one are fit by Spark here
 (`als.driver_fit_max_ratings` 0). The world has its own DynamoDB table prefix, so
 test_pipeline.py's served version on the session's DynamoDB is untouched. Also checks that
-master and worker listen on loopback only, that executors run this venv's Python, and that a
-daemon that cannot start is reported with its log file. The cluster is stopped by its PIDs at
-the end, also when a test fails.
+master and worker listen on loopback only, and that a daemon that cannot start is reported with
+its log file. The cluster is stopped by its PIDs at the end, also when a test fails.
+
+Its workers have no checkout either: master and worker run in a temporary folder without
+PYTHONPATH, and a job of the installed wheel (driver: the venv of tests/test_installed_package.py)
+runs on executors whose Python holds the pinned set but no flashfeed; they import flashfeed and
+spark_jobs from the zip the job's Spark session ships (spark_jobs/executor_code.py).
 """
 from __future__ import annotations
 
 import json
-import sys
+import os
+import subprocess
 from datetime import datetime, time, timedelta
 from pathlib import Path
 
@@ -40,9 +45,10 @@ def cluster(tmp_path_factory):
     home = tmp_path_factory.mktemp("spark-standalone")
     port, webui_port = free_port(), free_port()
     try:
-        # The worker offers its default: one executor of the config's spark.executor_memory.
-        url = spark_standalone.start(home, port, webui_port, WORKER_CORES,
-                                     worker_webui_port=free_port())
+        # The worker offers its default: one executor of the config's spark.executor_memory. The
+        # daemons (and the executors they start) run in `home` and get no PYTHONPATH.
+        url = spark_standalone.start(home, port, webui_port, WORKER_CORES, worker_webui_port=free_port(),
+                                     env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
         yield {"home": home, "url": url, "port": port, "webui_port": webui_port,
                "connection": spark_standalone.spark_connection(port)}
     finally:
@@ -72,23 +78,57 @@ def test_cluster_listens_on_loopback_only(cluster):
         assert addresses <= LOOPBACK_HEX, (master, worker)
 
 
-def test_executors_run_the_projects_python(cluster, world, tmp_path):
-    """The jobs have no Python UDFs today, so the DAGs alone would not show it: Python code on
-    the executors runs with the driver's PYSPARK_PYTHON (this venv) and imports the project."""
-    env, _ = world
+# A job of the installed package: a flashfeed function, mapped over an RDD on the executors.
+EXECUTOR_PROBE = """
+import json, sys
+import flashfeed
+from flashfeed.core.config import load_config
+from spark_jobs.common import spark_session
+
+spark = spark_session("flashfeed-probe", load_config())
+
+def on_executor(division):
+    import flashfeed.core.divisions, spark_jobs.transforms
+    return {"python": sys.executable, "flashfeed": flashfeed.core.divisions.__file__,
+            "spark_jobs": spark_jobs.transforms.__file__, "key": flashfeed.core.divisions.division_key(division)}
+
+rows = spark.sparkContext.parallelize(["Women's Apparel", "Home & D\u00e9cor"], 2).map(on_executor).collect()
+print("PROBE", json.dumps({"master": spark.sparkContext.master, "driver": flashfeed.__file__, "rows": rows}))
+spark.stop()
+"""
+
+
+def test_executors_without_flashfeed_import_the_code_the_job_ships(cluster, installed_flashfeed, pinned_environment,
+                                                                   tmp_path):
+    """The driver is the installed wheel, started outside the checkout; the executors' Python
+    (PYSPARK_PYTHON) has the pinned set and cannot import flashfeed: what they run of flashfeed and
+    spark_jobs comes from the zip the job's Spark session added (--py-files from inside the job)."""
+    for daemon in (spark_standalone.MASTER_CLASS, spark_standalone.WORKER_CLASS):
+        pid = int(spark_standalone.pid_file(cluster["home"].resolve(), daemon).read_text())
+        assert not Path(f"/proc/{pid}/cwd").resolve().is_relative_to(REPO), f"{daemon} runs in the checkout"
     probe = tmp_path / "probe.py"
-    probe.write_text(
-        "from pyspark.sql import SparkSession\n"
-        "spark = SparkSession.builder.appName('flashfeed-probe').getOrCreate()\n"
-        "def where(_):\n"
-        "    import sys, flashfeed, spark_jobs.transforms\n"
-        "    return sys.executable + ' ' + flashfeed.__file__\n"
-        "print('PROBE', spark.sparkContext.master, sorted(set(\n"
-        "    spark.sparkContext.parallelize(range(4), 2).map(where).collect())))\n"
-        "spark.stop()\n")
-    out = run(["spark-submit", "--master", cluster["url"], str(probe)], env, timeout=300).stdout
-    line = next(line for line in out.splitlines() if line.startswith("PROBE"))
-    assert line == f"PROBE {cluster['url']} {[sys.executable + ' ' + str(REPO / 'flashfeed' / '__init__.py')]}"
+    probe.write_text(EXECUTOR_PROBE, encoding="utf-8")
+    home = tmp_path / "home"
+    driver = installed_flashfeed
+    env = driver.env(FLASHFEED_HOME=str(home), SPARK_HOME=str(driver.site_packages / "pyspark"),
+                     SPARK_LOCAL_IP="127.0.0.1", PYSPARK_DRIVER_PYTHON=str(driver.python),
+                     PYSPARK_PYTHON=str(pinned_environment.python))
+    spark_submit = driver.site_packages / "pyspark" / "bin" / "spark-submit"
+    result = subprocess.run([str(spark_submit), "--master", cluster["url"], str(probe)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    probe_line = next(line for line in result.stdout.splitlines() if line.startswith("PROBE "))
+    report = json.loads(probe_line.removeprefix("PROBE "))
+    assert report["master"] == cluster["url"]
+    assert report["driver"].startswith(f"{driver.site_packages}/")          # the installed package
+    (shipped,) = (home / "spark-py-files").glob("flashfeed-code-*.zip")
+    assert [row["key"] for row in report["rows"]] == ["womens_apparel", "home_decor"]
+    for row in report["rows"]:
+        assert row["python"] == str(pinned_environment.python)
+        assert f"/{shipped.name}/flashfeed/core/divisions.py" in row["flashfeed"], row
+        assert f"/{shipped.name}/spark_jobs/transforms/__init__.py" in row["spark_jobs"], row
+    apps = spark_standalone.master_json(cluster["webui_port"])["completedapps"]
+    assert [app["state"] for app in apps if app["name"] == "flashfeed-probe"] == ["FINISHED"]
 
 
 def test_daily_model_and_launch_run_on_the_standalone_cluster(cluster, world):
