@@ -30,13 +30,12 @@ from zoneinfo import ZoneInfo
 
 from flashfeed.core import calendar, lake
 from flashfeed.core.config import flashfeed_home, lake_root
-from flashfeed.local.airflow import AirflowComponents, scheduler_environment
-from flashfeed.local.airflow_runs import AirflowAPI, AirflowRunError, format_task_table, most_at_once, task_rows
-from flashfeed.local.daemons import port_in_use
+from flashfeed.local import airflow_runs
+from flashfeed.local.airflow import AirflowComponents
+from flashfeed.local.airflow_runs import AirflowAPI, AirflowRunError
 
 log = logging.getLogger("flashfeed.demo.run")
 API_START_TIMEOUT_S = 60
-AIRFLOW_START_TIMEOUT_S = 300      # the DAG processor's first parse of every DAG on a busy machine
 RUN_TIMEOUT_S = 4 * 3600           # a demo of a million members runs for hours on two cores
 DEMO_DAGS = ("flashfeed_daily_model", "flashfeed_launch_feeds")
 DEFAULT_API_PORT = 8088
@@ -67,40 +66,16 @@ def run_dag(api: AirflowAPI, airflow: AirflowComponents, dag_id: str, logical_da
              airflow.url, dag_id, run_id)
     api.trigger(dag_id, run_id, logical_date, conf)
     run = api.wait_for(dag_id, run_id, RUN_TIMEOUT_S, airflow.stopped)
-    rows = task_rows(api.task_instances(dag_id, run_id))
+    rows = airflow_runs.task_rows(api.task_instances(dag_id, run_id))
     took = (datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])).total_seconds()
-    print(f"\n{dag_id} run {run_id}: {run['state']} in {took:.0f} s, at most {most_at_once(rows)} tasks at once\n"
-          f"{format_task_table(rows)}\n", flush=True)
+    print(f"\n{dag_id} run {run_id}: {run['state']} in {took:.0f} s, "
+          f"at most {airflow_runs.most_at_once(rows)} tasks at once\n{airflow_runs.format_task_table(rows)}\n",
+          flush=True)
     if run["state"] != "success":
         failed = [r["task"] for r in rows if r["state"] not in ("success", "skipped")]
         raise SystemExit(f"{dag_id} run {run_id} ended {run['state']!r}; not successful: {', '.join(failed)}. "
                          f"Read their logs in the UI ({airflow.url}/dags/{dag_id}/runs/{run_id}, while `make "
                          f"airflow` runs) or under {flashfeed_home() / 'airflow' / 'logs'}")
-
-
-def start_airflow(dag_ids: tuple[str, ...]) -> tuple[AirflowComponents, AirflowAPI]:
-    """Airflow's components with the scheduler's own schedule off (only triggered runs run),
-    their logs under .flashfeed/airflow/components/; returns once the API lists `dag_ids`."""
-    port = os.environ.get("AIRFLOW__API__PORT", "8080")
-    if port_in_use("127.0.0.1", int(port), 1.0):
-        raise SystemExit(f"port {port} is in use (is `make airflow` running?): stop it, or set AIRFLOW__API__PORT")
-    env = scheduler_environment({**os.environ, "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
-    airflow = AirflowComponents(port, env, flashfeed_home() / "airflow" / "components").start()
-    api = AirflowAPI(airflow.url)
-    deadline = time.monotonic() + AIRFLOW_START_TIMEOUT_S
-    while True:
-        try:
-            if set(dag_ids) <= api.dag_ids():
-                return airflow, api
-        except (OSError, AirflowRunError):
-            pass
-        stopped = airflow.stopped()
-        if stopped or time.monotonic() > deadline:
-            airflow.stop()
-            raise SystemExit(f"Airflow did not list {', '.join(dag_ids)} within {AIRFLOW_START_TIMEOUT_S} s"
-                             f"{f' ({stopped} exited)' if stopped else ''}: see the logs in "
-                             f"{flashfeed_home() / 'airflow' / 'components'}")
-        time.sleep(1)
 
 
 def api_port() -> int:
@@ -203,12 +178,14 @@ def main(argv: list[str] | None = None) -> int:
 
     tz = ZoneInfo(TIMEZONE)
     slot = calendar.slot(day, args.launch)
-    airflow, api = start_airflow(DEMO_DAGS)
+    try:
+        airflow, api = airflow_runs.start_for_triggered_runs(
+            os.environ.copy(), flashfeed_home() / "airflow" / "components", DEMO_DAGS)
+    except AirflowRunError as error:
+        raise SystemExit(str(error)) from None
     log.info("Airflow UI: %s (the runs are there while the demo runs; `make airflow` shows them later)",
              airflow.url)
     try:
-        for dag_id in DEMO_DAGS:
-            api.set_paused(dag_id, False)
         run_dag(api, airflow, "flashfeed_daily_model", datetime.combine(day, dtime(5, 0), tz))
         # A second demo re-runs the slot it serves already: reloaded into a new table and switched
         # to once verified (without the param, a load of the served version is refused).

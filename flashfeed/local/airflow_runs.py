@@ -1,7 +1,8 @@
-"""DAG runs through a running Airflow's REST API, as the UI makes them: trigger a run for a
-logical date, wait for it with progress in the log, and the table of its task instances
-(state, start and end relative to the run, seconds), so a reader sees which tasks ran side by
-side. Used by `flashfeed demo` (flashfeed/demo/run.py) and the pipeline benchmark.
+"""DAG runs through a running Airflow's REST API, as the UI makes them: start Airflow for
+triggered runs only, trigger a run for a logical date, wait for it with progress in the log, and
+the table of its task instances (state, start and end relative to the run, seconds), so a reader
+sees which tasks ran side by side. Used by `flashfeed demo` (flashfeed/demo/run.py) and the
+end-to-end tests.
 
 Locally the API needs no login (SimpleAuthManager, all admins: flashfeed/local/env.py).
 """
@@ -15,6 +16,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flashfeed.local.daemons import port_in_use
+
+if TYPE_CHECKING:
+    from flashfeed.local.airflow import AirflowComponents
 
 log = logging.getLogger("flashfeed.airflow")
 REQUEST_TIMEOUT_S = 30          # one API call; the api-server answers in milliseconds when healthy
@@ -22,6 +30,9 @@ POLL_S = 5
 PROGRESS_EVERY_S = 30
 FINISHED = {"success", "failed"}
 PAGE = 100
+
+
+START_TIMEOUT_S = 300           # the DAG processor's first parse of every DAG on a busy machine
 
 
 class AirflowRunError(RuntimeError):
@@ -105,6 +116,40 @@ class AirflowAPI:
             if now - started > timeout_s:
                 raise AirflowRunError(f"{dag_id} run {run_id} did not finish within {timeout_s:.0f} s")
             time.sleep(POLL_S)
+
+
+def start_for_triggered_runs(env: dict[str, str], log_dir: Path, dag_ids: tuple[str, ...],
+                             timeout_s: float = START_TIMEOUT_S) -> tuple[AirflowComponents, AirflowAPI]:
+    """Airflow's components (`make airflow`'s, port AIRFLOW__API__PORT of `env`) with the
+    scheduler's own schedule off, so unpausing `dag_ids` creates no run for today's date and only
+    triggered runs run; their logs in `log_dir`. Returns once the API lists `dag_ids`, unpaused."""
+    from flashfeed.local.airflow import AirflowComponents, scheduler_environment
+
+    port = env.get("AIRFLOW__API__PORT", "8080")
+    if port_in_use("127.0.0.1", int(port), 1.0):
+        raise AirflowRunError(f"port {port} is in use (is `make airflow` running?): stop it, or set AIRFLOW__API__PORT")
+    airflow = AirflowComponents(port, scheduler_environment({**env, "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}),
+                                log_dir).start()
+    api = AirflowAPI(airflow.url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                if set(dag_ids) <= api.dag_ids():
+                    break
+            except (OSError, AirflowRunError):
+                pass
+            stopped = airflow.stopped()
+            if stopped or time.monotonic() > deadline:
+                raise AirflowRunError(f"Airflow did not list {', '.join(dag_ids)} within {timeout_s:.0f} s"
+                                      f"{f' ({stopped} exited)' if stopped else ''}: see the logs in {log_dir}")
+            time.sleep(1)
+        for dag_id in dag_ids:
+            api.set_paused(dag_id, False)
+    except BaseException:
+        airflow.stop()
+        raise
+    return airflow, api
 
 
 def _quote(run_id: str) -> str:

@@ -1,7 +1,8 @@
 """What the end-to-end tests share: the project's environment for a test home, commands run as a
 user runs them (with their output when they fail), `airflow dags test` and a run's state, reading
 feeds and task logs back from the lake and Airflow's log folder, and Airflow as `make airflow`
-runs it (`running_airflow`, for tests that need a real scheduler).
+runs it (`running_airflow`, for tests that need a real scheduler) or as `make demo` runs it
+(`triggered_runs`: the scheduler runs only the runs a test triggers).
 
 Session-wide fixtures built on these (one generated demo world per set of parameters, the UCI
 sample as CSV) are in tests/e2e/conftest.py.
@@ -93,6 +94,42 @@ def dag_test(dag_id: str, logical: datetime | str, env: dict[str, str], expect: 
     if expect == "success":
         assert result.returncode == 0, f"{dag_id} {when}: exit {result.returncode}\n{output[-4000:]}"
     return output
+
+
+class TriggeredRuns:
+    """DAG runs through a running scheduler, as `make demo` makes them (flashfeed/local/airflow_runs.py)."""
+
+    def __init__(self, api, airflow, env: dict[str, str]):
+        self.api, self.airflow, self.env = api, airflow, env
+
+    def run(self, dag_id: str, logical: datetime, expect: str = "success", conf: dict | None = None,
+            timeout: float = DAG_TEST_TIMEOUT_S) -> str:
+        """Trigger a run of `dag_id` for `logical`, wait for it, assert it ended `expect`; its run id."""
+        from flashfeed.local import airflow_runs
+
+        run_id = f"test__{logical.isoformat()}"
+        self.api.trigger(dag_id, run_id, logical, conf)
+        run = self.api.wait_for(dag_id, run_id, timeout, self.airflow.stopped)
+        if run["state"] != expect:
+            rows = airflow_runs.task_rows(self.api.task_instances(dag_id, run_id))
+            logs = "\n".join(task_log(self.env, dag_id, run_id, r["task"].split(" [")[0])[-3000:]
+                              for r in rows if r["state"] not in ("success", "skipped"))
+            raise AssertionError(f"{dag_id} {run_id}: {run['state']}, expected {expect}\n"
+                                 f"{airflow_runs.format_task_table(rows)}\n{logs}")
+        return run_id
+
+
+@contextlib.contextmanager
+def triggered_runs(env: dict[str, str], log_dir: Path, dag_ids: Iterable[str]) -> Iterator[TriggeredRuns]:
+    """Airflow's components with `env` (its own AIRFLOW__API__PORT) for triggered runs only, the
+    DAGs unpaused; every component stopped by its own process group at the end."""
+    from flashfeed.local import airflow_runs
+
+    airflow, api = airflow_runs.start_for_triggered_runs(env, log_dir, tuple(dag_ids), START_TIMEOUT_S)
+    try:
+        yield TriggeredRuns(api, airflow, env)
+    finally:
+        airflow.stop()
 
 
 def task_log(env: dict[str, str], dag_id: str, run_id: str, task_id: str) -> str:

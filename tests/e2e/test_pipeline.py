@@ -1,11 +1,12 @@
 """End to end: both real DAGs through Airflow on a tiny generated world, served by real DynamoDB.
 
-Runs `airflow dags test` for the daily model, then the 11:00 and the 15:00 launch of the same
-day, with an A/B experiment in the config, and checks that after each flip the read API serves
-a known member's payload from the new version, byte for byte as written to the lake, and the
-because, related and bought-together feeds, the division fallback and the experiment's variant
-(stopped and resumed through `flashfeed_experiment`). The launch watch alerts (to a local
-webhook) when it runs before a launch is flipped, and not after.
+Runs the daily model, then the 11:00 and the 15:00 launch of the same day through Airflow's
+scheduler (LocalExecutor, PostgreSQL; triggered runs, as `make demo` makes them), with an A/B
+experiment in the config, and checks that after each flip the read API serves a known member's
+payload from the new version, byte for byte as written to the lake, and the because, related
+and bought-together feeds, the division fallback and the experiment's variant (stopped and
+resumed through `flashfeed_experiment`). The launch watch alerts (to a local webhook) when it
+runs before a launch is flipped, and not after.
 """
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ import yaml
 
 from flashfeed.core import calendar, experiments, lake
 from flashfeed.serving import control, tables
-from tests.e2e.helpers import NY, REPO, dag_test, e2e_env, feed_lines, first_payload, lake_line, run
+from tests.conftest import free_port
+from tests.e2e.helpers import NY, REPO, e2e_env, feed_lines, first_payload, lake_line, run, triggered_runs
 
 DAY = "2026-11-22"
 MEMBERS, DAYS, SEED = 700, 14, 11
 LEAD = timedelta(minutes=45)
 WATCH = timedelta(minutes=15)
+DAGS = ("flashfeed_daily_model", "flashfeed_launch_feeds", "flashfeed_launch_watch", "flashfeed_experiment",
+        "flashfeed_freshness", "flashfeed_rollback")
 EXPERIMENT = {"name": "boost-e2e", "salt": "e2e", "variants": {
     "control": {"share": 0.8}, "strong_boost": {"share": 0.2, "collections": {"boost": 1.0}}}}
 
@@ -36,7 +40,8 @@ def world(tmp_path_factory, dynamodb_endpoint, demo_world):
     config = yaml.safe_load((REPO / "include" / "flashfeed.yaml").read_text())
     config["experiments"] = EXPERIMENT
     (home / "flashfeed.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    env = e2e_env(home, FLASHFEED_DYNAMODB_ENDPOINT=dynamodb_endpoint, FLASHFEED_CONFIG=str(home / "flashfeed.yaml"))
+    env = e2e_env(home, FLASHFEED_DYNAMODB_ENDPOINT=dynamodb_endpoint, FLASHFEED_CONFIG=str(home / "flashfeed.yaml"),
+                  AIRFLOW__API__PORT=str(free_port()))
     run(["flashfeed", "airflow-init"], env)
     demo_world(env["FLASHFEED_LAKE"], members=MEMBERS, days=DAYS, end_date=DAY, seed=SEED)
     return env
@@ -81,7 +86,7 @@ def _assert_payloads_sell_what_is_on_sale(root: str, launch: str) -> None:
     assert lake.FALLBACK_MEMBER_PREFIX + "women" in fallback_divisions
 
 
-def _assert_browsing_shows_within_the_quarter_hour(env, version: str, monkeypatch) -> None:
+def _assert_browsing_shows_within_the_quarter_hour(env, runs, version: str, monkeypatch) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -98,7 +103,7 @@ def _assert_browsing_shows_within_the_quarter_hour(env, version: str, monkeypatc
     pq.write_table(pa.Table.from_pylist(events, schema=SCHEMAS["events"]), f"{partition}/part-00000.parquet")
     Path(partition, "_SUCCESS").touch()
     before = _api_get(env, f"/v1/members/{member_id}/feeds/because", monkeypatch).json()
-    dag_test("flashfeed_freshness", quarter + timedelta(minutes=15), env)
+    runs.run("flashfeed_freshness", quarter + timedelta(minutes=15))
     refresh = Path(lake.refresh(DAY, launch, quarter.strftime("%Y%m%dt%H%M"), root))
     manifest = json.loads((refresh / "manifest.json").read_text())
     assert manifest["members"] == 1 and manifest["version"] == version
@@ -121,8 +126,13 @@ def _api_get(env, path: str, monkeypatch):
 
 def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbox):
     env = {**world, "FLASHFEED_ALERT_WEBHOOK": alert_inbox.url}
+    with triggered_runs(env, Path(env["FLASHFEED_HOME"]) / "components", DAGS) as runs:
+        _the_day(env, runs, monkeypatch, alert_inbox)
+
+
+def _the_day(env, runs, monkeypatch, alert_inbox) -> None:
     root = env["FLASHFEED_LAKE"]
-    dag_test("flashfeed_daily_model", datetime.combine(datetime.fromisoformat(DAY), time(5), NY), env)
+    runs.run("flashfeed_daily_model", datetime.combine(datetime.fromisoformat(DAY), time(5), NY))
 
     groups = json.loads(Path(lake.affinity(DAY, root=root), "groups.json").read_text())["groups"]
     assert groups, "no member group was trained"
@@ -147,18 +157,18 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
         slot = calendar.slot(DAY, launch)
         if launch == "1500":
             # The launch watch at 14:45: 15:00 is not built yet, so it alerts (webhook) and fails.
-            dag_test("flashfeed_launch_watch", slot.starts_at - WATCH, env, expect="failed")
+            runs.run("flashfeed_launch_watch", slot.starts_at - WATCH, expect="failed")
             [alert] = alert_inbox.alerts
             assert alert["alert"]["version"] == slot.version
             assert alert["alert"]["served_version"] == served[0]["version"]
             assert "launch 2026-11-22 15:00" in alert["text"] and "NOT flipped 15 minutes" in alert["text"]
             assert alert["alert"]["progress"] == {"affinity of the day sealed": True, "products scored": False,
                                                   "collections built": False, "table loaded and verified": False}
-        dag_test("flashfeed_launch_feeds", slot.starts_at - LEAD, env)
+        runs.run("flashfeed_launch_feeds", slot.starts_at - LEAD)
         pointer = control.served_version(_client(env), None)
         assert pointer["version"] == slot.version
         served.append(pointer)
-        dag_test("flashfeed_launch_watch", slot.starts_at - WATCH, env)   # served: on time, no new alert
+        runs.run("flashfeed_launch_watch", slot.starts_at - WATCH)   # served: on time, no new alert
         assert len(alert_inbox.alerts) == (1 if launch == "1500" else 0)
 
         manifest = json.loads(Path(lake.feeds(DAY, launch, root), "manifest.json").read_text())
@@ -208,24 +218,24 @@ def test_daily_model_then_two_launches_are_served(world, monkeypatch, alert_inbo
         assert response.text == _lake_line(env, launch, treated["member_id"], "products_card.strong_boost")
         if launch == "1100":
             # Stopped from the Airflow DAG: control at once, no reload; then resumed.
-            dag_test("flashfeed_experiment", slot.starts_at, env, conf={"variant": "strong_boost", "action": "stop"})
+            runs.run("flashfeed_experiment", slot.starts_at, conf={"variant": "strong_boost", "action": "stop"})
             stopped = _api_get(env, path, monkeypatch)
             assert stopped.headers["x-feed-experiment"] == "boost-e2e:control"
             assert stopped.text == _lake_line(env, launch, treated["member_id"])
-            dag_test("flashfeed_experiment", slot.starts_at + WATCH, env,
-                      conf={"variant": "strong_boost", "action": "resume"})
+            runs.run("flashfeed_experiment", slot.starts_at + WATCH,
+                     conf={"variant": "strong_boost", "action": "resume"})
             assert _api_get(env, path, monkeypatch).headers["x-feed-experiment"] == "boost-e2e:strong_boost"
 
     assert served[1]["previous"] == served[0]["version"]  # the 15:00 flip replaced the 11:00 version
 
     # Freshness: a member views a product at 15:20 New York; the 15:30 run of flashfeed_freshness
     # rewrites her payloads in the served version, and her because card starts with that product.
-    _assert_browsing_shows_within_the_quarter_hour(env, served[1]["version"], monkeypatch)
+    _assert_browsing_shows_within_the_quarter_hour(env, runs, served[1]["version"], monkeypatch)
 
     # Rollback through Airflow: the manual DAG with its default target (the previous version)
     # serves the 11:00 version again, and the API follows within its pointer cache.
     rolled_back_at = datetime.combine(datetime.fromisoformat(DAY), time(16), NY)
-    dag_test("flashfeed_rollback", rolled_back_at, env)
+    runs.run("flashfeed_rollback", rolled_back_at)
     pointer = control.served_version(_client(env), None)
     assert (pointer["version"], pointer["previous"]) == (served[0]["version"], served[1]["version"])
     assert pointer["history"][-3:] == [served[0]["version"], served[1]["version"], served[0]["version"]]
