@@ -173,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     airflow_db_ready()
     demo_data.generate(lake_root(), members=args.members, days=args.days, end_date=day, seed=args.seed)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
     from flashfeed_airflow.schedules import LAUNCH_LEAD_MINUTES, TIMEZONE
 
     tz = ZoneInfo(TIMEZONE)

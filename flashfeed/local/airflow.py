@@ -103,8 +103,6 @@ def init_airflow() -> None:
     Spark applications; tasks of a pool that does not exist are never scheduled.
     """
     from flashfeed.core.config import load_config
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
     from flashfeed_airflow.schedules import SPARK_POOL
 
     slots = load_config()["airflow"]["spark_pool_slots"]
