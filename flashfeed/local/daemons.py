@@ -1,15 +1,19 @@
-"""What the local servers flashfeed starts (dynalite, a Spark standalone cluster) share: a
-process check, a port probe, a start/stop lock and the tail of a log for error messages."""
+"""What the local servers flashfeed starts (dynalite, PostgreSQL, a Spark standalone cluster)
+share: a process check, a port probe, a start/stop lock, a pid file written atomically, a stop
+by PID that escalates to SIGKILL, and the tail of a log for error messages."""
 from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 LOG_TAIL_LINES = 20
+POLL_SECONDS = 0.1
 
 
 def pid_alive(pid: int) -> bool:
@@ -54,3 +58,30 @@ def log_tail(path: Path) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(lines[-LOG_TAIL_LINES:]) or "(log is empty)"
+
+
+def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
+    """Write `text` to `path` so that readers never see half of it (and, with `mode`, never see
+    it with looser permissions)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    if mode is not None:
+        tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+def stop_by_pid(pid: int, first_signal: int, grace_seconds: float, alive: Callable[[int], bool] = pid_alive) -> bool:
+    """Send `first_signal` to `pid`, then SIGKILL if it still runs after `grace_seconds`; True once
+    it is gone (`alive` may reap a child of ours), False if even SIGKILL did not end it in time."""
+    for sig in (first_signal, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            alive(pid)
+            return True
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return True
+            time.sleep(POLL_SECONDS)
+    return False

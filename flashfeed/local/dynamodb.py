@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from flashfeed.core.config import REPO_ROOT, flashfeed_home
-from flashfeed.local.daemons import exclusive, log_tail, pid_alive, port_in_use
+from flashfeed.local.daemons import exclusive, log_tail, pid_alive, port_in_use, stop_by_pid, write_atomically
 
 HOST = "127.0.0.1"                 # never listen on other interfaces
 DEFAULT_PORT = 8000
@@ -163,10 +163,7 @@ def _read_pid_file(home: Path | None) -> dict | None:
 def _write_pid_file(home: Path | None, pid: int, port: int) -> None:
     record = {"pid": pid, "port": port, "endpoint": endpoint_url(port),
               "data": str(data_dir(home)), "started_at": _utc_now()}
-    path = pid_file(home)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, path)      # readers never see a half-written pid file
+    write_atomically(pid_file(home), json.dumps(record) + "\n")
 
 
 def _remove_pid_file(home: Path | None) -> None:
@@ -261,18 +258,8 @@ def start(home: Path | None = None, port: int | None = None) -> str:
 
 def _terminate(pid: int) -> None:
     """SIGTERM, wait up to STOP_TIMEOUT_SECONDS, then SIGKILL; returns once the process is gone."""
-    for sig, grace in ((signal.SIGTERM, STOP_TIMEOUT_SECONDS), (signal.SIGKILL, STOP_TIMEOUT_SECONDS)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            _reap_if_child(pid)
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not _process_alive(pid):
-                return
-            time.sleep(POLL_SECONDS)
-    raise LocalDynamoDBError(f"dynalite (pid {pid}) did not exit after SIGKILL")
+    if not stop_by_pid(pid, signal.SIGTERM, STOP_TIMEOUT_SECONDS, _process_alive):
+        raise LocalDynamoDBError(f"dynalite (pid {pid}) did not exit after SIGKILL")
 
 
 def stop(home: Path | None = None) -> bool:

@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from flashfeed.core.config import flashfeed_home
-from flashfeed.local.daemons import exclusive, log_tail, pid_alive, port_in_use
+from flashfeed.local.daemons import exclusive, log_tail, pid_alive, port_in_use, stop_by_pid, write_atomically
 
 HOST = "127.0.0.1"                 # never listen on other interfaces
 DEFAULT_PORT = 15432
@@ -227,9 +227,7 @@ def _live_record(home: Path | None) -> dict | None:
 def _write_pid_file(home: Path | None, pid: int, port: int) -> None:
     record = {"pid": pid, "port": port, "url": sqlalchemy_url(port), "data": str(data_dir(home)),
               "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = pid_file(home).with_suffix(".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, pid_file(home))      # readers never see a half-written pid file
+    write_atomically(pid_file(home), json.dumps(record) + "\n")
 
 
 # --- initialisation --------------------------------------------------------------------------
@@ -262,11 +260,8 @@ def _initialise(home: Path | None, user: str | None) -> None:
 
 
 def write_password_file(home: Path | None, password: str) -> None:
-    path = password_file(home)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{HOST}:*:*:{SUPERUSER}:{password}\n")
-    tmp.chmod(0o600)                     # libpq and asyncpg ignore a password file others can read
-    os.replace(tmp, path)
+    # 0600: libpq and asyncpg ignore a password file others can read
+    write_atomically(password_file(home), f"{HOST}:*:*:{SUPERUSER}:{password}\n", mode=0o600)
 
 
 def ensure_database(port: int, passfile: Path, database: str) -> None:
@@ -351,19 +346,9 @@ def ensure_running(env: dict[str, str] | None = None) -> str | None:
 
 
 def _terminate(pid: int) -> None:
-    """SIGINT (fast shutdown: aborts sessions, writes a checkpoint), then SIGKILL after the timeout."""
-    for sig in (signal.SIGINT, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            _process_alive(pid)
-            return
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if not _process_alive(pid):
-                return
-            time.sleep(POLL_SECONDS)
-    raise LocalPostgresError(f"PostgreSQL (pid {pid}) did not exit after SIGKILL")
+    """SIGINT: PostgreSQL's fast shutdown (aborts sessions, writes a checkpoint); SIGKILL after the timeout."""
+    if not stop_by_pid(pid, signal.SIGINT, STOP_TIMEOUT_SECONDS, _process_alive):
+        raise LocalPostgresError(f"PostgreSQL (pid {pid}) did not exit after SIGKILL")
 
 
 def stop(home: Path | None = None) -> bool:

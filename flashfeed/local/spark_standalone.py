@@ -56,7 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flashfeed.core.config import load_config
-from flashfeed.local.daemons import exclusive, log_tail, pid_alive, port_in_use
+from flashfeed.local.daemons import exclusive, log_tail, pid_alive, port_in_use, write_atomically
 
 HOST = "127.0.0.1"                       # never listen on other interfaces
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -371,10 +371,7 @@ def _read_state(home: Path) -> dict:
 
 
 def _write_state(home: Path, record: dict) -> None:
-    path = state_file(home)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomically(state_file(home), json.dumps(record, indent=2) + "\n")
 
 
 # --- stop ------------------------------------------------------------------------------------
