@@ -47,12 +47,12 @@ browser:
 # Test tiers, by pytest marker (pyproject.toml; tests/conftest.py marks everything under
 # tests/e2e `e2e`, slower tests elsewhere are marked `slow`). `make test` runs them all.
 # Tests run in TEST_WORKERS processes (pytest-xdist), a module per process at a time (its
-# fixtures, e.g. one Airflow, stay together); tests marked `serial` (timing-sensitive) run
-# afterwards, alone. Most of an end-to-end test's time is a JVM starting or a scheduler
+# fixtures, e.g. one Airflow, stay together), the longest modules first (tests/conftest.py);
+# tests marked `serial` (timing-sensitive) run afterwards, alone. Most of an end-to-end test's time is a JVM starting or a scheduler
 # waiting, so two of them share two cores well.
 FAST_TIER := not e2e and not slow
 TEST_WORKERS ?= 2
-PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: install browser
 	$(PY) -m pytest tests -q -m "not serial" $(PARALLEL) $(PYTEST_ARGS)

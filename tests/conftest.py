@@ -29,10 +29,21 @@ PORT_ATTEMPTS = 3
 E2E = Path(__file__).resolve().parent / "e2e"
 
 
+# The modules that take longest, longest first (BENCHMARKS.md, "The deployable stack"): with the
+# tests in two processes (`make test`, pytest-xdist --dist loadfile --no-loadscope-reorder), a
+# long module started last would run alone at the end.
+LONGEST_FIRST = ("e2e/test_backfill.py", "e2e/test_pipeline.py", "e2e/test_s3_lake.py", "e2e/test_spark_cluster.py",
+                 "e2e/test_evaluate_and_tune.py", "e2e/test_quality_gate.py", "e2e/test_airflow_ui.py",
+                 "e2e/test_faults.py", "test_installed_package.py")
+TESTS = Path(__file__).resolve().parent
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E in item.path.resolve().parents:
             item.add_marker(pytest.mark.e2e)
+    rank = {TESTS / name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.resolve(), len(rank)))    # stable: the rest keep their order
 
 
 # The UCI Online Retail sample (CC BY 4.0) ships next to the project's checkout, in
