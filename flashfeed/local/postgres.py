@@ -364,7 +364,7 @@ def stop(home: Path | None = None) -> bool:
 
 
 def status(home: Path | None = None) -> LocalPostgresStatus:
-    running_record = _live_record(home) if pid_file(home).exists() else None
+    running_record = _live_record(home)
     running = running_record is not None and _answers(running_record["port"], password_file(home))
     pid, port = (running_record["pid"], running_record["port"]) if running_record else (None, None)
     return LocalPostgresStatus(running=running, pid=pid, port=port, url=sqlalchemy_url(port) if running else None,
